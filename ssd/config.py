@@ -1,0 +1,139 @@
+"""SSD configurations: the paper's SSD300 / SSD512 for PASCAL VOC and COCO.
+
+All sizes are in pixels of the (square) network input, as the paper's Table/§2.2 and the original Caffe
+prototxts state them; `ssd.priors` turns them into normalised default boxes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+
+
+@dataclass(frozen=True)
+class SSDConfig:
+    """Everything that fixes an SSD's architecture, default boxes and inference defaults.
+
+    `num_classes` counts object classes only; the network predicts `num_classes + 1` scores per default
+    box because index 0 is background.
+    """
+
+    name: str
+    image_size: int
+    num_classes: int
+    # One entry per source layer (paper Fig. 2): names, feature-map sizes, strides ("steps") in pixels,
+    # default-box scales s_k·image_size (min_sizes) and s_{k+1}·image_size (max_sizes), and the extra aspect
+    # ratios r of each layer (each r adds the boxes r and 1/r; ratio 1 and s'_k are always there).
+    source_layers: tuple[str, ...]
+    feature_maps: tuple[int, ...]
+    steps: tuple[int, ...]
+    min_sizes: tuple[float, ...]
+    max_sizes: tuple[float, ...]
+    aspect_ratios: tuple[tuple[int, ...], ...]
+    variances: tuple[float, float] = (0.1, 0.2)
+    # Options for training from scratch (ScratchDet/DSOD); the presets are the paper's model.
+    batch_norm: bool = False
+    width: float = 1.0
+    l2norm_scale: float = 20.0
+    # Training and inference constants from the paper.
+    match_threshold: float = 0.5
+    neg_pos_ratio: int = 3
+    conf_threshold: float = 0.01
+    nms_threshold: float = 0.45
+    top_k: int = 200
+    # Input normalisation (RGB, 0-255 scale) — ImageNet statistics, as torchvision's SSD uses.
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+    def __post_init__(self) -> None:
+        per_layer = {
+            "source_layers": self.source_layers, "feature_maps": self.feature_maps, "steps": self.steps,
+            "min_sizes": self.min_sizes, "max_sizes": self.max_sizes, "aspect_ratios": self.aspect_ratios,
+        }
+        lengths = {k: len(v) for k, v in per_layer.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"SSDConfig {self.name!r}: per-layer fields must have equal lengths, got {lengths}")
+        if self.width <= 0:
+            raise ValueError(f"SSDConfig {self.name!r}: width must be > 0, got {self.width}")
+        if self.num_classes < 1:
+            raise ValueError(f"SSDConfig {self.name!r}: num_classes must be >= 1, got {self.num_classes}")
+
+    @property
+    def boxes_per_cell(self) -> tuple[int, ...]:
+        """4 or 6 per layer: ratio 1 at s_k, ratio 1 at s'_k, and r, 1/r for each extra ratio."""
+        return tuple(2 + 2 * len(r) for r in self.aspect_ratios)
+
+    @property
+    def num_default_boxes(self) -> int:
+        return sum(f * f * b for f, b in zip(self.feature_maps, self.boxes_per_cell))
+
+    def replace(self, **changes) -> "SSDConfig":
+        """A copy with some fields changed, e.g. `SSD300_VOC.replace(batch_norm=True, width=0.5)`."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SSDConfig":
+        """Inverse of `to_dict` (JSON turns tuples into lists; unknown keys are an error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown SSDConfig fields {sorted(unknown)}; known: {sorted(names)}")
+
+        def tup(v):
+            return tuple(tup(x) for x in v) if isinstance(v, list | tuple) else v
+
+        return cls(**{k: tup(v) for k, v in data.items()})
+
+
+_SSD300_LAYERS = ("conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2")
+_SSD512_LAYERS = _SSD300_LAYERS + ("conv12_2",)
+
+SSD300_VOC = SSDConfig(
+    name="SSD300_VOC",
+    image_size=300,
+    num_classes=20,
+    source_layers=_SSD300_LAYERS,
+    feature_maps=(38, 19, 10, 5, 3, 1),
+    steps=(8, 16, 32, 64, 100, 300),
+    min_sizes=(30, 60, 111, 162, 213, 264),
+    max_sizes=(60, 111, 162, 213, 264, 315),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+)
+
+# COCO objects are smaller: conv4_3 at 0.07 and s_min = 0.15 (paper §3.4 / the released models).
+SSD300_COCO = SSD300_VOC.replace(
+    name="SSD300_COCO",
+    num_classes=80,
+    min_sizes=(21, 45, 99, 153, 207, 261),
+    max_sizes=(45, 99, 153, 207, 261, 315),
+)
+
+SSD512_VOC = SSDConfig(
+    name="SSD512_VOC",
+    image_size=512,
+    num_classes=20,
+    source_layers=_SSD512_LAYERS,
+    feature_maps=(64, 32, 16, 8, 4, 2, 1),
+    steps=(8, 16, 32, 64, 128, 256, 512),
+    min_sizes=(35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8),
+    max_sizes=(76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+)
+
+SSD512_COCO = SSD512_VOC.replace(
+    name="SSD512_COCO",
+    num_classes=80,
+    min_sizes=(20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8),
+    max_sizes=(51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72),
+)
+
+PRESETS = {c.name: c for c in (SSD300_VOC, SSD512_VOC, SSD300_COCO, SSD512_COCO)}

@@ -1,0 +1,151 @@
+"""Detector: the trained network plus everything around it — load weights and model card, take any image,
+return detections in the input's pixels."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import SSDConfig
+from .image import to_rgb
+from .model import build_ssd
+from .postprocess import ImageDetections, postprocess
+from .priors import prior_layout
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssd300_bn_voc07.safetensors"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object. box: (x1, y1, x2, y2) in pixels of the (EXIF-upright) input image."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    class_id: int
+    prior_index: int  # the default box this detection was regressed from
+    layer: str  # the source layer of that default box, e.g. "conv4_3"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RawPrediction:
+    """Network outputs for one image, kept so thresholds can change without re-running the network."""
+
+    loc: torch.Tensor  # (1, N, 4)
+    conf: torch.Tensor  # (1, N, C+1)
+    width: int
+    height: int
+    seconds: float  # network time, preprocessing included
+
+
+def card_path(weights: Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, **card) -> Path:
+    """Write the shipped format: fp16 safetensors + a JSON model card (config, classes, and `card` fields)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    meta = {"config": cfg.to_dict(), "classes": list(class_names), **card}
+    card_path(path).write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+class Detector:
+    def __init__(self, model: torch.nn.Module, config: SSDConfig, class_names, device=None, card=None):
+        if len(class_names) != config.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a {config.num_classes}-class config")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # Half precision only where it is fast (GPU); CPU kernels are fastest in fp32.
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.model = model.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
+        self.config = config
+        self.class_names = tuple(class_names)
+        self.card = card or {}
+        layout = prior_layout(config)
+        self.priors = layout.boxes.to(self.device)
+        self._prior_layer = layout.layer.tolist()
+        s = 1.0 / torch.tensor(config.pixel_std)
+        self._scale = s.view(1, 3, 1, 1).to(self.device, self.dtype)
+        self._shift = (-torch.tensor(config.pixel_mean) * s).view(1, 3, 1, 1).to(self.device, self.dtype)
+
+    @classmethod
+    def load(cls, path=None, device=None) -> "Detector":
+        """Shipped demo weights (path=None) or any weights file written by `export_weights`."""
+        from safetensors.torch import load_file
+
+        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        if not path.exists() or not card_path(path).exists():
+            missing = path if not path.exists() else card_path(path)
+            hint = ("No demo weights are shipped yet. Train them with `python -m train` (README, 'Train your "
+                    "own') or pass Detector.load(path) a weights file.") if path == DEFAULT_WEIGHTS else \
+                "Pass the .safetensors file written by training; its model card (.json) must sit beside it."
+            raise FileNotFoundError(f"weights not found: {missing}. {hint}")
+        card = json.loads(card_path(path).read_text())
+        cfg = SSDConfig.from_dict(card["config"])
+        model = build_ssd(cfg)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+        model.load_state_dict(state)
+        return cls(model, cfg, card["classes"], device=device, card=card)
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """Warp to the network's square input (SSD ignores aspect ratio) and normalise."""
+        s = self.config.image_size
+        arrays = [np.asarray(im.resize((s, s), Image.BILINEAR)) for im in images]
+        x = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
+        x = x.to(self.dtype) * self._scale + self._shift
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def predict(self, image) -> RawPrediction:
+        start = time.perf_counter()
+        image = to_rgb(image)
+        loc, conf = self.model(self.preprocess([image]))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return RawPrediction(loc, conf, image.width, image.height, time.perf_counter() - start)
+
+    @torch.inference_mode()
+    def postprocess(self, raw: RawPrediction, score_threshold=0.5, nms_threshold=0.45, top_k=200):
+        (det,) = postprocess(raw.loc, raw.conf, self.priors, self.config.variances,
+                             score_threshold, nms_threshold, top_k)
+        return self._to_detections(det, raw.width, raw.height)
+
+    def detect(self, image, score_threshold=0.5, nms_threshold=0.45, top_k=200) -> list[Detection]:
+        """Detections (best first) of one image: PIL image, HxWx3 uint8 array, or a path."""
+        return self.postprocess(self.predict(image), score_threshold, nms_threshold, top_k)
+
+    @torch.inference_mode()
+    def detect_batch(self, images, score_threshold=0.01, nms_threshold=0.45, top_k=200, batch_size=16):
+        """detect() for many images, `batch_size` at a time (evaluation)."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            chunk = [to_rgb(im) for im in images[i:i + batch_size]]
+            loc, conf = self.model(self.preprocess(chunk))
+            dets = postprocess(loc, conf, self.priors, self.config.variances, score_threshold, nms_threshold, top_k)
+            out += [self._to_detections(d, im.width, im.height) for d, im in zip(dets, chunk)]
+        return out
+
+    def _to_detections(self, det: ImageDetections, width: int, height: int) -> list[Detection]:
+        scale = torch.tensor([width, height, width, height], device=det.boxes.device, dtype=torch.float32)
+        boxes = (det.boxes.float().clamp(0, 1) * scale).tolist()
+        layers = self.config.source_layers
+        return [
+            Detection(self.class_names[c - 1], s, tuple(b), c, p, layers[self._prior_layer[p]])
+            for b, s, c, p in zip(boxes, det.scores.tolist(), det.labels.tolist(), det.prior.tolist())
+        ]

@@ -1,0 +1,148 @@
+"""The SSD network: VGG16 base with atrous fc6/fc7 and L2Norm on conv4_3, extra feature layers, and a 3x3
+multibox head (localisation + confidence) on every source layer (paper Fig. 2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SSDConfig
+
+# VGG16 conv stages (channels per conv); a 2x2 max-pool follows each stage except the last, whose pool5
+# becomes 3x3 stride 1 so that fc6/fc7 keep conv5's resolution (§3, "atrous").
+_VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+
+class L2Norm(nn.Module):
+    """Normalise each position's feature vector to unit L2 norm, then scale per channel (ParseNet, §3.1).
+    conv4_3's features have a larger scale than the later layers'; the learnable scale starts at 20."""
+
+    def __init__(self, channels: int, scale: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
+
+    def forward(self, x):
+        return F.normalize(x, p=2.0, dim=1, eps=1e-10) * self.weight.view(1, -1, 1, 1)
+
+
+def _conv(cin, cout, batch_norm, **kw) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, bias=not batch_norm, **kw)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def _extra_geometry(f_in: int, f_out: int) -> dict:
+    """Kernel/stride/padding of an extra layer's 3x3 (or final 4x4) conv that maps f_in -> f_out cells."""
+    for kw in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=1, padding=0),
+               dict(kernel_size=4, stride=1, padding=1)):
+        if (f_in + 2 * kw["padding"] - kw["kernel_size"]) // kw["stride"] + 1 == f_out:
+            return kw
+    raise ValueError(f"no SSD extra layer maps a {f_in}x{f_in} feature map to {f_out}x{f_out}")
+
+
+class SSD(nn.Module):
+    """forward(x[B, 3, H, W]) -> (loc[B, N, 4], conf[B, N, num_classes + 1]), N = number of default boxes."""
+
+    def __init__(self, cfg: SSDConfig):
+        super().__init__()
+        self.cfg = cfg
+        bn = cfg.batch_norm
+
+        def ch(c):
+            return max(8, int(round(c * cfg.width)))
+
+        names, modules, cin = [], [], 3
+        for s, stage in enumerate(_VGG16_STAGES, start=1):
+            for i, c in enumerate(stage, start=1):
+                names.append(f"conv{s}_{i}")
+                modules.append(_conv(cin, ch(c), bn, kernel_size=3, padding=1))
+                cin = ch(c)
+            if s < 5:
+                # ceil_mode makes 75 -> 38 after pool3 for a 300 input, as in the Caffe model.
+                names.append(f"pool{s}")
+                modules.append(nn.MaxPool2d(2, 2, ceil_mode=(s == 3)))
+        self.base = nn.ModuleDict(zip(names, modules))
+        self.l2norm = L2Norm(ch(512), cfg.l2norm_scale)
+        self.pool5 = nn.MaxPool2d(3, 1, padding=1)
+        self.fc6 = _conv(ch(512), ch(1024), bn, kernel_size=3, padding=6, dilation=6)
+        self.fc7 = _conv(ch(1024), ch(1024), bn, kernel_size=1)
+
+        # Extra layers conv8 .. conv11 (conv12 for SSD512): a 1x1 bottleneck then a 3x3 that shrinks the map.
+        self.extras = nn.ModuleDict()
+        source_channels = [ch(512), ch(1024)]
+        cin = ch(1024)
+        for k in range(2, len(cfg.feature_maps)):
+            mid, out = (256, 512) if k == 2 else (128, 256)
+            n = k + 6  # conv8 for the third source
+            geometry = _extra_geometry(cfg.feature_maps[k - 1], cfg.feature_maps[k])
+            self.extras[f"conv{n}_1"] = _conv(cin, ch(mid), bn, kernel_size=1)
+            self.extras[f"conv{n}_2"] = _conv(ch(mid), ch(out), bn, **geometry)
+            cin = ch(out)
+            source_channels.append(cin)
+
+        def head(cin, cout):
+            layers = [nn.Conv2d(cin, cout, kernel_size=3, padding=1)]
+            if bn:
+                layers.append(nn.BatchNorm2d(cout))
+            return nn.Sequential(*layers)
+
+        self.loc_heads = nn.ModuleList(
+            head(c, b * 4) for c, b in zip(source_channels, cfg.boxes_per_cell))
+        self.conf_heads = nn.ModuleList(
+            head(c, b * (cfg.num_classes + 1)) for c, b in zip(source_channels, cfg.boxes_per_cell))
+        self._init_weights()
+
+    def _init_weights(self):
+        # From scratch there is no ImageNet VGG: He init for the base; Xavier for the added layers, as in §3.
+        for m in self.base.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        added = [self.fc6, self.fc7, self.extras, self.loc_heads, self.conf_heads]
+        for m in (mod for part in added for mod in part.modules()):
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x) -> list[torch.Tensor]:
+        """The source feature maps (conv4_3 after L2Norm, fc7, conv8_2, ...)."""
+        sources = []
+        for name, layer in self.base.items():
+            x = layer(x)
+            if name == "conv4_3":
+                sources.append(self.l2norm(x))
+        x = self.fc7(self.fc6(self.pool5(x)))
+        sources.append(x)
+        for name, layer in self.extras.items():
+            x = layer(x)
+            if name.endswith("_2"):
+                sources.append(x)
+        expected = self.cfg.feature_maps
+        got = tuple(s.shape[-1] for s in sources)
+        if got != expected:
+            raise ValueError(
+                f"{self.cfg.name} expects {self.cfg.image_size}x{self.cfg.image_size} inputs (feature maps "
+                f"{expected}); this input gave feature maps {got}"
+            )
+        return sources
+
+    def forward(self, x):
+        loc, conf = [], []
+        B = x.shape[0]
+        for f, lh, ch in zip(self.features(x), self.loc_heads, self.conf_heads):
+            # (B, b*4, H, W) -> (B, H, W, b*4) -> (B, H*W*b, 4): row, column, then shape, like the priors.
+            loc.append(lh(f).permute(0, 2, 3, 1).reshape(B, -1, 4))
+            conf.append(ch(f).permute(0, 2, 3, 1).reshape(B, -1, self.cfg.num_classes + 1))
+        return torch.cat(loc, 1), torch.cat(conf, 1)
+
+
+def build_ssd(cfg: SSDConfig) -> SSD:
+    """The SSD network for `cfg`, randomly initialised."""
+    return SSD(cfg)
