@@ -1,0 +1,1 @@
+"""The MultiBox training pipeline: datasets, SSD augmentation, training pack, engine, evaluation."""
