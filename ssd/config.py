@@ -36,6 +36,9 @@ class SSDConfig:
     min_sizes: tuple[float, ...]
     max_sizes: tuple[float, ...]
     aspect_ratios: tuple[tuple[int, ...], ...]
+    # (kernel, stride, padding) of each extra layer's second conv (conv8_2, conv9_2, ...), as in the released
+    # Caffe models: the output size alone does not fix it (4 -> 2 and 5 -> 3 can both be done two ways).
+    extra_layers: tuple[tuple[int, int, int], ...] = ((3, 2, 1), (3, 2, 1), (3, 1, 0), (3, 1, 0))
     variances: tuple[float, float] = (0.1, 0.2)
     # Options for training from scratch (ScratchDet/DSOD); the presets are the paper's model.
     batch_norm: bool = False
@@ -59,6 +62,9 @@ class SSDConfig:
         lengths = {k: len(v) for k, v in per_layer.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"SSDConfig {self.name!r}: per-layer fields must have equal lengths, got {lengths}")
+        if len(self.extra_layers) != len(self.feature_maps) - 2:
+            raise ValueError(f"SSDConfig {self.name!r}: {len(self.feature_maps)} source layers need "
+                             f"{len(self.feature_maps) - 2} extra_layers, got {len(self.extra_layers)}")
         if self.width <= 0:
             raise ValueError(f"SSDConfig {self.name!r}: width must be > 0, got {self.width}")
         if self.num_classes < 1:
@@ -127,6 +133,7 @@ SSD512_VOC = SSDConfig(
     min_sizes=(35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8),
     max_sizes=(76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6),
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+    extra_layers=((3, 2, 1), (3, 2, 1), (3, 2, 1), (3, 2, 1), (4, 1, 1)),
 )
 
 SSD512_COCO = SSD512_VOC.replace(

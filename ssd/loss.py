@@ -36,17 +36,21 @@ class MultiBoxLoss(nn.Module):
         self.cfg = cfg
         self.register_buffer("priors", default_boxes(cfg), persistent=False)
 
-    def forward(self, loc, conf, gt_boxes, gt_labels):
+    def forward(self, loc, conf, gt_boxes, gt_labels, normalizer=None):
         m = match(gt_boxes, gt_labels, self.priors, self.cfg.match_threshold)
         loc_t = m.loc_targets(self.priors, self.cfg.variances)
-        return multibox_loss(loc, conf, loc_t, m.labels, self.cfg.neg_pos_ratio)
+        return multibox_loss(loc, conf, loc_t, m.labels, self.cfg.neg_pos_ratio, normalizer)
 
 
-def multibox_loss(loc, conf, loc_targets, labels, neg_pos_ratio: int = 3):
-    """The loss given matched targets: loc/loc_targets (B, N, 4), conf (B, N, C+1), labels (B, N)."""
+def multibox_loss(loc, conf, loc_targets, labels, neg_pos_ratio: int = 3, normalizer=None):
+    """The loss given matched targets: loc/loc_targets (B, N, 4), conf (B, N, C+1), labels (B, N).
+
+    `normalizer` replaces N, the batch's number of positives — data-parallel training passes the
+    positives of the global batch (per replica), so that averaging replicas' gradients equals one big batch.
+    """
     loc, conf = loc.float(), conf.float()
     positives = labels > 0
-    num_pos = positives.sum().clamp_min(1).float()
+    num_pos = positives.sum().clamp_min(1).float() if normalizer is None else normalizer
     loc_loss = F.smooth_l1_loss(loc[positives], loc_targets[positives], reduction="sum")
     ce = F.cross_entropy(conf.reshape(-1, conf.shape[-1]), labels.reshape(-1), reduction="none")
     ce = ce.view_as(labels)

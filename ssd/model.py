@@ -34,15 +34,6 @@ def _conv(cin, cout, batch_norm, **kw) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _extra_geometry(f_in: int, f_out: int) -> dict:
-    """Kernel/stride/padding of an extra layer's 3x3 (or final 4x4) conv that maps f_in -> f_out cells."""
-    for kw in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=1, padding=0),
-               dict(kernel_size=4, stride=1, padding=1)):
-        if (f_in + 2 * kw["padding"] - kw["kernel_size"]) // kw["stride"] + 1 == f_out:
-            return kw
-    raise ValueError(f"no SSD extra layer maps a {f_in}x{f_in} feature map to {f_out}x{f_out}")
-
-
 class SSD(nn.Module):
     """forward(x[B, 3, H, W]) -> (loc[B, N, 4], conf[B, N, num_classes + 1]), N = number of default boxes."""
 
@@ -77,9 +68,10 @@ class SSD(nn.Module):
         for k in range(2, len(cfg.feature_maps)):
             mid, out = (256, 512) if k == 2 else (128, 256)
             n = k + 6  # conv8 for the third source
-            geometry = _extra_geometry(cfg.feature_maps[k - 1], cfg.feature_maps[k])
+            kernel, stride, padding = cfg.extra_layers[k - 2]
             self.extras[f"conv{n}_1"] = _conv(cin, ch(mid), bn, kernel_size=1)
-            self.extras[f"conv{n}_2"] = _conv(ch(mid), ch(out), bn, **geometry)
+            self.extras[f"conv{n}_2"] = _conv(ch(mid), ch(out), bn, kernel_size=kernel, stride=stride,
+                                              padding=padding)
             cin = ch(out)
             source_channels.append(cin)
 

@@ -1,0 +1,191 @@
+"""The training engine: LR schedule, weight decay groups, data order, exact resume, DDP gradient equivalence,
+non-finite steps, and a tiny end-to-end run that learns."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import ssd
+from tests.shapes import make_shapes_voc
+from train import engine
+from train.datasets import VOCDataset
+from train.engine import EpochSampler, Recipe, Trainer, compute_loss, lr_factor, parameter_groups
+from train.transforms import Resize, SSDAugmentation
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ssd.SSD300_VOC.replace(name="tiny", num_classes=3, batch_norm=True, width=0.125)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_shapes_voc(tmp_path_factory.mktemp("shapes"), n_train=16, n_val=8, seed=0)
+
+
+def test_warmup_then_cosine_schedule():
+    r = Recipe(warmup_steps=10, max_steps=110, schedule="cosine")
+    assert lr_factor(0, r) == pytest.approx(0.1)
+    assert lr_factor(9, r) == pytest.approx(1.0)
+    assert lr_factor(60, r) == pytest.approx(0.5)  # half-way through the cosine
+    assert lr_factor(110, r) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_multistep_schedule_drops_tenfold_at_two_thirds_and_five_sixths():
+    r = Recipe(warmup_steps=0, max_steps=60, schedule="multistep")
+    assert [lr_factor(s, r) for s in (0, 39, 40, 49, 50)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def test_weight_decay_only_on_conv_weights():
+    model = ssd.build_ssd(TINY)
+    decay, no_decay = parameter_groups(model, 5e-4)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
+    ids = {id(p) for p in no_decay["params"]}
+    assert id(model.l2norm.weight) in ids
+    bn = model.base["conv1_1"][1]
+    assert id(bn.weight) in ids and id(bn.bias) in ids
+    assert id(model.base["conv1_1"][0].weight) not in ids
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_epoch_sampler_shards_cover_each_epoch_once_and_resume_skips_exactly():
+    full = [list(EpochSampler(20, 3, seed=1, epoch=2, rank=r, world=2)) for r in range(2)]
+    indices = [i for shard in full for _, i in shard]
+    assert len(indices) == len(set(indices)) == 18  # 3 full batches of 3 per rank, no overlap
+    assert all(e == 2 for shard in full for e, _ in shard)
+    resumed = list(EpochSampler(20, 3, seed=1, epoch=2, start_batch=2, rank=1, world=2))
+    assert resumed == full[1][6:]
+    other_epoch = list(EpochSampler(20, 3, seed=1, epoch=3, rank=0, world=2))
+    assert other_epoch != full[0]
+
+
+def _trainer(run_dir, shapes, **recipe):
+    source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle"))
+    r = Recipe(**{"batch_size": 2, "lr": 0.01, "warmup_steps": 2, "max_steps": 6, "workers": 0, "log_every": 1,
+                  **recipe})
+    return Trainer(TINY, r, source, SSDAugmentation(size=300), run_dir, device="cpu")
+
+
+def test_resume_is_exact(tmp_path, shapes):
+    straight = _trainer(tmp_path / "a", shapes)
+    straight.train()
+    first = _trainer(tmp_path / "b", shapes)
+    first.train(stop_after_steps=3)
+    assert (tmp_path / "b" / "last.ckpt").exists()
+    second = _trainer(tmp_path / "b", shapes)
+    assert second.resumed and second.state.step == 3
+    second.train()
+    a, b = straight.model.state_dict(), second.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["loss"] for r in straight.state.log] == [r["loss"] for r in second.state.log]
+
+
+def test_resume_refuses_a_different_config(tmp_path, shapes):
+    _trainer(tmp_path, shapes).train(stop_after_steps=1)
+    source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle"))
+    with pytest.raises(ValueError, match="different"):
+        Trainer(TINY.replace(width=0.25), Recipe(workers=0), source, Resize(300), tmp_path, device="cpu")
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, shapes, monkeypatch):
+    real = engine.compute_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kw):
+        calls["n"] += 1
+        loc, conf = real(*args, **kw)
+        return (loc * float("nan"), conf) if calls["n"] in (2, 4, 5, 6) else (loc, conf)
+
+    monkeypatch.setattr(engine, "compute_loss", sometimes_nan)
+    before = {k: v.clone() for k, v in _trainer(tmp_path / "x", shapes).model.state_dict().items()}
+    t = _trainer(tmp_path / "ok", shapes, max_skipped=10)
+    t.train()
+    assert t.state.skipped == 4 and t.state.step == 6
+    assert all(torch.isfinite(v.float()).all() for v in t.model.state_dict().values())
+    assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    calls["n"] = 0
+    with pytest.raises(RuntimeError, match="non-finite losses"):
+        _trainer(tmp_path / "bad", shapes, max_skipped=2).train()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, cfg, images, boxes, labels, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(ssd.build_ssd(cfg))
+    half = len(images) // world
+    sl = slice(rank * half, (rank + 1) * half)
+    loc, conf = compute_loss(model, cfg, ssd.default_boxes(cfg), images[sl], boxes[sl], labels[sl], world)
+    (loc + conf).backward()
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.module.named_parameters()}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_average_to_the_single_process_gradient(tmp_path):
+    # No BatchNorm: its batch statistics legitimately differ between a half batch and the whole batch.
+    cfg = TINY.replace(batch_norm=False)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 300, 300), dtype=torch.uint8, generator=g)
+    # Different numbers of objects per half: the loss must normalise by the *global* positives.
+    boxes = [torch.tensor([[0.1, 0.1, 0.5, 0.6]]), torch.tensor([[0.2, 0.3, 0.9, 0.8], [0.0, 0.0, 0.3, 0.3]]),
+             torch.tensor([[0.4, 0.4, 0.6, 0.7]]), torch.zeros(0, 4)]
+    labels = [torch.tensor([1]), torch.tensor([2, 3]), torch.tensor([3]), torch.zeros(0, dtype=torch.long)]
+    out = tmp_path / "grads.pt"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, images, boxes, labels, str(out)), nprocs=2)
+    ddp_grads = torch.load(out)
+    torch.manual_seed(0)
+    model = ssd.build_ssd(cfg)
+    loc, conf = compute_loss(model, cfg, ssd.default_boxes(cfg), images, boxes, labels)
+    (loc + conf).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ddp_grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_and_export(tmp_path, shapes):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "train", "--data", str(shapes), "--image-set", "train",
+           "--classes", "circle,square,triangle", "--batch-norm", "--width", "0.125", "--batch-size", "2",
+           "--max-steps", "2", "--warmup-steps", "1", "--workers", "0", "--log-every", "1", "--out",
+           str(tmp_path / "run"), "--device", "cpu", "--no-final-eval"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    run = tmp_path / "run"
+    assert (run / "last.ckpt").exists() and (run / "weights.safetensors").exists()
+    card = __import__("json").loads((run / "weights.json").read_text())
+    assert card["steps"] == 2 and card["recipe"]["world_size"] == 2 and card["recipe"]["global_batch"] == 4
+    det = ssd.Detector.load(run / "weights.safetensors", device="cpu")
+    assert det.class_names == ("circle", "square", "triangle")
+
+
+@pytest.mark.slow
+def test_tiny_run_learns_the_shapes(tmp_path, shapes):
+    """Loss falls and mAP on the training shapes rises far above an untrained model's."""
+    from train.evaluate import evaluate_detector
+
+    source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle"))
+    r = Recipe(batch_size=4, lr=0.05, warmup_steps=10, max_steps=120, workers=0, log_every=10, grad_clip=10.0)
+    t = Trainer(TINY, r, source, Resize(300), tmp_path, val_source=source, device="cpu")
+    before = t.evaluate()["val_map"]
+    t.train()
+    after = t.evaluate()["val_map"]
+    losses = [row["loss"] for row in t.state.log]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert math.isfinite(after) and after > max(0.2, 3 * before), (before, after)

@@ -1,0 +1,114 @@
+"""Training curves and precision-recall curves: PNGs of the asked size that show the logged numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from train.evaluate import evaluate_voc
+from visualize.plots import plot_pr_curves, plot_training_curves
+
+
+def _pyplot_figures():
+    import matplotlib.pyplot as plt
+
+    return list(plt.get_fignums())
+
+
+def _voc_result():
+    # One image, class "cat": TP, FP (duplicate), TP against 3 boxes -> recall 1/3 1/3 2/3,
+    # precision 1 1/2 2/3. Class "dog": no ground truth (not drawn). Class "owl": one box, found.
+    gt = [(np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [0, 50, 20, 70]], float),
+           np.array([1, 1, 1, 3]))]
+    dets = [(np.array([[0, 0, 10, 10], [0, 0, 10, 11], [20, 0, 30, 10], [0, 50, 20, 70], [5, 5, 9, 9]], float),
+             np.array([0.9, 0.8, 0.7, 0.6, 0.5]), np.array([1, 1, 1, 3, 2]))]
+    return evaluate_voc(dets, gt, 3, class_names=("cat", "dog", "owl"))
+
+
+def _png_size(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_pr_curves_png_has_the_asked_size_and_draws_each_class_curve(tmp_path):
+    before = _pyplot_figures()
+    path = tmp_path / "sub" / "pr.png"
+    fig = plot_pr_curves(_voc_result(), None, path, figsize=(6, 4), dpi=50)
+    assert isinstance(fig, Figure)
+    assert path.stat().st_size > 2000
+    assert _png_size(path) == (300, 200)
+    assert _pyplot_figures() == before  # nothing registered with pyplot
+    (ax,) = fig.axes
+    lines = {line.get_label().split()[0]: line for line in ax.get_lines()}
+    assert set(lines) == {"cat", "owl"}  # "dog" has no ground truth
+    # The drawn cat curve is the hand-worked one, starting at recall 0 with its first precision.
+    np.testing.assert_allclose(lines["cat"].get_xdata(), [0, 1 / 3, 1 / 3, 2 / 3])
+    np.testing.assert_allclose(lines["cat"].get_ydata(), [1, 1, 1 / 2, 2 / 3])
+    # The legend gives each class's area AP in percent: cat 1/3*1 + 1/3*2/3 = 5/9 -> 55.6, owl 100.0.
+    assert lines["cat"].get_label() == "cat  55.6"
+    assert lines["owl"].get_label() == "owl  100.0"
+
+
+def test_pr_curves_from_the_json_form_with_custom_names():
+    result = _voc_result().to_dict(curves=True)
+    fig = plot_pr_curves(result, ["Cat", "Dog", "Owl"])
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["Owl  100.0", "Cat  55.6"]  # best first
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        plot_pr_curves(result, ["Cat", "Dog"])
+
+
+def _log_rows():
+    rows = []
+    for step in range(0, 500, 50):
+        row = {"step": step, "epoch": step / 100, "elapsed_s": step * 0.2, "loss": 12 / (1 + step / 100),
+               "loc_loss": 3 / (1 + step / 100), "conf_loss": 9 / (1 + step / 100), "lr": min(1e-3, 1e-5 * step)}
+        if step in (100, 300):
+            row["val_map"] = step / 1000
+        rows.append(row)
+    return rows
+
+
+def test_training_curves_from_a_csv_log_with_val_map_on_some_rows(tmp_path):
+    # As the training log CSV reads back: all strings, val_map empty where validation did not run.
+    buf = io.StringIO()
+    fields = ["step", "epoch", "elapsed_s", "img_per_s", "loss", "loc_loss", "conf_loss", "lr", "val_map"]
+    writer = csv.DictWriter(buf, fields)
+    writer.writeheader()
+    writer.writerows(_log_rows())
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert rows[0]["val_map"] == ""
+
+    before = _pyplot_figures()
+    path = tmp_path / "curves.png"
+    fig = plot_training_curves(rows, path, figsize=(8, 6), dpi=40)
+    assert _png_size(path) == (320, 240)
+    assert path.stat().st_size > 2000
+    assert _pyplot_figures() == before
+
+    ax_loss, ax_map, ax_lr = fig.axes
+    losses = {line.get_label(): line for line in ax_loss.get_lines()}
+    assert len(losses) == 3
+    total = losses["total loss"]
+    np.testing.assert_allclose(total.get_xdata(), np.arange(0, 500, 50))
+    np.testing.assert_allclose(total.get_ydata(), [12 / (1 + s / 100) for s in range(0, 500, 50)])
+    # Validation points only where they were logged, in percent.
+    (val,) = ax_map.get_lines()
+    np.testing.assert_allclose(val.get_xdata(), [100, 300])
+    np.testing.assert_allclose(val.get_ydata(), [10, 30])
+    (lr,) = ax_lr.get_lines()
+    assert max(lr.get_ydata()) == pytest.approx(1e-3)
+
+
+def test_training_curves_before_any_validation_or_any_rows():
+    fig = plot_training_curves([r for r in _log_rows() if "val_map" not in r])
+    assert fig.axes[1].get_lines() == []
+    assert "no validation" in " ".join(t.get_text() for t in fig.axes[1].texts)
+    fig = plot_training_curves([])
+    assert isinstance(fig, Figure)

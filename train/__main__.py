@@ -1,0 +1,114 @@
+"""python -m train — train SSD on VOC- or COCO-format data (single process, or DDP under torchrun).
+
+  python -m train --config SSD300_VOC --batch-norm --width 0.5 \\
+      --data path/to/VOCdevkit/VOC2007 --image-set trainval --val-image-set val --out runs/demo
+
+Run the same command again to resume from runs/demo/last.ckpt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from ssd import PRESETS
+from train.engine import Recipe, Trainer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--config", default="SSD300_VOC", choices=sorted(PRESETS), help="paper preset")
+    m.add_argument("--batch-norm", action="store_true", help="BatchNorm after every conv (training from scratch)")
+    m.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = paper)")
+    d = p.add_argument_group("data")
+    d.add_argument("--format", choices=["voc", "coco"], default="voc")
+    d.add_argument("--data", help="VOC: the VOC<year> folder (with JPEGImages, Annotations, ImageSets); "
+                                  "COCO: the training image folder")
+    d.add_argument("--image-set", default="trainval", help="VOC ImageSets/Main/<name>.txt to train on")
+    d.add_argument("--ann-file", help="COCO: instances JSON of the training images")
+    d.add_argument("--pack", help="train from a training pack written by `python -m train.pack` instead")
+    d.add_argument("--val-image-set", help="VOC: image set to evaluate on (e.g. val)")
+    d.add_argument("--val-data", help="folder of the validation images (default: --data)")
+    d.add_argument("--val-ann-file", help="COCO: instances JSON of the validation images")
+    d.add_argument("--classes", help="comma-separated class names (default: the data's own, VOC's for VOC)")
+    o = p.add_argument_group("recipe")
+    defaults = Recipe()
+    for f in fields(Recipe):
+        name = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        kind = float if f.name in ("time_budget_s", "grad_clip") else type(value) if value is not None else int
+        o.add_argument(name, type=kind, default=value, help=f"(default {value})")
+    p.add_argument("--out", required=True, help="run directory: checkpoint, log.csv, curves.png, weights")
+    p.add_argument("--export", help="also write the shipped weights here (fp16 safetensors + .json card)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--no-final-eval", action="store_true", help="skip the full val evaluation at the end")
+    return p
+
+
+def load_sources(args):
+    from train.datasets import COCODataset, VOCDataset
+    from train.transforms import Resize, SSDAugmentation
+
+    classes = tuple(args.classes.split(",")) if args.classes else None
+    if args.pack:
+        from train.pack import PackDataset
+
+        train_source, desc = PackDataset(args.pack), f"pack {args.pack}"
+    elif args.format == "voc":
+        if not args.data:
+            sys.exit("--data (the VOC<year> folder) or --pack is required")
+        kw = {"classes": classes} if classes else {}
+        train_source, desc = VOCDataset(args.data, args.image_set, **kw), f"{args.data} {args.image_set}"
+    else:
+        if not (args.data and args.ann_file):
+            sys.exit("COCO format needs --data (image folder) and --ann-file (instances JSON)")
+        train_source, desc = COCODataset(args.data, args.ann_file), f"COCO {args.ann_file}"
+    val_source = None
+    if args.format == "voc" and args.val_image_set:
+        val_root = args.val_data or args.data
+        if not val_root:
+            sys.exit("--val-image-set needs --val-data (or --data)")
+        # keep_difficult: evaluation ignores difficult objects instead of counting them as misses.
+        val_source = VOCDataset(val_root, args.val_image_set, classes=train_source.classes, keep_difficult=True)
+        desc += f"; val {args.val_image_set} ({len(val_source)} images)"
+    elif args.format == "coco" and args.val_ann_file:
+        val_source = COCODataset(args.val_data or args.data, args.val_ann_file, classes=train_source.classes)
+    desc = f"{desc} ({len(train_source)} training images)"
+    return train_source, val_source, desc, SSDAugmentation, Resize
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+    train_source, val_source, desc, SSDAugmentation, _ = load_sources(args)
+    cfg = PRESETS[args.config].replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm,
+                                       width=args.width)
+    if cfg.num_classes != PRESETS[args.config].num_classes:
+        cfg = cfg.replace(name=f"{args.config}_{cfg.num_classes}cls")
+    transform = SSDAugmentation(size=cfg.image_size, mean=cfg.pixel_mean)
+    trainer = Trainer(cfg, recipe, train_source, transform, args.out, val_source, desc, device=args.device)
+    if trainer.is_main:
+        print(f"[train] {cfg.name} batch_norm={cfg.batch_norm} width={cfg.width} on {desc}; device "
+              f"{trainer.device}, world {trainer.world}, amp {trainer.autocast}")
+    state = trainer.train()
+    if trainer.is_main:
+        # Every segment exports weights (a time-budgeted segment on a remote GPU must bring something back);
+        # the full val evaluation runs once training is complete.
+        finished = state.step >= recipe.max_steps
+        evaluation = trainer.evaluate() if finished and not args.no_final_eval else None
+        if evaluation:
+            print(f"[train] val mAP (VOC07 11-point) {evaluation['val_map']:.4f}, "
+                  f"area {evaluation['val_map_area']:.4f}")
+        for path in [trainer.run_dir / "weights.safetensors"] + ([args.export] if args.export else []):
+            print(f"[train] wrote {trainer.export(path, evaluation=evaluation, complete=finished)}")
+    if trainer.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

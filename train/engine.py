@@ -1,0 +1,414 @@
+"""The training loop: SGD + warmup/cosine (or multi-step) LR, AMP, channels_last, DDP via torchrun,
+time budget, atomic checkpoints with exact resume, CSV/JSON log + plot, and export of the shipped weights.
+
+Exact resume: the data order of epoch e is a permutation seeded by (seed, e), and every sample's
+augmentation draws from an RNG seeded by (seed, e, index) — so a run that stops after any step and resumes
+sees exactly the batches it would have seen, whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ssd import SSDConfig, build_ssd, export_weights, match, multibox_loss
+from ssd.priors import default_boxes
+from train.datasets import collate
+
+CHECKPOINT = "last.ckpt"
+LOG_CSV = "log.csv"
+LOG_FIELDS = ["step", "epoch", "elapsed_s", "img_per_s", "loss", "loc_loss", "conf_loss", "lr", "skipped",
+              "val_map", "val_map_area"]
+
+
+@dataclass
+class Recipe:
+    """How to train (everything except the model config and the data)."""
+
+    batch_size: int = 32  # per process
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # or "multistep" (x0.1 at 2/3 and 5/6 of training, as the paper's 40k/50k/60k)
+    warmup_steps: int = 500
+    max_steps: int = 10_000
+    time_budget_s: float | None = None
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU), bf16, fp16, off
+    workers: int = 4
+    seed: int = 0
+    log_every: int = 20
+    eval_every: int = 0  # steps; 0: only at the end
+    eval_limit: int | None = None  # evaluate on the first N val images
+    checkpoint_every_s: float = 300.0
+    max_skipped: int = 50  # non-finite losses tolerated before the run stops
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    skipped: int = 0
+    elapsed_s: float = 0.0  # training wall time summed over all segments (resumes)
+    log: list = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------- data
+class EpochSampler(Sampler):
+    """Yields (epoch, index) pairs: a seeded permutation per epoch, this process's shard of it, and only the
+    batches from `start_batch` on (resume mid-epoch). Full batches only, the same count on every process."""
+
+    def __init__(self, n, batch_size, seed, epoch=0, start_batch=0, rank=0, world=1):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.start_batch, self.rank, self.world = epoch, start_batch, rank, world
+
+    def batches_per_epoch(self) -> int:
+        return self.n // (self.batch_size * self.world)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g)
+        per_rank = self.batches_per_epoch() * self.batch_size
+        mine = order[self.rank::self.world][:per_rank][self.start_batch * self.batch_size:]
+        return iter((self.epoch, int(i)) for i in mine)
+
+    def __len__(self):
+        return (self.batches_per_epoch() - self.start_batch) * self.batch_size
+
+
+class AugmentedDataset(Dataset):
+    """source.load(i) -> transform with a per-(epoch, index) RNG -> (uint8 image CHW, boxes 0-1 xyxy, labels)."""
+
+    def __init__(self, source, transform, seed):
+        self.source, self.transform, self.seed = source, transform, seed
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        sample = self.source.load(index)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        image, boxes, labels = self.transform(sample.image, sample.boxes, sample.labels, rng=rng)
+        return (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
+                torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                torch.as_tensor(labels, dtype=torch.int64).reshape(-1))
+
+
+# ----------------------------------------------------------------------------------------------- pieces
+def distributed_context():
+    """(rank, world, local_rank) from torchrun's environment; initialises the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float):
+    """Weight decay on conv weights only: not on biases, BatchNorm or the L2Norm scale."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim == 4 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, recipe: Recipe) -> float:
+    """Linear warmup from ~0, then cosine to 0 or multi-step x0.1 at 2/3 and 5/6 of max_steps."""
+    if step < recipe.warmup_steps:
+        return (step + 1) / recipe.warmup_steps
+    if recipe.schedule == "multistep":
+        return 0.1 ** sum(step >= f * recipe.max_steps for f in (2 / 3, 5 / 6))
+    t = (step - recipe.warmup_steps) / max(1, recipe.max_steps - recipe.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def amp_dtype(recipe: Recipe, device: torch.device):
+    if recipe.amp == "off" or (recipe.amp == "auto" and device.type != "cuda"):
+        return None
+    if recipe.amp == "fp16":
+        return torch.float16
+    return torch.bfloat16
+
+
+def normalise(images_uint8: torch.Tensor, cfg: SSDConfig) -> torch.Tensor:
+    """uint8 NCHW on the device -> normalised float, channels_last (the cheap part of preprocessing is done
+    where the data is, so workers ship 4x fewer bytes)."""
+    mean = torch.tensor(cfg.pixel_mean, device=images_uint8.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.pixel_std, device=images_uint8.device).view(1, 3, 1, 1)
+    x = (images_uint8.float() - mean) / std
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def compute_loss(model, cfg: SSDConfig, priors, images, boxes, labels, world: int = 1, autocast_dtype=None):
+    """MultiBox loss of one (per-process) batch, normalised by the positives of the *global* batch, so DDP's
+    gradient average equals the gradient of one process on the whole batch. Returns (loc, conf) losses."""
+    device = priors.device
+    x = normalise(images.to(device, non_blocking=True), cfg)
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        loc, conf = model(x)
+    m = match([b.to(device) for b in boxes], [lab.to(device) for lab in labels], priors, cfg.match_threshold)
+    num_pos = m.positives.sum().float()
+    if world > 1:
+        dist.all_reduce(num_pos)
+    normalizer = num_pos.clamp_min(1) / world
+    return multibox_loss(loc, conf, m.loc_targets(priors, cfg.variances), m.labels, cfg.neg_pos_ratio, normalizer)
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, **state):
+    """Write to a temporary file, then rename: a run killed mid-write never leaves a broken checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_log(run_dir: Path, rows: list[dict]):
+    with open(run_dir / LOG_CSV, "w", newline="") as f:
+        w = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    try:
+        from visualize.plots import plot_training_curves
+
+        plot_training_curves(rows, run_dir / "curves.png")
+    except Exception as e:  # the plot is a convenience; never lose a run over it
+        print(f"[train] could not draw curves.png: {e}")
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+class Trainer:
+    """Train `cfg` on `train_source` (anything with load(i)/len/classes) with `transform`; checkpoints,
+    logs and the exported weights go to `run_dir`. `val_source` (optional) is evaluated for val mAP."""
+
+    def __init__(self, cfg: SSDConfig, recipe: Recipe, train_source, transform, run_dir, val_source=None,
+                 data_description: str = "", device=None):
+        self.rank, self.world, local_rank = distributed_context()
+        if device is None:
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True
+        self.cfg, self.recipe = cfg, recipe
+        self.train_source, self.val_source = train_source, val_source
+        self.class_names = list(train_source.classes)
+        self.data_description = data_description
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(recipe.seed)
+        self.model = build_ssd(cfg).to(self.device, memory_format=torch.channels_last)
+        self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if
+                                                        self.device.type == "cuda" else None)
+                    if self.world > 1 else self.model)
+        self.optimizer = torch.optim.SGD(parameter_groups(self.model, recipe.weight_decay), lr=recipe.lr,
+                                         momentum=recipe.momentum)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, recipe))
+        self.autocast = amp_dtype(recipe, self.device)
+        # fp16 needs loss scaling; bf16 has fp32's range and does not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
+        self.priors = default_boxes(cfg).to(self.device)
+        self.dataset = AugmentedDataset(train_source, transform, recipe.seed)
+        self.state = TrainState()
+        self.resumed = self._maybe_resume()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _maybe_resume(self) -> bool:
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return False
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        if ckpt["config"] != self.cfg.to_dict():
+            raise ValueError(f"{path} was trained with config {ckpt['config']['name']} (different fields); "
+                             f"use another --out directory or the same config")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["state"])
+        set_rng_state(ckpt["rng"])
+        if self.is_main:
+            print(f"[train] resumed from {path} at step {self.state.step}")
+        return True
+
+    def save(self):
+        if self.is_main:
+            save_checkpoint(self.run_dir / CHECKPOINT, model=self.model.state_dict(),
+                            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                            scaler=self.scaler.state_dict(), state=asdict(self.state), rng=rng_state(),
+                            config=self.cfg.to_dict(), recipe=asdict(self.recipe), classes=self.class_names)
+            write_log(self.run_dir, self.state.log)
+
+    def _loader(self, epoch, start_batch):
+        r = self.recipe
+        sampler = EpochSampler(len(self.dataset), r.batch_size, r.seed, epoch, start_batch, self.rank, self.world)
+        if sampler.batches_per_epoch() == 0:
+            raise ValueError(f"{len(self.dataset)} training images are fewer than one batch of "
+                             f"{r.batch_size} x {self.world} processes; lower --batch-size")
+        loader = DataLoader(self.dataset, batch_size=r.batch_size, sampler=sampler, collate_fn=collate,
+                            num_workers=r.workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False, prefetch_factor=4 if r.workers else None, drop_last=True)
+        return loader, sampler.batches_per_epoch()
+
+    def evaluate(self, limit=None) -> dict | None:
+        """VOC mAP on the val source with a copy of the current model (so eval mode / fp16 never leak)."""
+        if self.val_source is None or not self.is_main:
+            return None
+        from ssd import Detector
+        from train.evaluate import evaluate_detector
+
+        det = Detector(copy.deepcopy(self.model), self.cfg, self.class_names, device=self.device)
+        result = evaluate_detector(det, self.val_source, limit=limit, progress=False)
+        return {"val_map": float(result.map_11pt), "val_map_area": float(result.map_area), "result": result}
+
+    def train(self, stop_after_steps: int | None = None) -> TrainState:
+        """Train until max_steps, the time budget, or (tests, debugging) `stop_after_steps` more steps."""
+        r, st = self.recipe, self.state
+        stop_at = r.max_steps if stop_after_steps is None else min(r.max_steps, st.step + stop_after_steps)
+        self.ddp.train()
+        segment_start = time.perf_counter()
+        elapsed0 = st.elapsed_s
+        last_ckpt = time.perf_counter()
+        window_t, window_imgs = time.perf_counter(), 0
+        sums = {"loss": 0.0, "loc_loss": 0.0, "conf_loss": 0.0, "n": 0}
+        steps_per_epoch = self._loader(0, 0)[1]
+        out_of_time = False
+        progress = None
+        if self.is_main:
+            from tqdm import tqdm
+
+            progress = tqdm(total=r.max_steps, initial=st.step, desc="train", unit="step", dynamic_ncols=True,
+                            mininterval=5.0)
+        while st.step < stop_at and not out_of_time:
+            epoch, start_batch = divmod(st.step, steps_per_epoch)
+            loader, _ = self._loader(epoch, start_batch)
+            for images, boxes, labels in loader:
+                loc_loss, conf_loss = compute_loss(self.ddp, self.cfg, self.priors, images, boxes, labels,
+                                                   self.world, self.autocast)
+                loss = loc_loss + conf_loss
+                finite = torch.isfinite(loss.detach())
+                if self.world > 1:  # every replica must take the same decision
+                    finite = finite.float()
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                    finite = finite.bool()
+                self.optimizer.zero_grad(set_to_none=True)
+                if not bool(finite):
+                    st.skipped += 1
+                    if self.is_main:
+                        print(f"[train] non-finite loss at step {st.step}: step skipped ({st.skipped} so far)")
+                    if st.skipped > r.max_skipped:
+                        self.save()
+                        raise RuntimeError(
+                            f"{st.skipped} non-finite losses (more than --max-skipped {r.max_skipped}); the run "
+                            f"diverged — lower --lr or raise --warmup-steps, then resume from {self.run_dir}")
+                else:
+                    self.scaler.scale(loss).backward()
+                    if r.grad_clip:
+                        self.scaler.unscale_(self.optimizer)
+                        nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    sums["loss"] += float(loss.detach())
+                    sums["loc_loss"] += float(loc_loss.detach())
+                    sums["conf_loss"] += float(conf_loss.detach())
+                    sums["n"] += 1
+                self.scheduler.step()
+                st.step += 1
+                window_imgs += images.shape[0] * self.world
+                st.elapsed_s = elapsed0 + time.perf_counter() - segment_start
+                if progress is not None:
+                    progress.update(1)
+                if st.step % r.log_every == 0 or st.step == r.max_steps:
+                    now = time.perf_counter()
+                    row = {"step": st.step, "epoch": round(st.step / steps_per_epoch, 3),
+                           "elapsed_s": round(st.elapsed_s, 1), "img_per_s": round(window_imgs / (now - window_t), 2),
+                           "lr": self.optimizer.param_groups[0]["lr"], "skipped": st.skipped}
+                    row.update({k: round(sums[k] / max(1, sums["n"]), 5) for k in ("loss", "loc_loss", "conf_loss")})
+                    window_t, window_imgs = now, 0
+                    sums = {"loss": 0.0, "loc_loss": 0.0, "conf_loss": 0.0, "n": 0}
+                    if r.eval_every and st.step % r.eval_every == 0 and st.step < r.max_steps:
+                        ev = self.evaluate(r.eval_limit)
+                        if ev:
+                            row.update(val_map=round(ev["val_map"], 4), val_map_area=round(ev["val_map_area"], 4))
+                        self.ddp.train()
+                    st.log.append(row)
+                    if progress is not None:
+                        progress.set_postfix(loss=row["loss"], img_s=row["img_per_s"], lr=f"{row['lr']:.2e}")
+                        progress.write(json.dumps(row))
+                if r.time_budget_s is not None and time.perf_counter() - segment_start >= r.time_budget_s:
+                    out_of_time = True
+                if out_of_time or st.step >= stop_at:
+                    break
+                if time.perf_counter() - last_ckpt > r.checkpoint_every_s:
+                    self.save()
+                    last_ckpt = time.perf_counter()
+        if progress is not None:
+            progress.close()
+        self.save()
+        if self.is_main and out_of_time:
+            print(f"[train] time budget reached at step {st.step}/{r.max_steps}; resume with the same command")
+        return st
+
+    def export(self, path=None, evaluation: dict | None = None, **extra) -> Path | None:
+        """The shipped format: fp16 safetensors + model card with what the run was and what it measured."""
+        if not self.is_main:
+            return None
+        st, r = self.state, self.recipe
+        steps_per_epoch = max(1, len(self.dataset) // (r.batch_size * self.world))
+        imgs = [row["img_per_s"] for row in st.log[1:]] or [row["img_per_s"] for row in st.log]
+        card = {
+            "data": self.data_description,
+            "recipe": {**asdict(r), "world_size": self.world, "global_batch": r.batch_size * self.world,
+                       "optimizer": "SGD", "weight_decay_on": "conv weights only"},
+            "steps": st.step,
+            "epochs": round(st.step / steps_per_epoch, 2),
+            "wall_time_s": round(st.elapsed_s, 1),
+            "hardware": hardware(),
+            "train_img_per_s": round(float(np.median(imgs)), 2) if imgs else None,
+            "skipped_steps": st.skipped,
+            "torch": torch.__version__,
+            **extra,
+        }
+        if evaluation:
+            res = evaluation["result"]
+            card["val"] = {"map_11pt": evaluation["val_map"], "map_area": evaluation["val_map_area"],
+                           "images": res.num_images,
+                           "per_class": {str(k): v.to_dict() for k, v in res.per_class.items()}}
+        path = Path(path) if path else self.run_dir / "weights.safetensors"
+        return export_weights(self.model, self.cfg, self.class_names, path, **card)

@@ -1,0 +1,265 @@
+"""The SSD paper's data augmentation (§2.2 "Data augmentation" and §3.6), on numpy/PIL, fast.
+
+`SSDAugmentation` draws, per image:
+  1. photometric distortion (the Caffe/ssd.pytorch recipe the paper refers to): brightness +δ, δ~U(-32, 32);
+     contrast ×α, α~U(0.5, 1.5), either before or after the colour ops (coin flip); saturation ×U(0.5, 1.5);
+     hue rotated by U(-18°, 18°); a random permutation of the channels — each applied with p = 0.5;
+  2. expand ("zoom out", p = 0.5): a canvas r×W by r×H, r~U(1, 4), filled with the mean colour, the image at
+     a random place;
+  3. min-IoU random crop ("sample a patch"): the minimum overlap is one of {no crop, 0.1, 0.3, 0.5, 0.7, 0.9,
+     no constraint}; a patch with sides in [0.3, 1] of the canvas's and aspect ratio in [1/2, 2] is accepted
+     when at least one box has its centre inside it and, among those, one reaches the overlap (the first
+     acceptable of 50 trials, else no crop). Boxes whose centres are inside are kept and clipped to the
+     patch, the others dropped (with their labels). Images without boxes are never cropped;
+  4. horizontal flip (p = 0.5);
+  5. warp (bilinear) to size × size.
+
+How it stays fast (≈ 2.6 ms, ~390 images/s, for a 500×375 photo on one shared core):
+  * expand and crop are decided together as geometry, so neither the 4× canvas nor the crop is ever built:
+    the part of the photo that ends up in the patch is resized once, by PIL, straight into its place in a
+    size×size uint8 output pre-filled with the mean;
+  * every colour op above is pointwise and affine in RGB (brightness adds, contrast scales, saturation blends
+    with the luma, a hue shift is a rotation of the chroma plane in YIQ, a channel swap is a permutation), so
+    they compose, in the drawn order, into one 3×3 matrix + offset that PIL applies in C
+    (`Image.convert("RGB", matrix)`) once, after the resize, to the photo's pixels only (the mean fill stays
+    exactly the mean, as when colours are distorted before expanding). Clipping to [0, 255] happens once, at
+    the end. Differences from the Caffe/ssd.pytorch HSV implementation: saturation and hue act in YIQ rather
+    than HSV (saturation keeps the luma instead of the max channel), and applying the colour map after the
+    resample instead of before only matters where values clip at 0 or 255.
+
+Randomness. Every call draws from a numpy Generator: the `rng=` argument of the call if given (the training
+engine passes one seeded by (seed, epoch, index), which makes runs exactly reproducible and resumable), else
+the transform's own generator, built from the `rng` given to the constructor (an int seed or a Generator;
+None: fresh OS entropy). Inside a DataLoader worker the own generator is re-created once per worker from
+(torch's per-worker seed, the constructor seed), so workers never repeat each other's draws, each epoch
+differs (torch draws a new base seed per epoch), and `torch.manual_seed(s)` before building the loader
+makes the whole stream reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.ops import box_iou
+
+__all__ = ["Resize", "SSDAugmentation", "color_matrix"]
+
+_CROP_MODES = (None, 0.1, 0.3, 0.5, 0.7, 0.9, "any")
+# RGB <-> YIQ (NTSC). Y is luma; I, Q span the chroma plane in which a hue shift is a rotation.
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
+_YIQ2RGB = np.linalg.inv(_RGB2YIQ)
+_PERMS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
+
+def color_matrix(brightness=0.0, contrast=1.0, saturation=1.0, hue_deg=0.0, contrast_first=True,
+                 perm=(0, 1, 2)) -> tuple[np.ndarray, np.ndarray]:
+    """(A 3x3, b 3) such that rgb' = A @ rgb + b applies, in order: brightness, contrast (if contrast_first),
+    saturation, hue, contrast (if not contrast_first), channel permutation `perm` (out[c] = in[perm[c]])."""
+    a, b = np.eye(3), np.zeros(3)
+
+    def then(m, off=0.0):
+        nonlocal a, b
+        a, b = m @ a, m @ b + off
+
+    then(np.eye(3), brightness)
+    if contrast_first:
+        then(contrast * np.eye(3))
+    theta = math.radians(hue_deg)
+    c, s = math.cos(theta), math.sin(theta)
+    chroma = np.array([[1, 0, 0], [0, saturation * c, -saturation * s], [0, saturation * s, saturation * c]])
+    then(_YIQ2RGB @ chroma @ _RGB2YIQ)
+    if not contrast_first:
+        then(contrast * np.eye(3))
+    then(np.eye(3)[list(perm)])
+    return a, b
+
+
+def _as_arrays(boxes, labels):
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    if len(boxes) != len(labels):
+        raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+    return boxes, labels
+
+
+def _finish_boxes(boxes, labels):
+    """Clip normalised boxes to [0, 1] and drop the degenerate ones (with their labels)."""
+    np.clip(boxes, 0.0, 1.0, out=boxes)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep], labels[keep]
+
+
+class _WorkerAwareRNG:
+    """The transform's own Generator, re-created once per DataLoader worker (see the module docstring)."""
+
+    def __init__(self, rng):
+        if isinstance(rng, np.random.Generator):
+            self._seed = int(rng.integers(2**63))
+            self._gen = rng
+        else:
+            self._seed = int(np.random.SeedSequence(rng).generate_state(2, np.uint64)[0]) if rng is None else int(rng)
+            self._gen = np.random.default_rng(self._seed)
+        self._owner = (os.getpid(), None)
+
+    def get(self) -> np.random.Generator:
+        info = torch.utils.data.get_worker_info()
+        owner = (os.getpid(), info.seed if info is not None else None)
+        if owner != self._owner:
+            self._owner = owner
+            if info is not None:
+                self._gen = np.random.default_rng([info.seed % 2**63, self._seed])
+        return self._gen
+
+
+class SSDAugmentation:
+    """Training transform: (image HxWx3 uint8 RGB, boxes [M,4] pixel xyxy, labels [M]) ->
+    (image size x size x 3 uint8, boxes [M',4] float32 normalised xyxy, labels [M'] int64).
+
+    `mean` (RGB, 0–255) fills the expanded canvas. `rng`: an int seed, a numpy Generator, or None.
+    Each probability / range is an attribute, so it can be changed for experiments or turned off in tests.
+    """
+
+    def __init__(self, size: int = 300, mean=(123.675, 116.28, 103.53), rng=None):
+        self.size = int(size)
+        self.mean = np.clip(np.round(np.asarray(mean, np.float64)), 0, 255).astype(np.uint8)
+        self._rng = _WorkerAwareRNG(rng)
+        self.p_photometric = 0.5  # each of brightness, contrast, saturation, hue, channel swap
+        self.brightness_delta = 32.0
+        self.contrast_range = (0.5, 1.5)
+        self.saturation_range = (0.5, 1.5)
+        self.hue_delta_deg = 18.0
+        self.p_expand = 0.5
+        self.expand_range = (1.0, 4.0)
+        self.crop_modes = _CROP_MODES
+        self.crop_scale = (0.3, 1.0)
+        self.crop_aspect = (0.5, 2.0)
+        self.crop_trials = 50
+        self.p_flip = 0.5
+
+    # ------------------------------------------------------------------------------------------ pieces
+    def photometric(self, rng: np.random.Generator):
+        """Draw the colour distortion: (A, b) of `color_matrix`, or None when no op was drawn."""
+        p = self.p_photometric
+        brightness = rng.uniform(-self.brightness_delta, self.brightness_delta) if rng.random() < p else 0.0
+        contrast_first = rng.random() < 0.5
+        contrast = rng.uniform(*self.contrast_range) if rng.random() < p else 1.0
+        saturation = rng.uniform(*self.saturation_range) if rng.random() < p else 1.0
+        hue = rng.uniform(-self.hue_delta_deg, self.hue_delta_deg) if rng.random() < p else 0.0
+        perm = _PERMS[rng.integers(len(_PERMS))] if rng.random() < p else (0, 1, 2)
+        if brightness == 0.0 and contrast == 1.0 and saturation == 1.0 and hue == 0.0 and perm == (0, 1, 2):
+            return None
+        return color_matrix(brightness, contrast, saturation, hue, contrast_first, perm)
+
+    def expand(self, width: int, height: int, rng: np.random.Generator):
+        """Draw the zoom-out: (canvas_w, canvas_h, left, top) of the photo inside the canvas."""
+        if rng.random() >= self.p_expand:
+            return width, height, 0, 0
+        r = rng.uniform(*self.expand_range)
+        cw, ch = int(width * r), int(height * r)
+        left, top = int(rng.uniform(0, cw - width)), int(rng.uniform(0, ch - height))
+        return cw, ch, left, top
+
+    def crop(self, boxes: np.ndarray, cw: int, ch: int, rng: np.random.Generator):
+        """Draw the min-IoU patch in a cw x ch canvas holding `boxes` (pixel xyxy):
+        (x1, y1, x2, y2 of the patch, mask of the boxes kept).
+
+        The trials are drawn all at once and the first acceptable one is taken (one box_iou call)."""
+        whole = (0, 0, cw, ch), np.ones(len(boxes), bool)
+        if len(boxes) == 0:
+            return whole
+        mode = self.crop_modes[rng.integers(len(self.crop_modes))]
+        if mode is None:
+            return whole
+        n = self.crop_trials
+        lo, hi = self.crop_scale
+        w = rng.uniform(lo * cw, hi * cw, n)
+        h = rng.uniform(lo * ch, hi * ch, n)
+        x1 = rng.uniform(0, 1, n) * (cw - w)
+        y1 = rng.uniform(0, 1, n) * (ch - h)
+        rects = np.stack([x1, y1, x1 + w, y1 + h], 1).astype(np.int64).astype(np.float32)  # [n, 4], whole pixels
+        ok = (h / w >= self.crop_aspect[0]) & (h / w <= self.crop_aspect[1])
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [M, 2]
+        inside = ((centres[None, :, 0] > rects[:, None, 0]) & (centres[None, :, 0] < rects[:, None, 2])
+                  & (centres[None, :, 1] > rects[:, None, 1]) & (centres[None, :, 1] < rects[:, None, 3]))  # [n, M]
+        ok &= inside.any(1)
+        if mode != "any" and ok.any():
+            iou = box_iou(torch.from_numpy(rects), torch.from_numpy(boxes)).numpy()  # [n, M]
+            ok &= np.where(inside, iou, -1.0).max(1) >= float(mode)
+        if not ok.any():
+            return whole
+        k = int(np.argmax(ok))
+        return tuple(int(v) for v in rects[k]), inside[k]
+
+    # ------------------------------------------------------------------------------------------ call
+    def __call__(self, image: np.ndarray, boxes, labels, rng: np.random.Generator | None = None):
+        rng = rng if rng is not None else self._rng.get()
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be HxWx3 uint8, got {image.shape} {image.dtype}")
+        boxes, labels = _as_arrays(boxes, labels)
+        height, width = image.shape[:2]
+        s = self.size
+
+        color = self.photometric(rng)
+        cw, ch, left, top = self.expand(width, height, rng)
+        boxes = boxes + np.array([left, top, left, top], np.float32)
+        (px1, py1, px2, py2), keep = self.crop(boxes, cw, ch, rng)
+        boxes, labels = boxes[keep], labels[keep]
+        flip = rng.random() < self.p_flip
+
+        # The photo occupies [left, left+W) x [top, top+H) of the canvas; its part inside the patch goes to an
+        # integer rectangle of the output, and the source box is taken to match that rectangle exactly.
+        sx, sy = s / (px2 - px1), s / (py2 - py1)
+        dx1 = round((max(px1, left) - px1) * sx)
+        dy1 = round((max(py1, top) - py1) * sy)
+        dx2 = round((min(px2, left + width) - px1) * sx)
+        dy2 = round((min(py2, top + height) - py1) * sy)
+        out = np.empty((s, s, 3), np.uint8)
+        if dx1 > 0 or dy1 > 0 or dx2 < s or dy2 < s:
+            out[:] = self.mean
+        if dx2 > dx1 and dy2 > dy1:
+            src = (min(max(dx1 / sx + px1 - left, 0.0), width), min(max(dy1 / sy + py1 - top, 0.0), height),
+                   min(max(dx2 / sx + px1 - left, 0.0), width), min(max(dy2 / sy + py1 - top, 0.0), height))
+            patch = Image.fromarray(image).resize((dx2 - dx1, dy2 - dy1), Image.BILINEAR, box=src)
+            if color is not None:  # PIL applies the 3x4 matrix per pixel in C, rounding and clipping to uint8
+                a, b = color
+                patch = patch.convert("RGB", tuple(np.concatenate([a, b[:, None]], 1).ravel().tolist()))
+            if flip:
+                patch = patch.transpose(Image.FLIP_LEFT_RIGHT)
+                dx1, dx2 = s - dx2, s - dx1
+            out[dy1:dy2, dx1:dx2] = np.asarray(patch)
+
+        boxes = (boxes - np.array([px1, py1, px1, py1], np.float32)) / np.array(
+            [px2 - px1, py2 - py1, px2 - px1, py2 - py1], np.float32)
+        boxes, labels = _finish_boxes(boxes, labels)
+        if flip:
+            boxes = np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1).reshape(-1, 4)
+        return out, boxes.astype(np.float32), labels
+
+    def __repr__(self) -> str:
+        return f"SSDAugmentation(size={self.size}, mean={tuple(int(m) for m in self.mean)})"
+
+
+class Resize:
+    """Evaluation transform: warp to size x size (bilinear) and normalise the boxes to [0, 1]; nothing random.
+    Same call signature as SSDAugmentation (an `rng` argument is accepted and ignored)."""
+
+    def __init__(self, size: int = 300):
+        self.size = int(size)
+
+    def __call__(self, image: np.ndarray, boxes, labels, rng=None):
+        image = np.asarray(image)
+        boxes, labels = _as_arrays(boxes, labels)
+        h, w = image.shape[:2]
+        if (w, h) != (self.size, self.size):
+            image = np.array(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+        boxes = boxes / np.array([w, h, w, h], np.float32)
+        boxes, labels = _finish_boxes(boxes, labels)
+        return image, boxes, labels
+
+    def __repr__(self) -> str:
+        return f"Resize({self.size})"

@@ -1,0 +1,196 @@
+"""Training curves and precision-recall curves (matplotlib, Agg canvas).
+
+Figures are built with `matplotlib.figure.Figure` on an Agg canvas, never through `pyplot`, so nothing is
+registered in pyplot's global figure list and no backend is switched: safe in servers, threads and tests.
+Every function returns the Figure; given `path` it also writes a PNG of exactly figsize x dpi pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["plot_pr_curves", "plot_training_curves"]
+
+
+def _new_figure(figsize, dpi) -> Figure:
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finish(fig: Figure, path) -> Figure:
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=fig.dpi, format="png")
+    return fig
+
+
+def _get(obj, name, default=None):
+    """Attribute or key: works on evaluation results and on their `to_dict(curves=True)` form."""
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _float(x) -> float:
+    if x is None:
+        return math.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# ------------------------------------------------------------------------------------------ PR curves
+def plot_pr_curves(result, class_names=None, path=None, *, figsize=(9.0, 6.0), dpi=100, max_classes=20) -> Figure:
+    """Precision against recall for each class of a VOC evaluation (`train.evaluate.VOCResult`, or its
+    `to_dict(curves=True)`), one line per class, legend sorted by area AP.
+
+    class_names: labels for the classes in `result.per_class` order (default: its keys). Classes without
+    ground truth (AP nan) are left out; at most `max_classes` best are drawn. The title gives both mAPs.
+    """
+    per_class = _get(result, "per_class")
+    if per_class is None:
+        raise TypeError(f"expected a VOC evaluation result with per_class curves, got {type(result).__name__}")
+    keys = list(per_class)
+    names = [str(k) for k in keys] if class_names is None else [str(n) for n in class_names]
+    if len(names) != len(keys):
+        raise ValueError(f"{len(names)} class names for {len(keys)} classes in the result")
+
+    curves = []
+    for k, name in zip(keys, names, strict=True):
+        c = per_class[k]
+        ap = _float(_get(c, "ap_area"))
+        if math.isnan(ap):
+            continue
+        precision, recall = _get(c, "precision"), _get(c, "recall")
+        if precision is None or recall is None:
+            raise ValueError(f"class {name!r} carries no precision/recall curve (use to_dict(curves=True))")
+        curves.append((ap, name, np.asarray(recall, float), np.asarray(precision, float)))
+    curves.sort(key=lambda t: -t[0])
+    shown = curves[:max_classes]
+
+    fig = _new_figure(figsize, dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = _class_colours(len(shown))
+    for (ap, name, rec, prec), colour in zip(shown, colours, strict=True):
+        if rec.size:
+            # Start at (0, first precision) so a one-point curve is still a visible line.
+            ax.plot(np.r_[0.0, rec], np.r_[prec[0], prec], color=colour, lw=1.4,
+                    label=f"{name}  {100 * ap:.1f}")
+        else:
+            ax.plot([], [], color=colour, lw=1.4, label=f"{name}  {100 * ap:.1f} (no detections)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    m_area, m07 = _float(_get(result, "map_area")), _float(_get(result, "map_11pt"))
+    iou = _float(_get(result, "iou_threshold", 0.5))
+    title = f"Precision-recall per class at IoU {iou:g}"
+    if not math.isnan(m_area):
+        title += f"   mAP {100 * m_area:.1f} (area), {100 * m07:.1f} (VOC07 11-point)"
+    ax.set_title(title, fontsize=10)
+    if shown:
+        ax.legend(title="class  AP (area)", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
+                  title_fontsize=8, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no class has ground truth", ha="center", va="center", transform=ax.transAxes)
+    if len(curves) > len(shown):
+        ax.text(1.0, -0.09, f"{len(curves) - len(shown)} more classes not drawn", ha="right",
+                transform=ax.transAxes, fontsize=8)
+    return _finish(fig, path)
+
+
+def _class_colours(n: int):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"] if n > 10 else colormaps["tab10"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------ training curves
+def _column(rows, key) -> np.ndarray:
+    return np.array([_float(r.get(key)) for r in rows], dtype=float)
+
+
+def plot_training_curves(rows, path=None, *, figsize=(9.0, 7.0), dpi=100) -> Figure:
+    """The training log as two panels sharing the step axis.
+
+    rows: dicts as in the training log CSV (`step`, `epoch`, `elapsed_s`, `loss`, `loc_loss`, `conf_loss`,
+    `lr`, and `val_map` / `val_map_area` on the rows where validation ran) — numbers or the strings
+    `csv.DictReader` gives; missing or empty values are skipped.
+    Top: the MultiBox loss and its two parts (localisation smooth-L1, confidence cross-entropy), log scale.
+    Bottom: validation mAP (VOC07 11-point, and area when logged) with the learning rate on a twin axis.
+    """
+    rows = [dict(r) for r in rows]
+    fig = _new_figure(figsize, dpi)
+    ax_loss, ax_map = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    if not rows:
+        ax_loss.text(0.5, 0.5, "no training log rows yet", ha="center", va="center", transform=ax_loss.transAxes)
+        ax_map.set_axis_off()
+        return _finish(fig, path)
+
+    step = _column(rows, "step")
+    if np.isnan(step).all():
+        step = np.arange(len(rows), dtype=float)
+
+    for key, label, style in (("loss", "total loss", dict(lw=1.8, color="black")),
+                              ("loc_loss", "localisation (smooth L1)", dict(lw=1.2, color="tab:blue")),
+                              ("conf_loss", "confidence (softmax CE)", dict(lw=1.2, color="tab:orange"))):
+        y = _column(rows, key)
+        ok = np.isfinite(y) & np.isfinite(step)
+        if ok.any():
+            ax_loss.plot(step[ok], y[ok], label=label, **style)
+    finite = np.concatenate([_column(rows, k) for k in ("loss", "loc_loss", "conf_loss")])
+    finite = finite[np.isfinite(finite)]
+    if finite.size and (finite > 0).all():
+        ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("loss")
+    ax_loss.grid(alpha=0.3, which="both")
+    if ax_loss.get_legend_handles_labels()[0]:
+        ax_loss.legend(fontsize=8, loc="upper right")
+    elapsed = _column(rows, "elapsed_s")
+    title = "Training"
+    if np.isfinite(elapsed).any():
+        title += f" — {np.nanmax(elapsed) / 60:.1f} min"
+    epoch = _column(rows, "epoch")
+    if np.isfinite(epoch).any():
+        title += f", epoch {np.nanmax(epoch):g}"
+    ax_loss.set_title(title, fontsize=10)
+
+    handles = []
+    for key, label, style in (("val_map", "val mAP (VOC07 11-point)", dict(color="tab:green", marker="o")),
+                              ("val_map_area", "val mAP (area)", dict(color="tab:olive", marker="s"))):
+        y = _column(rows, key)
+        ok = np.isfinite(y) & np.isfinite(step)
+        if ok.any():
+            handles += ax_map.plot(step[ok], 100 * y[ok], label=label, lw=1.4, ms=4, **style)
+    ax_map.set_ylabel("val mAP (%)")
+    ax_map.set_xlabel("step")
+    ax_map.grid(alpha=0.3)
+    if handles:
+        ax_map.set_ylim(bottom=0)
+    else:
+        ax_map.text(0.5, 0.5, "no validation mAP logged yet", ha="center", va="center",
+                    transform=ax_map.transAxes, color="0.4")
+        ax_map.set_ylim(0, 100)
+
+    lr = _column(rows, "lr")
+    ok = np.isfinite(lr) & np.isfinite(step)
+    if ok.any():
+        ax_lr = ax_map.twinx()
+        handles += ax_lr.plot(step[ok], lr[ok], color="tab:purple", lw=1.0, ls="--", label="learning rate")
+        ax_lr.set_ylabel("learning rate", color="tab:purple")
+        ax_lr.tick_params(axis="y", colors="tab:purple")
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        ax_lr.set_ylim(bottom=0)
+    if handles:
+        ax_map.legend(handles=handles, labels=[h.get_label() for h in handles], fontsize=8, loc="lower right")
+    return _finish(fig, path)
