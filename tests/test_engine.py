@@ -178,7 +178,6 @@ def test_torchrun_two_processes_train_and_export(tmp_path, shapes):
 @pytest.mark.slow
 def test_tiny_run_learns_the_shapes(tmp_path, shapes):
     """Loss falls and mAP on the training shapes rises far above an untrained model's."""
-    from train.evaluate import evaluate_detector
 
     source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle"))
     r = Recipe(batch_size=4, lr=0.05, warmup_steps=10, max_steps=120, workers=0, log_every=10, grad_clip=10.0)

@@ -315,15 +315,20 @@ class DetectionDataset(torch.utils.data.Dataset):
     normalises them there. `difficult` flags are not passed on: train on a source with keep_difficult=False.
     """
 
-    def __init__(self, source, transform):
-        self.source, self.transform = source, transform
+    def __init__(self, source, transform, seed: int | None = None):
+        self.source, self.transform, self.seed = source, transform, seed
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        """key: an index, or (epoch, index) from the engine's sampler. With a seed, the sample's augmentation
+        draws from an RNG seeded by (seed, epoch, index): the same every time, whatever worker loads it —
+        which is what makes resuming a run exact."""
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        rng = None if self.seed is None else np.random.default_rng([self.seed, epoch, i])
         s = self.source.load(i)
-        image, boxes, labels = self.transform(s.image, s.boxes, s.labels)
+        image, boxes, labels = self.transform(s.image, s.boxes, s.labels, rng=rng)
         return (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
                 torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                 torch.as_tensor(labels, dtype=torch.int64).reshape(-1))

@@ -2,8 +2,9 @@
 time budget, atomic checkpoints with exact resume, CSV/JSON log + plot, and export of the shipped weights.
 
 Exact resume: the data order of epoch e is a permutation seeded by (seed, e), and every sample's
-augmentation draws from an RNG seeded by (seed, e, index) — so a run that stops after any step and resumes
-sees exactly the batches it would have seen, whatever the number of DataLoader workers.
+augmentation draws from an RNG seeded by (seed, e, index) (train.datasets.DetectionDataset) — so a run
+that stops after any step and resumes sees exactly the batches it would have seen, whatever the number of
+DataLoader workers.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from ssd import SSDConfig, build_ssd, export_weights, match, multibox_loss
 from ssd.priors import default_boxes
-from train.datasets import collate
+from train.datasets import DetectionDataset, collate
 
 CHECKPOINT = "last.ckpt"
 LOG_CSV = "log.csv"
@@ -87,25 +88,6 @@ class EpochSampler(Sampler):
 
     def __len__(self):
         return (self.batches_per_epoch() - self.start_batch) * self.batch_size
-
-
-class AugmentedDataset(Dataset):
-    """source.load(i) -> transform with a per-(epoch, index) RNG -> (uint8 image CHW, boxes 0-1 xyxy, labels)."""
-
-    def __init__(self, source, transform, seed):
-        self.source, self.transform, self.seed = source, transform, seed
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitem__(self, key):
-        epoch, index = key
-        sample = self.source.load(index)
-        rng = np.random.default_rng([self.seed, epoch, index])
-        image, boxes, labels = self.transform(sample.image, sample.boxes, sample.labels, rng=rng)
-        return (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
-                torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                torch.as_tensor(labels, dtype=torch.int64).reshape(-1))
 
 
 # ----------------------------------------------------------------------------------------------- pieces
@@ -241,7 +223,7 @@ class Trainer:
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
         self.priors = default_boxes(cfg).to(self.device)
-        self.dataset = AugmentedDataset(train_source, transform, recipe.seed)
+        self.dataset = DetectionDataset(train_source, transform, seed=recipe.seed)
         self.state = TrainState()
         self.resumed = self._maybe_resume()
 

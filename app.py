@@ -1,0 +1,595 @@
+"""SSD demo (Gradio): detect objects, and see how SSD works — default boxes, matching, hard negatives.
+
+    python app.py                 # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
+    SSD_WEIGHTS=path.safetensors python app.py   # other weights (their model card .json must sit beside them)
+
+This file only builds the page and wires widgets to `ssd` (the detector) and `visualize` (the pictures).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: the demo needs no internet
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+import ssd  # noqa: E402
+from ssd.image import to_rgb  # noqa: E402
+from ssd.postprocess import select_candidates  # noqa: E402
+from visualize import examples as ex  # noqa: E402
+from visualize import matching as vm  # noqa: E402
+from visualize import priors as vp  # noqa: E402
+from visualize.draw import draw_detections, draw_marker, fit  # noqa: E402
+
+log = logging.getLogger("ssd.app")
+
+MAX_PIXELS = int(float(os.environ.get("SSD_MAX_MEGAPIXELS", "40")) * 1_000_000)  # larger uploads are refused
+MAX_FILE_SIZE = os.environ.get("SSD_MAX_FILE_SIZE", "20mb")  # upload cap, enforced by Gradio
+CONCURRENCY = int(os.environ.get("SSD_CONCURRENCY", "2"))  # network runs at once (memory bound)
+DISPLAY_SIDE = 1024  # pictures sent back to the browser are at most this big
+MATCH_SIDE = 800
+CONFIGS = {"SSD300": ssd.SSD300_VOC, "SSD512": ssd.SSD512_VOC}
+SHAPE_CHOICES = [("1 (sₖ)", "1"), ("1′ (extra box at s′ₖ = √(sₖ·sₖ₊₁))", "1'"), ("2", "2"), ("1/2", "1/2"),
+                 ("3", "3"), ("1/3", "1/3")]
+
+
+# --------------------------------------------------------------------------------------------- the model
+def load_detector():
+    """(detector or None, message). Never raises: the teaching tabs work without a model."""
+    path = os.environ.get("SSD_WEIGHTS") or None
+    try:
+        det = ssd.Detector.load(path)
+    except FileNotFoundError as e:
+        return None, f"⚠️ **No model loaded** — {e} The *Default boxes* and *Matching* tabs work without one."
+    except Exception as e:  # a corrupt or mismatched file must not stop the teaching tabs from serving
+        log.exception("loading weights failed")
+        return None, f"⚠️ **The weights could not be loaded** ({type(e).__name__}: {e})."
+    return det, ""
+
+
+DETECTOR, LOAD_MESSAGE = load_detector()
+MODEL_CFG = DETECTOR.config if DETECTOR else ssd.SSD300_VOC
+CLASS_NAMES = list(DETECTOR.class_names) if DETECTOR else list(ssd.VOC_CLASSES)
+LAYOUT = ssd.prior_layout(MODEL_CFG)
+NO_MODEL = ("No model weights are loaded, so there is nothing to detect with. Start the app with "
+            "SSD_WEIGHTS=/path/to/weights.safetensors, or train the demo weights (README, 'Train your own').")
+
+
+def model_summary() -> str:
+    if DETECTOR is None:
+        return LOAD_MESSAGE
+    cfg, card = DETECTOR.config, DETECTOR.card
+    device = DETECTOR.device.type.upper()
+    if DETECTOR.device.type == "cuda":
+        device = torch.cuda.get_device_name(DETECTOR.device)
+    parts = [f"**Model:** {cfg.name} ({cfg.num_default_boxes} default boxes, width ×{cfg.width:g}"
+             f"{', BatchNorm' if cfg.batch_norm else ''}), {len(CLASS_NAMES)} classes, on {device}."]
+    scores = {k: v for k, v in card.items() if "map" in k.lower() and isinstance(v, int | float)}
+    if scores:
+        parts.append("Measured: " + ", ".join(f"{k} {v:.3g}" for k, v in scores.items()) + ".")
+    if card.get("note"):
+        parts.append(str(card["note"]))
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def upload_path(value) -> str | None:
+    """The uploaded file's path from an image input's raw payload.
+
+    The image events run with `preprocess=False`, so Gradio hands over its upload record (already checked to
+    be a file it received) without decoding the picture itself: a broken or hostile file then reaches
+    `read_image` and gets a clear message instead of Gradio's generic error.
+    """
+    if value is None or isinstance(value, str | Path):
+        return value
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        if value.get("path"):
+            return value["path"]
+        url = value.get("url") or ""
+        if url.startswith("data:"):
+            try:
+                data = base64.b64decode(url.split(",", 1)[1], validate=False)
+            except (IndexError, binascii.Error) as e:
+                raise gr.Error(f"The image data URL could not be decoded ({e}).") from e
+            fd, name = tempfile.mkstemp(suffix=".upload")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return name
+    raise gr.Error(f"Expected an uploaded image file, got {type(value).__name__}.")
+
+
+def read_image(path) -> Image.Image:
+    """An uploaded file -> upright RGB image, or a gr.Error that says what is wrong with the file."""
+    if isinstance(path, Image.Image):
+        return to_rgb(path)
+    path = upload_path(path)
+    if path is None:
+        raise gr.Error("No image: upload a photo (JPEG, PNG, WebP …) or pick an example.")
+    name = Path(path).name
+    if not os.path.isfile(path):
+        raise gr.Error(f"'{name}' was not received; please upload it again.")
+    if os.path.getsize(path) == 0:
+        raise gr.Error(f"'{name}' is empty (0 bytes). Upload a photo (JPEG, PNG, WebP …).")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise gr.Error(f"'{name}' is {w}×{h} pixels ({w * h / 1e6:.0f} megapixels); this demo accepts up to "
+                               f"{MAX_PIXELS / 1e6:.0f} megapixels. Please resize it first.")
+            im.load()
+            image = to_rgb(im)
+    except gr.Error:
+        raise
+    except Image.DecompressionBombError as e:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise gr.Error(f"'{name}' declares an enormous image (over {limit:.0f} megapixels: a decompression bomb?); "
+                       f"this demo accepts up to {MAX_PIXELS / 1e6:.0f} megapixels.") from e
+    except UnidentifiedImageError as e:
+        raise gr.Error(f"'{name}' is not an image this demo can read. Upload a JPEG, PNG, WebP, BMP, GIF or TIFF "
+                       "photo.") from e
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError) as e:
+        raise gr.Error(f"'{name}' could not be decoded — the file looks truncated or corrupt ({e}).") from e
+    except MemoryError as e:
+        raise gr.Error(f"'{name}' needs more memory to decode than this demo has.") from e
+    return image
+
+
+# --------------------------------------------------------------------------------------------- Detect
+def _layer_cell(prior_index: int) -> dict:
+    d = LAYOUT.describe(prior_index)
+    return {"feature_map": f"{d['feature_map']}x{d['feature_map']}", "cell": [d["row"], d["col"]],
+            "default_box_shape": d["shape"]}
+
+
+def render_detections(state, score_threshold, nms_threshold, top_k=200, classes=None):
+    """Post-processing only, on the cached network outputs: (annotated image, table, data, summary)."""
+    raw: ssd.RawPrediction = state["raw"]
+    wanted = set(classes or [])
+    start = time.perf_counter()
+    # Per-class NMS makes filtering by class before top-k the same as filtering the network's output.
+    dets = DETECTOR.postprocess(raw, float(score_threshold), float(nms_threshold), MODEL_CFG.top_k)
+    if wanted:
+        dets = [d for d in dets if d.label in wanted]
+    dets = dets[: int(top_k)]
+    _, _, label, _ = select_candidates(raw.conf, float(score_threshold), 400)
+    if wanted:
+        keep = torch.tensor([CLASS_NAMES[i - 1] in wanted for i in label.tolist()], dtype=torch.bool)
+        label = label[keep.to(label.device)] if len(label) else label
+    pre_nms = int(label.numel())
+    post_ms = (time.perf_counter() - start) * 1000
+    picture = draw_detections(state["display"], dets, scale=state["scale"])
+    rows = []
+    for i, d in enumerate(dets):
+        info = _layer_cell(d.prior_index)
+        rows.append([i + 1, d.label, round(d.score, 3), ", ".join(f"{v:.0f}" for v in d.box),
+                     f"{d.layer} ({info['feature_map']})",
+                     f"#{d.prior_index} cell ({info['cell'][0]}, {info['cell'][1]}) shape {info['default_box_shape']}"])
+    data = {
+        "image": {"width": raw.width, "height": raw.height},
+        "model": MODEL_CFG.name,
+        "score_threshold": float(score_threshold), "nms_threshold": float(nms_threshold), "top_k": int(top_k),
+        "classes": sorted(wanted) or "all",
+        "candidates_before_nms": pre_nms,
+        "detections_after_nms": len(dets),
+        "network_ms": round(raw.seconds * 1000, 1),
+        "postprocess_ms": round(post_ms, 2),
+        "detections": [
+            {**d.to_dict(), "score": round(d.score, 4), "box": [round(v, 1) for v in d.box],
+             **_layer_cell(d.prior_index)}
+            for d in dets
+        ],
+    }
+    device = "GPU" if DETECTOR.device.type == "cuda" else "CPU"
+    summary = (f"**{len(dets)}** detections after NMS, from **{pre_nms}** candidates above score "
+               f"{float(score_threshold):.2f} before NMS, in the {raw.width}×{raw.height} image · "
+               f"network **{raw.seconds * 1000:.0f} ms** on {device} (preprocessing included) · "
+               f"post-processing **{post_ms:.1f} ms** (sliders re-run only this).")
+    return picture, rows, data, summary
+
+
+def detect(image, score_threshold=0.5, nms_threshold=0.45, top_k=200, classes=None):
+    """Detect objects in `image`. Returns the annotated image, a table, the detections as data and a summary.
+
+    API: client.predict(handle_file("photo.jpg"), 0.5, 0.45, api_name="/detect")
+    """
+    if DETECTOR is None:
+        raise gr.Error(NO_MODEL)
+    picture = read_image(image)
+    raw = DETECTOR.predict(picture)
+    display, scale = fit(picture, DISPLAY_SIDE)
+    state = {"raw": raw, "display": display, "scale": scale}
+    return (*render_detections(state, score_threshold, nms_threshold, top_k, classes), state)
+
+
+def detect_on_change(image, score_threshold, nms_threshold, top_k, classes):
+    """A new image in the input: run the network (clearing the outputs when the image is removed)."""
+    if image is None:
+        return None, [], None, "", None
+    return detect(image, score_threshold, nms_threshold, top_k, classes)
+
+
+def rerender(state, score_threshold, nms_threshold, top_k, classes):
+    if state is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return render_detections(state, score_threshold, nms_threshold, top_k, classes)
+
+
+# --------------------------------------------------------------------------------------------- Default boxes
+def priors_view(config_name, layer, row, col, shapes, grid, photo):
+    cfg = CONFIGS[config_name]
+    layer = min(int(layer), len(cfg.feature_maps) - 1)  # the layer list may lag a switch from SSD512 to SSD300
+    f = cfg.feature_maps[layer]
+    row, col = min(int(row), f - 1), min(int(col), f - 1)
+    image = ex.example_image(photo)
+    picture = vp.draw_cell_default_boxes(image, cfg, layer, row, col, shapes, show_grid=grid)
+    boxes = vp.cell_default_boxes(cfg, layer, row, col)
+    rows = [[b["shape"], round(b["w_px"], 1), round(b["h_px"], 1), round(b["cx"] * cfg.image_size, 1),
+             round(b["cy"] * cfg.image_size, 1), b["index"]] for b in boxes]
+    headers, summary = vp.layer_summary(cfg)
+    caption = (f"**{cfg.name.split('_')[0]}**: {vp.summary_formula(cfg)} default boxes. "
+               f"Cell ({row}, {col}) of {vp.layer_label(cfg, layer)} holds boxes #{boxes[0]['index']}–"
+               f"#{boxes[-1]['index']}. The photo is warped to the {cfg.image_size}×{cfg.image_size} input, as SSD "
+               "sees it; box sizes are in input pixels.")
+    return picture, rows, summary, caption
+
+
+def on_config(config_name, layer):
+    cfg = CONFIGS[config_name]
+    layer = min(int(layer), len(cfg.feature_maps) - 1)
+    choices = [(label, k) for k, label in enumerate(vp.feature_map_choices(cfg))]
+    f = cfg.feature_maps[layer]
+    return (gr.Dropdown(choices=choices, value=layer), gr.Slider(maximum=f - 1, value=f // 2),
+            gr.Slider(maximum=f - 1, value=f // 2))
+
+
+def on_layer(config_name, layer):
+    f = CONFIGS[config_name].feature_maps[int(layer)]
+    return gr.Slider(maximum=f - 1, value=f // 2), gr.Slider(maximum=f - 1, value=f // 2)
+
+
+def on_priors_click(config_name, layer, evt: gr.SelectData):
+    canvas = 600  # draw_cell_default_boxes' default canvas; the legend below it is not part of the grid
+    x, y = evt.index[0], evt.index[1]
+    if y >= canvas:
+        return gr.skip(), gr.skip()
+    row, col = vp.cell_at(CONFIGS[config_name], int(layer), x, y, canvas, canvas)
+    return row, col
+
+
+# --------------------------------------------------------------------------------------------- Matching
+GT_HEADERS = ["class", "x1", "y1", "x2", "y2"]
+
+
+def _match_state(image: Image.Image, name: str) -> dict:
+    display, scale = fit(image, MATCH_SIDE)
+    return {"display": display, "scale": scale, "width": image.width, "height": image.height, "name": name,
+            "conf": None}
+
+
+def load_match_example(name):
+    image = ex.example_image(name)
+    rows = [[label, *box] for label, box in ex.example_annotations(name)]
+    return _match_state(image, name), rows, None, gr.Image(value=None)
+
+
+def load_match_upload(path):
+    if path is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    image = read_image(path)
+    return _match_state(image, Path(upload_path(path)).name), [], None, gr.skip()
+
+
+def parse_ground_truth(state, rows):
+    """Table rows -> (GroundTruth, problems). Bad rows are skipped and reported, never raised."""
+    labels, boxes, problems = [], [], []
+    W, H = state["width"], state["height"]
+    for i, row in enumerate(rows or []):
+        if row is None or all(v in (None, "") for v in row):
+            continue
+        row = list(row) + [None] * (5 - len(row))
+        name = str(row[0] or "").strip()
+        if name not in CLASS_NAMES:
+            problems.append(f"row {i + 1}: unknown class {name!r} (use one of: {', '.join(CLASS_NAMES)})")
+            continue
+        try:
+            x1, y1, x2, y2 = (float(v) for v in row[1:5])
+        except (TypeError, ValueError):
+            problems.append(f"row {i + 1}: x1, y1, x2, y2 must be numbers (pixels), got {row[1:5]}")
+            continue
+        x1, x2 = sorted((min(max(x1, 0), W), min(max(x2, 0), W)))
+        y1, y2 = sorted((min(max(y1, 0), H), min(max(y2, 0), H)))
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            problems.append(f"row {i + 1}: the box ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}) has no area inside "
+                            f"the {W}×{H} image")
+            continue
+        labels.append(name)
+        boxes.append((x1, y1, x2, y2))
+    return vm.GroundTruth(labels, boxes, W, H), problems
+
+
+def _hard_negatives(state, m):
+    if DETECTOR is None:
+        return None, "Hard negatives need the model's confidences (a real forward pass), and no model is loaded."
+    if state["conf"] is None:  # one forward pass per image; the ground truth does not change it
+        state["conf"] = DETECTOR.predict(state["display"]).conf.float().cpu()
+    neg = vm.hard_negatives_from_logits(MODEL_CFG, state["conf"], m)
+    pos = int(m.positives.sum())
+    return neg, (f"Hard negatives: the **{int(neg.sum())}** background default boxes with the highest confidence "
+                 f"loss in this model's forward pass ({MODEL_CFG.neg_pos_ratio}:1 for {pos} positives).")
+
+
+def refresh_matching(state, rows, threshold, show_negatives, gt_choice, pos_choice, pending=None):
+    """Everything on the Matching tab that depends on the image, the ground truth and the threshold."""
+    if state is None:
+        return (gr.skip(),) * 9
+    gt, problems = parse_ground_truth(state, rows)
+    notes = [f"⚠️ {p}" for p in problems]
+    m = vm.match_ground_truth(MODEL_CFG, gt, CLASS_NAMES, threshold)
+    negatives = None
+    if show_negatives and gt.boxes:
+        negatives, note = _hard_negatives(state, m)
+        notes.append(note)
+    picture = vm.draw_matches(state["display"], MODEL_CFG, m, gt, negatives=negatives)
+    if pending is not None:  # the first corner of a box being drawn
+        picture = draw_marker(picture, (pending[0] * state["scale"], pending[1] * state["scale"]))
+    headers, table = vm.positives_per_layer(MODEL_CFG, m)
+    if not gt.boxes:
+        notes.insert(0, "No ground truth yet: pick an example, type boxes into the table, click two opposite "
+                        "corners on the picture, or use the current detections.")
+    else:
+        notes.insert(0, f"**{int(m.positives.sum())}** positives for {len(gt.boxes)} ground-truth boxes at IoU ≥ "
+                        f"{float(threshold):.2f}; each ground truth's best default box is forced positive "
+                        "(thick dashed), whatever its IoU.")
+    if pending is not None:
+        notes.insert(0, f"➕ First corner at ({pending[0]:.0f}, {pending[1]:.0f}): click the opposite corner to add "
+                        "a box.")
+    gt_choices = [(f"GT {i}: {label}", i) for i, label in enumerate(gt.labels)]
+    gt_value = gt_choice if gt_choice is not None and gt_choice < len(gt.labels) else (0 if gt.labels else None)
+    pos = vm.positive_choices(MODEL_CFG, m)
+    pos_ids = [i for _, i in pos]
+    pos_value = pos_choice if pos_choice in pos_ids else (pos_ids[0] if pos_ids else None)
+    heat = _heatmap(gt, gt_value, threshold)
+    offsets_md, offsets_img = _offsets(state, gt, m, pos_value)
+    return (picture, "\n\n".join(notes), table, gr.Dropdown(choices=gt_choices, value=gt_value), heat,
+            gr.Dropdown(choices=pos, value=pos_value), offsets_md, offsets_img, state)
+
+
+def _heatmap(gt, index, threshold):
+    if index is None or index >= len(gt.boxes):
+        return None
+    box = gt.normalised()[index]
+    return vm.iou_heatmaps(MODEL_CFG, box, float(threshold))
+
+
+def _offsets(state, gt, m, index):
+    if index is None:
+        return "No positive default box to encode.", None
+    return vm.offsets_markdown(MODEL_CFG, m, index), vm.draw_offsets(state["display"], MODEL_CFG, m, gt, index)
+
+
+def heatmap_only(state, rows, threshold, gt_choice):
+    if state is None or gt_choice is None:
+        return None
+    gt, _ = parse_ground_truth(state, rows)
+    return _heatmap(gt, int(gt_choice), threshold)
+
+
+def offsets_only(state, rows, threshold, pos_choice):
+    if state is None or pos_choice is None:
+        return gr.skip(), gr.skip()
+    gt, _ = parse_ground_truth(state, rows)
+    m = vm.match_ground_truth(MODEL_CFG, gt, CLASS_NAMES, threshold)
+    if not bool(m.positives[0, int(pos_choice)]):
+        return gr.skip(), gr.skip()
+    return _offsets(state, gt, m, int(pos_choice))
+
+
+def on_match_click(state, rows, draw_class, pending, evt: gr.SelectData):
+    """Two clicks on the picture = two opposite corners of a new ground-truth box."""
+    if state is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    x, y = evt.index[0], evt.index[1]
+    W, H = state["display"].size
+    if y >= H:  # the legend strip under the picture
+        return gr.skip(), gr.skip(), gr.skip()
+    px, py = x / state["scale"], y / state["scale"]
+    if pending is None:
+        return gr.skip(), (px, py), f"First corner at ({px:.0f}, {py:.0f}); click the opposite corner."
+    (qx, qy) = pending
+    row = [draw_class, round(min(px, qx)), round(min(py, qy)), round(max(px, qx)), round(max(py, qy))]
+    return [list(r) for r in (rows or []) if any(v not in (None, "") for v in r)] + [row], None, \
+        f"Added {draw_class} ({row[1]}, {row[2]}, {row[3]}, {row[4]})."
+
+
+def detections_as_gt(state, score_threshold, nms_threshold):
+    if state is None:
+        return gr.skip(), "Pick an image first."
+    if DETECTOR is None:
+        return gr.skip(), NO_MODEL
+    dets = DETECTOR.detect(state["display"], float(score_threshold), float(nms_threshold))
+    if not dets:
+        return gr.skip(), (f"The model finds nothing above score {float(score_threshold):.2f} here — lower the "
+                           "score threshold on the Detect tab and try again.")
+    s = state["scale"]
+    rows = [[d.label, *(round(v / s) for v in d.box)] for d in dets]
+    return rows, f"Using the model's {len(rows)} detections (score ≥ {float(score_threshold):.2f}) as ground truth."
+
+
+# --------------------------------------------------------------------------------------------- the page
+INTRO = """# SSD: Single Shot MultiBox Detector
+Detect objects with SSD ([Liu et al., ECCV 2016](https://arxiv.org/abs/1512.02325)) and look inside it:
+its default boxes, how they are matched to objects, and what the loss trains on."""
+
+
+def build_demo() -> gr.Blocks:
+    example_paths = ex.write_examples(Path(tempfile.gettempdir()) / "ssd-demo-examples")
+    classes_sorted = sorted(CLASS_NAMES)
+    with gr.Blocks(title="SSD: Single Shot MultiBox Detector") as demo:
+        gr.Markdown(INTRO)
+        gr.Markdown(model_summary(), elem_id="model-summary")
+        with gr.Tabs():
+            # ------------------------------------------------------------------ Detect
+            with gr.Tab("Detect", id="detect"):
+                if DETECTOR is None:
+                    gr.Markdown(f"⚠️ {NO_MODEL}", elem_id="no-model")
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=280):
+                        image_in = gr.Image(type="filepath", image_mode=None, label="Image",
+                                               sources=["upload", "clipboard"], elem_id="detect-input", height=320)
+                        gr.Examples([[str(p)] for p in example_paths.values()], inputs=[image_in],
+                                    example_labels=list(example_paths), cache_examples=False, label="Example photos")
+                        score = gr.Slider(0.01, 1.0, value=0.5, step=0.01, label="Score threshold")
+                        nms = gr.Slider(0.05, 1.0, value=MODEL_CFG.nms_threshold, step=0.05, label="NMS IoU")
+                        top_k = gr.Slider(1, MODEL_CFG.top_k, value=MODEL_CFG.top_k, step=1, label="Top-k")
+                        classes = gr.Dropdown(classes_sorted, value=[], multiselect=True, label="Only these classes",
+                                              info="empty: all classes")
+                        run = gr.Button("Detect", variant="primary")
+                    with gr.Column(scale=3):
+                        image_out = gr.Image(label="Detections", interactive=False, elem_id="detect-output",
+                                             format="jpeg")
+                        summary = gr.Markdown(elem_id="detect-summary")
+                table = gr.Dataframe(headers=["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map",
+                                              "default box"], interactive=False, elem_id="detect-table",
+                                     label="Detections", wrap=True)
+                with gr.Accordion("Detections as data (what the `detect` API returns)", open=False):
+                    data_out = gr.JSON(label="detections")
+                raw_state = gr.State(None)
+                outputs = [image_out, table, data_out, summary, raw_state]
+                # preprocess=False: the handlers decode uploads themselves (see `upload_path`).
+                run.click(detect, [image_in, score, nms, top_k, classes], outputs, api_name="detect",
+                          concurrency_id="network", preprocess=False)
+                image_in.change(detect_on_change, [image_in, score, nms, top_k, classes], outputs,
+                                api_visibility="private", concurrency_id="network", trigger_mode="always_last",
+                                preprocess=False)
+                for control in (score, nms, top_k, classes):
+                    control.change(rerender, [raw_state, score, nms, top_k, classes], outputs[:4],
+                                   api_visibility="private", show_progress="hidden", trigger_mode="always_last",
+                                   concurrency_limit=8, concurrency_id="postprocess")
+
+            # ------------------------------------------------------------------ Default boxes
+            with gr.Tab("Default boxes", id="default-boxes"):
+                gr.Markdown("Every cell of every source feature map carries 4 or 6 *default boxes*, centred on the "
+                            "cell: ratio 1 at scale sₖ, an extra ratio-1 box at s′ₖ = √(sₖ·sₖ₊₁), and ratios 2, ½ "
+                            "(and 3, ⅓). Click the picture to pick a cell.")
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=280):
+                        p_config = gr.Radio(list(CONFIGS), value="SSD300", label="Model")
+                        p_layer = gr.Dropdown([(c, k) for k, c in enumerate(vp.feature_map_choices(ssd.SSD300_VOC))],
+                                              value=1, label="Feature map")
+                        p_row = gr.Slider(0, 18, value=7, step=1, label="Cell row i")
+                        p_col = gr.Slider(0, 18, value=9, step=1, label="Cell column j")
+                        p_shapes = gr.CheckboxGroup(SHAPE_CHOICES, value=[v for _, v in SHAPE_CHOICES],
+                                                    label="Aspect ratios")
+                        p_grid = gr.Checkbox(value=True, label="Show the grid of cell centres")
+                        p_photo = gr.Dropdown(ex.example_names(), value="astronaut", label="Photo")
+                        p_cell = gr.Dataframe(headers=["shape", "w (px)", "h (px)", "cx (px)", "cy (px)", "#"],
+                                              interactive=False, label="This cell's default boxes")
+                    with gr.Column(scale=3):
+                        p_image = gr.Image(label="Default boxes of one cell (click to choose a cell)",
+                                           interactive=False, elem_id="priors-output", format="jpeg")
+                        p_caption = gr.Markdown()
+                p_summary = gr.Dataframe(headers=vp.layer_summary(ssd.SSD300_VOC)[0], interactive=False,
+                                         label="Default boxes per source layer", elem_id="priors-summary")
+                p_inputs = [p_config, p_layer, p_row, p_col, p_shapes, p_grid, p_photo]
+                p_outputs = [p_image, p_cell, p_summary, p_caption]
+                p_config.input(on_config, [p_config, p_layer], [p_layer, p_row, p_col], api_visibility="private")
+                p_layer.input(on_layer, [p_config, p_layer], [p_row, p_col], api_visibility="private")
+                for control in p_inputs:
+                    control.change(priors_view, p_inputs, p_outputs, api_visibility="private",
+                                   show_progress="hidden", trigger_mode="always_last", concurrency_limit=4,
+                                   concurrency_id="pictures")
+                p_image.select(on_priors_click, [p_config, p_layer], [p_row, p_col], api_visibility="private")
+
+            # ------------------------------------------------------------------ Matching
+            with gr.Tab("Matching", id="matching"):
+                gr.Markdown("Training assigns each ground-truth box its best default box (forced), plus every "
+                            "default box with IoU ≥ the threshold. Positives are coloured by the source layer "
+                            "they come from.")
+                m_state = gr.State(None)
+                m_pending = gr.State(None)
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=280):
+                        m_photo = gr.Dropdown(ex.example_names(), value="motorcycle", label="Example photo "
+                                              "(with hand-made ground truth)")
+                        m_upload = gr.Image(type="filepath", image_mode=None, label="…or your own photo",
+                                               sources=["upload", "clipboard"], height=160)
+                        m_gt = gr.Dataframe(headers=GT_HEADERS, datatype=["str", "number", "number", "number",
+                                                                          "number"],
+                                            type="array", interactive=True, column_count=5, label="Ground truth "
+                                            "(pixels; edit, add rows, or click two corners on the picture)")
+                        with gr.Row():
+                            m_class = gr.Dropdown(CLASS_NAMES, value="person" if "person" in CLASS_NAMES else
+                                                  CLASS_NAMES[0], label="Class of drawn boxes", scale=2)
+                            m_clear = gr.Button("Clear ground truth", scale=1)
+                        m_use_dets = gr.Button("Use current detections as ground truth")
+                        m_thr = gr.Slider(0.1, 0.9, value=MODEL_CFG.match_threshold, step=0.05,
+                                          label="IoU threshold for positives")
+                        m_neg = gr.Checkbox(value=False, label=f"Show the {MODEL_CFG.neg_pos_ratio}:1 hard negatives "
+                                            "(one forward pass of the model)")
+                    with gr.Column(scale=3):
+                        m_image = gr.Image(label="Matched default boxes (click two corners to add a box)",
+                                           interactive=False, elem_id="match-output",
+                                           format="jpeg")
+                        m_msg = gr.Markdown(elem_id="match-message")
+                        m_table = gr.Dataframe(headers=list(vm.POSITIVES_HEADERS), interactive=False,
+                                               label="Positives per source layer", elem_id="match-table")
+                with gr.Row():
+                    m_gt_pick = gr.Dropdown([], label="IoU heat map of ground truth", scale=1, min_width=200)
+                    m_heat = gr.Image(label="IoU with every default box, per feature map", interactive=False,
+                                      format="png", show_label=False, scale=5, elem_id="match-heatmap")
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        m_pos_pick = gr.Dropdown([], label="One positive: its encoded offsets")
+                        m_offsets = gr.Markdown()
+                    with gr.Column(scale=2):
+                        m_offsets_img = gr.Image(label="Default box, ground truth, decode(encode(g))",
+                                                 interactive=False, format="jpeg")
+                refresh_in = [m_state, m_gt, m_thr, m_neg, m_gt_pick, m_pos_pick, m_pending]
+                refresh_out = [m_image, m_msg, m_table, m_gt_pick, m_heat, m_pos_pick, m_offsets, m_offsets_img,
+                               m_state]
+                kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
+                m_photo.change(load_match_example, [m_photo], [m_state, m_gt, m_pending, m_upload], **kw).then(
+                    refresh_matching, refresh_in, refresh_out, **kw)
+                m_upload.upload(load_match_upload, [m_upload], [m_state, m_gt, m_pending, m_upload],
+                                preprocess=False, **kw).then(
+                    refresh_matching, refresh_in, refresh_out, **kw)
+                m_clear.click(lambda: ([], None), None, [m_gt, m_pending], **kw).then(
+                    refresh_matching, refresh_in, refresh_out, **kw)
+                m_use_dets.click(detections_as_gt, [m_state, score, nms], [m_gt, m_msg], **kw).then(
+                    refresh_matching, refresh_in, refresh_out, **kw)
+                m_image.select(on_match_click, [m_state, m_gt, m_class, m_pending], [m_gt, m_pending, m_msg],
+                               **kw).then(refresh_matching, refresh_in, refresh_out, **kw)
+                m_gt.input(refresh_matching, refresh_in, refresh_out, trigger_mode="always_last", **kw)
+                for control in (m_thr, m_neg):
+                    control.change(refresh_matching, refresh_in, refresh_out, trigger_mode="always_last",
+                                   show_progress="hidden", **kw)
+                m_gt_pick.input(heatmap_only, [m_state, m_gt, m_thr, m_gt_pick], [m_heat], **kw)
+                m_pos_pick.input(offsets_only, [m_state, m_gt, m_thr, m_pos_pick], [m_offsets, m_offsets_img],
+                                 **kw)
+
+        demo.load(priors_view, p_inputs, p_outputs, api_visibility="private").then(
+            load_match_example, [m_photo], [m_state, m_gt, m_pending, m_upload], api_visibility="private").then(
+            refresh_matching, refresh_in, refresh_out, api_visibility="private")
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=int(os.environ.get("SSD_QUEUE_SIZE", "64")))
+    return demo
+
+
+def main():
+    demo = build_demo()
+    # server name/port: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
+    demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, show_error=False, footer_links=["api", "gradio"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Start `python app.py` in a subprocess on a free port, with small random weights (no shipped weights needed)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+import ssd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def export_random_weights(directory: Path) -> Path:
+    """A tiny SSD300 (BatchNorm, width 0.25) with random weights, in the shipped format."""
+    torch.manual_seed(0)
+    cfg = ssd.SSD300_VOC.replace(batch_norm=True, width=0.25)
+    path = Path(directory) / "random_ssd300.safetensors"
+    return ssd.export_weights(ssd.build_ssd(cfg), cfg, ssd.VOC_CLASSES, path, note="random weights (tests)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(weights: Path | None, log_path: Path, timeout: float = 180.0, **env):
+    """Yields the app's URL; stops the process (and only it) afterwards."""
+    port = free_port()
+    environment = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+                   "GRADIO_ANALYTICS_ENABLED": "False", "SSD_WEIGHTS": str(weights) if weights else "", **env}
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=environment, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"app.py exited with {proc.returncode}:\n{Path(log_path).read_text()}")
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"app.py did not serve {url} within {timeout:.0f} s:\n"
+                                       f"{Path(log_path).read_text()}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

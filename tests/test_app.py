@@ -1,0 +1,203 @@
+"""The app end to end: `python app.py` in a subprocess, driven with gradio_client like an API user would."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app_server import export_random_weights, running_app
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return export_random_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def client(weights, tmp_path_factory):
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    with running_app(weights, log, SSD_MAX_FILE_SIZE="1mb") as url:
+        yield Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Good, odd and bad input files."""
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    photo.save(d / "photo.jpg")
+    (d / "not_an_image.png").write_text("this is a text file with an image's name\n" * 20)
+    (d / "empty.jpg").write_bytes(b"")
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG")
+    (d / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")
+    (d / "truncated.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+
+    # A decompression bomb: a tiny PNG whose header claims 20000×20000 pixels.
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    (d / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                                 + chunk(b"IDAT", zlib.compress(b"\0" * 20001 * 8)) + chunk(b"IEND", b""))
+    Image.fromarray(rng.integers(0, 65536, (100, 120), dtype=np.uint16)).save(d / "gray16.png")
+    Image.new("CMYK", (120, 100), (0, 128, 255, 0)).save(d / "cmyk.jpg")
+    photo.convert("P", palette=Image.ADAPTIVE).save(d / "palette.png")
+    photo.convert("RGBA").save(d / "rgba.png")
+    rotated = Image.new("RGB", (200, 100), (200, 30, 30))
+    exif = rotated.getexif()
+    exif[274] = 6  # orientation: rotate 90° clockwise to display
+    rotated.save(d / "exif_rotated.jpg", exif=exif)
+    (d / "too_big.jpg").write_bytes(rng.integers(0, 256, 1_500_000, dtype=np.uint8).tobytes())
+    return d
+
+
+def detect(client, path, score=0.01, nms=0.45, **kw):
+    image, table, data, summary = client.predict(handle_file(str(path)), score, nms, api_name="/detect", **kw)
+    return image, table, data, summary
+
+
+def test_detect_returns_detections_as_data(client, files):
+    image, table, data, summary = detect(client, files / "photo.jpg", 0.05)
+    assert Image.open(image).size == (320, 240)
+    assert data["image"] == {"width": 320, "height": 240}
+    dets = data["detections"]
+    assert dets and data["detections_after_nms"] == len(dets) <= data["candidates_before_nms"]
+    for d in dets:
+        assert d["label"] and 0.05 < d["score"] <= 1
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= 320 and 0 <= y1 <= y2 <= 240
+        assert d["layer"] in ("conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2")
+    assert [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
+    assert len(table["data"]) == len(dets)
+    assert "detections after NMS" in summary and "ms" in summary
+
+
+def test_sliders_change_the_result(client, files):
+    _, _, low, _ = detect(client, files / "photo.jpg", 0.01, 0.45)
+    scores = [d["score"] for d in low["detections"]]
+    median = float(np.median(scores))
+    _, _, high, _ = detect(client, files / "photo.jpg", median, 0.45)
+    assert 0 < high["detections_after_nms"] < low["detections_after_nms"]
+    assert all(d["score"] > median for d in high["detections"])
+    assert high["candidates_before_nms"] < low["candidates_before_nms"]
+    # A looser NMS IoU suppresses less (below the top-k cap); the candidates before NMS do not depend on it.
+    _, _, strict, _ = detect(client, files / "photo.jpg", median, 0.2)
+    _, _, loose, _ = detect(client, files / "photo.jpg", median, 0.9)
+    assert strict["detections_after_nms"] < loose["detections_after_nms"]
+    assert strict["candidates_before_nms"] == loose["candidates_before_nms"]
+    # Top-k and the class filter (optional API parameters).
+    _, _, top5, _ = detect(client, files / "photo.jpg", 0.01, 0.45, top_k=5)
+    assert top5["detections_after_nms"] == 5
+    label = low["detections"][0]["label"]
+    _, _, only, _ = detect(client, files / "photo.jpg", 0.01, 0.45, classes=[label])
+    assert only["detections"] and {d["label"] for d in only["detections"]} == {label}
+
+
+@pytest.mark.parametrize("name, message", [
+    ("not_an_image.png", "is not an image"),
+    ("empty.jpg", "is empty"),
+    ("truncated.jpg", "truncated or corrupt"),
+    ("truncated.png", "truncated or corrupt"),
+    ("bomb.png", "megapixels"),
+])
+def test_bad_files_get_a_clear_message_and_the_server_keeps_serving(client, files, name, message):
+    with pytest.raises(AppError, match=message) as err:
+        detect(client, files / name)
+    assert "Traceback" not in str(err.value)
+    _, _, data, _ = detect(client, files / "photo.jpg")
+    assert data["detections"]
+
+
+@pytest.mark.parametrize("name, size", [
+    ("gray16.png", (120, 100)), ("cmyk.jpg", (120, 100)), ("palette.png", (320, 240)), ("rgba.png", (320, 240)),
+    ("exif_rotated.jpg", (100, 200)),  # stored 200×100, shown upright 100×200
+])
+def test_odd_images_are_handled(client, files, name, size):
+    image, _, data, _ = detect(client, files / name)
+    assert (data["image"]["width"], data["image"]["height"]) == size
+    assert Image.open(image).size == size
+
+
+def test_uploads_are_capped(client, files):
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        detect(client, files / "too_big.jpg")
+    _, _, data, _ = detect(client, files / "photo.jpg")
+    assert data["detections"]
+
+
+def test_without_weights_the_teaching_tabs_work_and_detect_explains(monkeypatch, tmp_path):
+    """In process (no server): SSD_WEIGHTS points nowhere, as on a fresh checkout without demo weights."""
+    monkeypatch.setenv("SSD_WEIGHTS", str(tmp_path / "missing.safetensors"))
+    import gradio as gr
+
+    app = importlib.reload(importlib.import_module("app"))
+    try:
+        assert app.DETECTOR is None and "No model loaded" in app.model_summary()
+        app.build_demo()
+        with pytest.raises(gr.Error, match="No model weights"):
+            app.detect(str(tmp_path / "whatever.jpg"))
+        picture, cell_rows, summary, caption = app.priors_view("SSD300", 0, 19, 19, ["1"], True, "cat")
+        assert picture.width == 600 and summary[-1][-1] == 8732 and "8732" in caption
+        state, rows, _, _ = app.load_match_example("motorcycle")
+        out = app.refresh_matching(state, rows, 0.5, True, None, None)
+        picture, message, table = out[0], out[1], out[2]
+        assert picture is not None and table[-1][3] > 0
+        assert "no model is loaded" in message
+    finally:
+        monkeypatch.delenv("SSD_WEIGHTS")
+
+
+def test_teaching_tabs_with_a_model(monkeypatch, weights):
+    """In process, with weights: hard negatives, detections as ground truth, click-to-draw, cell picking."""
+    monkeypatch.setenv("SSD_WEIGHTS", str(weights))
+    import gradio as gr
+
+    app = importlib.reload(importlib.import_module("app"))
+
+    def click(x, y):
+        return gr.SelectData(None, {"index": [x, y], "value": None})
+
+    try:
+        assert app.DETECTOR is not None
+        state, rows, _, _ = app.load_match_example("astronaut")
+        assert rows == [["person", 20, 15, 380, 512]]
+        out = app.refresh_matching(state, rows, 0.5, True, None, None)
+        assert "Hard negatives" in out[1]
+        positives = out[2][-1][3]
+        assert f"**{3 * positives}**" in out[1]  # 3 negatives per positive
+        # Two clicks on the picture add a box (in the photo's pixels: the astronaut is shown at 512 px).
+        _, pending, message = app.on_match_click(state, rows, "dog", None, click(100, 50))
+        assert pending == (100, 50) and "opposite corner" in message
+        new_rows, pending, _ = app.on_match_click(state, rows, "dog", pending, click(40, 200))
+        assert new_rows[-1] == ["dog", 40, 50, 100, 200] and pending is None
+        assert app.refresh_matching(state, new_rows, 0.5, False, None, None)[2][-1][4] == 2  # two forced priors
+        # A bad row is reported, not raised.
+        bad = app.refresh_matching(state, rows + [["cup", 1, 2, 3, 4]], 0.5, False, None, None)
+        assert "unknown class 'cup'" in bad[1]
+        # The model's detections become ground truth.
+        det_rows, message = app.detections_as_gt(state, 0.05, 0.45)
+        assert det_rows and all(r[0] in app.CLASS_NAMES for r in det_rows)
+        # Default boxes: a click picks the cell under it; switching to SSD512 offers its 7 feature maps.
+        assert app.on_priors_click("SSD300", 1, click(315, 150)) == (4, 9)
+        layer, row, col = app.on_config("SSD512", 1)
+        assert len(layer.choices) == 7 and row.maximum == 31
+        picture, cell_rows, summary, caption = app.priors_view("SSD512", 6, 0, 0, None, True, "coffee")
+        assert summary[-1][-1] == 24564 and len(cell_rows) == 4
+    finally:
+        monkeypatch.delenv("SSD_WEIGHTS")
