@@ -79,7 +79,7 @@ class SSDConfig:
     def num_default_boxes(self) -> int:
         return sum(f * f * b for f, b in zip(self.feature_maps, self.boxes_per_cell))
 
-    def replace(self, **changes) -> "SSDConfig":
+    def replace(self, **changes) -> SSDConfig:
         """A copy with some fields changed, e.g. `SSD300_VOC.replace(batch_norm=True, width=0.5)`."""
         return dataclasses.replace(self, **changes)
 
@@ -87,7 +87,7 @@ class SSDConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SSDConfig":
+    def from_dict(cls, data: dict) -> SSDConfig:
         """Inverse of `to_dict` (JSON turns tuples into lists; unknown keys are an error)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names

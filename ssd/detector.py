@@ -85,7 +85,7 @@ class Detector:
         self._shift = (-torch.tensor(config.pixel_mean) * s).view(1, 3, 1, 1).to(self.device, self.dtype)
 
     @classmethod
-    def load(cls, path=None, device=None) -> "Detector":
+    def load(cls, path=None, device=None) -> Detector:
         """Shipped demo weights (path=None) or any weights file written by `export_weights`."""
         from safetensors.torch import load_file
 

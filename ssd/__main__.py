@@ -1,0 +1,145 @@
+"""Command line: detect objects in images.
+
+    python -m ssd IMAGE_OR_DIR [IMAGE_OR_DIR ...] [--weights P] [--score 0.5] [--nms 0.45] [--top-k 200]
+                  [--out DIR] [--json] [--device cpu|cuda]
+
+Directories expand to the image files directly inside them. Without --json, one readable line per detection;
+with --json, a JSON list of {image, width, height, detections}. --out DIR writes annotated copies.
+Problems (missing weights, unreadable images) are reported on stderr and make the exit status non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _image_suffixes() -> set[str]:
+    from PIL import Image
+
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files as given, directories as their image files (sorted, not recursive); plus error messages."""
+    files, errors = [], []
+    suffixes = None
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            suffixes = suffixes or _image_suffixes()
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                errors.append(f"{path}: directory contains no image files")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            errors.append(f"{path}: no such file or directory")
+    return files, errors
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ssd", description="SSD (Single Shot MultiBox Detector): detect "
+                                "objects in images.")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or directories of images")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="weights (.safetensors with its .json model card beside it); default: the shipped demo "
+                        "weights")
+    p.add_argument("--score", type=float, default=0.5, help="confidence threshold (default 0.5)")
+    p.add_argument("--nms", type=float, default=0.45, help="per-class NMS IoU threshold (default 0.45)")
+    p.add_argument("--top-k", type=int, default=200, help="keep at most this many detections per image")
+    p.add_argument("--out", type=Path, default=None, help="write annotated copies of the images here")
+    p.add_argument("--json", action="store_true", help="print the detections as JSON")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    return p
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not 0.0 <= args.score <= 1.0:
+        _fail(f"--score must be in [0, 1], got {args.score}")
+        return EXIT_USAGE
+    if not 0.0 <= args.nms <= 1.0:
+        _fail(f"--nms must be in [0, 1], got {args.nms}")
+        return EXIT_USAGE
+    if args.top_k < 1:
+        _fail(f"--top-k must be >= 1, got {args.top_k}")
+        return EXIT_USAGE
+
+    files, errors = expand_inputs(args.inputs)
+    for e in errors:
+        _fail(e)
+    if not files:
+        return EXIT_FAILED
+
+    import torch
+
+    from .detector import Detector
+    from .image import to_rgb
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        _fail("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu")
+        return EXIT_FAILED
+    try:
+        detector = Detector.load(args.weights, device=args.device)
+    except FileNotFoundError as e:
+        _fail(str(e) + ("" if args.weights else " From the command line: --weights PATH."))
+        return EXIT_FAILED
+    except Exception as e:  # a corrupt file or card: say which file, not a traceback
+        _fail(f"cannot load weights {args.weights or '(shipped default)'}: {type(e).__name__}: {e}")
+        return EXIT_FAILED
+
+    draw = None
+    if args.out is not None:
+        # The CLI is an application edge (like app.py), so it may use visualize/; ssd/ itself never imports it.
+        try:
+            from visualize.draw import draw_detections as draw
+        except ImportError as e:
+            _fail(f"--out needs the visualize package (visualize/draw.py): {e}")
+            return EXIT_FAILED
+        args.out.mkdir(parents=True, exist_ok=True)
+
+    results, written = [], set()
+    failed = bool(errors)
+    for path in files:
+        try:
+            image = to_rgb(path)
+        except (ValueError, TypeError) as e:
+            _fail(str(e))
+            failed = True
+            continue
+        dets = detector.detect(image, score_threshold=args.score, nms_threshold=args.nms, top_k=args.top_k)
+        results.append({"image": str(path), "width": image.width, "height": image.height,
+                        "detections": [d.to_dict() for d in dets]})
+        if draw is not None:
+            target = args.out / f"{path.stem}.png"
+            n = 1
+            while target in written:  # same name from two directories: keep both
+                n += 1
+                target = args.out / f"{path.stem}-{n}.png"
+            written.add(target)
+            draw(image, dets).save(target)
+        if not args.json:
+            if not dets:
+                print(f"{path}: no detections with score >= {args.score}")
+            for d in dets:
+                x1, y1, x2, y2 = d.box
+                print(f"{path}: {d.label} {d.score:.3f} box=({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f})")
+            if draw is not None:
+                print(f"{path}: annotated copy written to {target}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""`python -m ssd`: run as a user would (subprocess), with weights exported from a small random model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ssd
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = ssd.SSD300_VOC.replace(width=0.125)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "w.safetensors"
+    return ssd.export_weights(ssd.build_ssd(CFG), CFG, ssd.VOC_CLASSES, path)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A folder with two images and a non-image file, and one image outside it."""
+    root = tmp_path_factory.mktemp("images")
+    folder = root / "folder"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (90, 30), dtype=np.uint8)).save(folder / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    Image.fromarray(rng.integers(0, 256, (25, 25, 3), dtype=np.uint8)).save(root / "c.png")
+    return root
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "ssd", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_json_for_files_and_directories(weights, images):
+    r = run_cli(images / "folder", images / "c.png", "--weights", weights, "--score", "0.01", "--top-k", "5",
+                "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    got = {Path(o["image"]).name: o for o in out}
+    assert sorted(got) == ["a.png", "b.jpg", "c.png"]  # notes.txt is not an image
+    sizes = {"a.png": (70, 40), "b.jpg": (30, 90), "c.png": (25, 25)}
+    for name, o in got.items():
+        W, H = sizes[name]
+        assert (o["width"], o["height"]) == (W, H)
+        assert 1 <= len(o["detections"]) <= 5
+        for d in o["detections"]:
+            assert set(d) == {"label", "score", "box", "class_id", "prior_index", "layer"}
+            x1, y1, x2, y2 = d["box"]
+            assert 0 <= x1 <= x2 <= W and 0 <= y1 <= y2 <= H
+            assert d["score"] >= 0.01 and d["label"] == ssd.VOC_CLASSES[d["class_id"] - 1]
+
+
+def test_readable_lines_and_unreadable_file(weights, images, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is no JPEG")
+    r = run_cli(images / "c.png", broken, tmp_path / "absent.png", "--weights", weights, "--score", "0.01",
+                "--top-k", "3")
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert "broken.jpg" in r.stderr and "absent.png" in r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith(str(images / "c.png")) for line in lines)
+    assert any(name in lines[0] for name in ssd.VOC_CLASSES)
+
+
+def test_missing_weights_is_a_clear_error(images, tmp_path, capsys):
+    # In-process (each subprocess pays ~5 s of imports): main() must return non-zero, not raise.
+    from ssd.__main__ import main
+
+    assert main([str(images / "c.png"), "--weights", str(tmp_path / "nothing.safetensors")]) != 0
+    err = capsys.readouterr().err
+    assert "nothing.safetensors" in err and "not found" in err
+
+
+def test_annotated_copies(weights, images, tmp_path, capsys):
+    pytest.importorskip("visualize.draw")
+    from ssd.__main__ import main
+
+    out = tmp_path / "out"
+    assert main([str(images / "folder"), "--weights", str(weights), "--score", "0.01", "--top-k", "3",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a.png", "b.png"]
+    assert Image.open(out / "a.png").size == (70, 40) and Image.open(out / "b.png").size == (30, 90)
+    assert "annotated copy written" in capsys.readouterr().out
