@@ -188,3 +188,18 @@ def test_tiny_run_learns_the_shapes(tmp_path, shapes):
     losses = [row["loss"] for row in t.state.log]
     assert losses[-1] < 0.6 * losses[0], losses
     assert math.isfinite(after) and after > max(0.2, 3 * before), (before, after)
+
+
+def test_cli_trains_on_a_coco_format_folder_and_evaluates(tmp_path):
+    from tests.shapes import make_shapes_coco
+    from train.__main__ import main
+
+    image_dir, ann = make_shapes_coco(tmp_path / "coco", n=8, seed=1)
+    main(["--format", "coco", "--data", str(image_dir), "--ann-file", str(ann), "--val-ann-file", str(ann),
+          "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "2", "--warmup-steps", "1",
+          "--workers", "0", "--log-every", "1", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    card = __import__("json").loads((tmp_path / "run" / "weights.json").read_text())
+    # Category ids 3, 7, 9 become labels 1..3 in id order; the run is complete, so it was evaluated on val.
+    assert card["classes"] == ["square", "circle", "triangle"]
+    assert card["steps"] == 2 and card["complete"] is True
+    assert 0.0 <= card["val"]["map_11pt"] <= 1.0 and card["val"]["images"] == 8

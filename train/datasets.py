@@ -131,7 +131,30 @@ def _parse_voc_xml(path: Path):
     return width, height, (fname.strip() if fname else None), names, boxes, np.array(difficult, bool)
 
 
-class VOCDataset:
+class _ParsedSource:
+    """What VOC and COCO sources share once their annotations are parsed: `ids`, and per image the file,
+    (width, height) and (boxes, labels, difficult)."""
+
+    ids: list
+    _files: list
+    _sizes: list
+    _ann: list
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def annotation(self, i: int):
+        """(boxes [M,4] float32 pixel xyxy, labels [M] int64, difficult [M] bool, width, height) — without
+        decoding the image (evaluation needs only this)."""
+        boxes, labels, difficult = self._ann[i]
+        return boxes.copy(), labels.copy(), difficult.copy(), *self._sizes[i]
+
+    def load(self, i: int) -> Sample:
+        boxes, labels, difficult, w, h = self.annotation(i)
+        return Sample(read_image(self._files[i], (w, h)), boxes, labels, difficult, self.ids[i])
+
+
+class VOCDataset(_ParsedSource):
     """PASCAL VOC layout: `root` is the VOC<year> folder (JPEGImages/, Annotations/, ImageSets/Main/).
 
     `image_set` names ImageSets/Main/<image_set>.txt. `classes` fixes the label order (default: the 20 VOC
@@ -188,24 +211,12 @@ class VOCDataset:
             self._sizes.append((width, height))
             self._ann.append((boxes, labels, difficult))
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def annotation(self, i: int):
-        """(boxes [M,4] float32 pixel xyxy, labels [M] int64, difficult [M] bool, width, height)."""
-        boxes, labels, difficult = self._ann[i]
-        return boxes.copy(), labels.copy(), difficult.copy(), *self._sizes[i]
-
-    def load(self, i: int) -> Sample:
-        boxes, labels, difficult, w, h = self.annotation(i)
-        return Sample(read_image(self._files[i], (w, h)), boxes, labels, difficult, self.ids[i])
-
     def __repr__(self) -> str:
         return f"VOCDataset({str(self.root)!r}, {self.image_set!r}: {len(self)} images, {len(self.classes)} classes)"
 
 
 # ---------------------------------------------------------------------------------------------------- COCO
-class COCODataset:
+class COCODataset(_ParsedSource):
     """COCO instances JSON (read with pycocotools) + an image folder.
 
     Labels are contiguous 1..C in increasing category-id order (`classes` are the category names in that
@@ -288,18 +299,6 @@ class COCODataset:
             self._sizes.append((width, height))
             self._ann.append((np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64),
                               np.zeros(len(labels), bool)))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def annotation(self, i: int):
-        """(boxes [M,4] float32 pixel xyxy, labels [M] int64, difficult [M] bool (all False), width, height)."""
-        boxes, labels, difficult = self._ann[i]
-        return boxes.copy(), labels.copy(), difficult.copy(), *self._sizes[i]
-
-    def load(self, i: int) -> Sample:
-        boxes, labels, difficult, w, h = self.annotation(i)
-        return Sample(read_image(self._files[i], (w, h)), boxes, labels, difficult, self.ids[i])
 
     def __repr__(self) -> str:
         return f"COCODataset({str(self.ann_file)!r}: {len(self)} images, {len(self.classes)} classes)"
