@@ -4,7 +4,8 @@
 
 Both models are the paper's SSD300 (VGG16, 8732 default boxes, 21 classes, random weights). A step is
 forward + matching + MultiBox loss with 3:1 hard negatives + backward + SGD update, on 300x300 images
-(torchvision's own transform resizes/normalises; ours normalises uint8 on the device, as the engine does).
+(torchvision's own transform resizes/normalises; ours normalises uint8 on the device and uses NCHW on the
+CPU, as the engine does).
 Runs alternate between the two models; the table reports medians and their ratio.
 """
 
@@ -21,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ssd  # noqa: E402
-from train.engine import compute_loss, parameter_groups  # noqa: E402
+from train.engine import compute_loss, memory_format, parameter_groups  # noqa: E402
 
 
 def make_batch(batch: int, seed: int = 0):
@@ -48,7 +49,7 @@ def main():
 
     torch.manual_seed(0)
     cfg = ssd.SSD300_VOC.replace(width=args.width, batch_norm=args.batch_norm)
-    ours = ssd.build_ssd(cfg).to(memory_format=torch.channels_last).train()
+    ours = ssd.build_ssd(cfg).to(memory_format=memory_format(torch.device("cpu"))).train()  # as the engine
     priors = ssd.default_boxes(cfg)
     opt_ours = torch.optim.SGD(parameter_groups(ours, 5e-4), lr=1e-4, momentum=0.9)
     tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21).train()

@@ -119,8 +119,10 @@ def test_upload_detect_and_screenshot_every_tab(page, tmp_path):
     if found or not TRAINED:  # random weights always find something; a weak trained model may not at 0.5
         wait_for_text(page, "detect-table", "conv")  # the feature-map column of the detections table
     # A slider moves: only the post-processing re-runs and the summary follows it. (Random weights score
-    # everything; 0.9 keeps the screenshot readable. Trained weights go back to the usual 0.5.)
-    for value in ("0.9", "0.5") if TRAINED else ("0.9",):
+    # everything; 0.9 keeps the screenshot readable. Given weights end at SSD_SCREENSHOT_SCORE, default 0.5:
+    # the interim CPU-trained weights score at most ~0.2, so their README screenshot uses 0.15.)
+    final = os.environ.get("SSD_SCREENSHOT_SCORE", "0.5")
+    for value in ("0.9", final) if TRAINED else ("0.9",):
         slider = page.get_by_label("number input for Score threshold")
         slider.fill(value)
         slider.press("Enter")

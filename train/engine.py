@@ -126,13 +126,19 @@ def amp_dtype(recipe: Recipe, device: torch.device):
     return torch.bfloat16
 
 
+def memory_format(device: torch.device):
+    """channels_last on the GPU (tensor cores want NHWC). On the CPU, oneDNN's NHWC convolution backward is
+    slower: forward+backward of SSD300, batch 8, took 14.8 s in NHWC vs 11.6 s in NCHW here (2 cores)."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
 def normalise(images_uint8: torch.Tensor, cfg: SSDConfig) -> torch.Tensor:
-    """uint8 NCHW on the device -> normalised float, channels_last (the cheap part of preprocessing is done
-    where the data is, so workers ship 4x fewer bytes)."""
+    """uint8 NCHW on the device -> normalised float (the cheap part of preprocessing is done where the data
+    is, so workers ship 4x fewer bytes)."""
     mean = torch.tensor(cfg.pixel_mean, device=images_uint8.device).view(1, 3, 1, 1)
     std = torch.tensor(cfg.pixel_std, device=images_uint8.device).view(1, 3, 1, 1)
     x = (images_uint8.float() - mean) / std
-    return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=memory_format(x.device))
 
 
 def compute_loss(model, cfg: SSDConfig, priors, images, boxes, labels, world: int = 1, autocast_dtype=None):
@@ -212,7 +218,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(recipe.seed)
-        self.model = build_ssd(cfg).to(self.device, memory_format=torch.channels_last)
+        self.model = build_ssd(cfg).to(self.device, memory_format=memory_format(self.device))
         self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if
                                                         self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
