@@ -1,7 +1,7 @@
 """python -m train — train SSD on VOC- or COCO-format data (single process, or DDP under torchrun).
 
   python -m train --config SSD300_VOC --batch-norm --width 0.5 \\
-      --data path/to/VOCdevkit/VOC2007 --image-set trainval --val-image-set val --out runs/demo
+      --data path/to/VOCdevkit/VOC2007 --image-set train --val-image-set val --out runs/demo
 
 Run the same command again to resume from runs/demo/last.ckpt.
 """
@@ -50,7 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_sources(args):
     from train.datasets import COCODataset, VOCDataset
-    from train.transforms import Resize, SSDAugmentation
 
     classes = tuple(args.classes.split(",")) if args.classes else None
     if args.pack:
@@ -65,7 +64,7 @@ def load_sources(args):
     else:
         if not (args.data and args.ann_file):
             sys.exit("COCO format needs --data (image folder) and --ann-file (instances JSON)")
-        train_source, desc = COCODataset(args.data, args.ann_file), f"COCO {args.ann_file}"
+        train_source, desc = COCODataset(args.data, args.ann_file, classes), f"COCO {args.ann_file}"
     val_source = None
     if args.format == "voc" and args.val_image_set:
         val_root = args.val_data or args.data
@@ -77,13 +76,15 @@ def load_sources(args):
     elif args.format == "coco" and args.val_ann_file:
         val_source = COCODataset(args.val_data or args.data, args.val_ann_file, classes=train_source.classes)
     desc = f"{desc} ({len(train_source)} training images)"
-    return train_source, val_source, desc, SSDAugmentation, Resize
+    return train_source, val_source, desc
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
-    train_source, val_source, desc, SSDAugmentation, _ = load_sources(args)
+    from train.transforms import SSDAugmentation
+
+    train_source, val_source, desc = load_sources(args)
     cfg = PRESETS[args.config].replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm,
                                        width=args.width)
     if cfg.num_classes != PRESETS[args.config].num_classes:

@@ -263,16 +263,23 @@ class Trainer:
                             config=self.cfg.to_dict(), recipe=asdict(self.recipe), classes=self.class_names)
             write_log(self.run_dir, self.state.log)
 
-    def _loader(self, epoch, start_batch):
+    def _sampler(self, epoch: int = 0, start_batch: int = 0) -> EpochSampler:
         r = self.recipe
         sampler = EpochSampler(len(self.dataset), r.batch_size, r.seed, epoch, start_batch, self.rank, self.world)
         if sampler.batches_per_epoch() == 0:
             raise ValueError(f"{len(self.dataset)} training images are fewer than one batch of "
                              f"{r.batch_size} x {self.world} processes; lower --batch-size")
-        loader = DataLoader(self.dataset, batch_size=r.batch_size, sampler=sampler, collate_fn=collate,
-                            num_workers=r.workers, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False, prefetch_factor=4 if r.workers else None, drop_last=True)
-        return loader, sampler.batches_per_epoch()
+        return sampler
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self._sampler().batches_per_epoch()
+
+    def _loader(self, epoch, start_batch) -> DataLoader:
+        r = self.recipe
+        return DataLoader(self.dataset, batch_size=r.batch_size, sampler=self._sampler(epoch, start_batch),
+                          collate_fn=collate, num_workers=r.workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False, prefetch_factor=4 if r.workers else None, drop_last=True)
 
     def evaluate(self, limit=None) -> dict | None:
         """VOC mAP on the val source with a copy of the current model (so eval mode / fp16 never leak)."""
@@ -295,7 +302,7 @@ class Trainer:
         last_ckpt = time.perf_counter()
         window_t, window_imgs = time.perf_counter(), 0
         sums = {"loss": 0.0, "loc_loss": 0.0, "conf_loss": 0.0, "n": 0}
-        steps_per_epoch = self._loader(0, 0)[1]
+        steps_per_epoch = self.steps_per_epoch
         out_of_time = False
         progress = None
         if self.is_main:
@@ -305,7 +312,7 @@ class Trainer:
                             mininterval=5.0)
         while st.step < stop_at and not out_of_time:
             epoch, start_batch = divmod(st.step, steps_per_epoch)
-            loader, _ = self._loader(epoch, start_batch)
+            loader = self._loader(epoch, start_batch)
             for images, boxes, labels in loader:
                 loc_loss, conf_loss = compute_loss(self.ddp, self.cfg, self.priors, images, boxes, labels,
                                                    self.world, self.autocast)
@@ -378,14 +385,13 @@ class Trainer:
         if not self.is_main:
             return None
         st, r = self.state, self.recipe
-        steps_per_epoch = max(1, len(self.dataset) // (r.batch_size * self.world))
         imgs = [row["img_per_s"] for row in st.log[1:]] or [row["img_per_s"] for row in st.log]
         card = {
             "data": self.data_description,
             "recipe": {**asdict(r), "world_size": self.world, "global_batch": r.batch_size * self.world,
                        "optimizer": "SGD", "weight_decay_on": "conv weights only"},
             "steps": st.step,
-            "epochs": round(st.step / steps_per_epoch, 2),
+            "epochs": round(st.step / self.steps_per_epoch, 2),
             "wall_time_s": round(st.elapsed_s, 1),
             "hardware": hardware(),
             "train_img_per_s": round(float(np.median(imgs)), 2) if imgs else None,
