@@ -95,6 +95,24 @@ def test_resume_refuses_a_different_config(tmp_path, shapes):
         Trainer(TINY.replace(width=0.25), Recipe(workers=0), source, Resize(300), tmp_path, device="cpu")
 
 
+def test_init_weights_start_from_a_shipped_file_and_skip_what_does_not_fit(tmp_path, shapes):
+    """Fine-tuning: every tensor of the file that fits is loaded (fp16 in the file); a model with other classes
+    keeps its own confidence heads."""
+    trained = _trainer(tmp_path / "a", shapes)
+    trained.train(stop_after_steps=2)
+    path = trained.export(tmp_path / "w.safetensors")
+    again = _trainer(tmp_path / "b", shapes, init_weights=str(path))
+    for k, v in trained.model.state_dict().items():
+        if v.is_floating_point():
+            assert torch.equal(again.model.state_dict()[k], v.half().float()), k
+    source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle", "star"))  # other conf heads
+    cfg = TINY.replace(num_classes=4)
+    other = Trainer(cfg, Recipe(workers=0, init_weights=str(path)), source, Resize(300), tmp_path / "c", device="cpu")
+    mine, theirs = other.model.state_dict(), trained.model.state_dict()
+    assert torch.equal(mine["base.conv1_1.0.weight"], theirs["base.conv1_1.0.weight"].half().float())
+    assert mine["conf_heads.0.0.weight"].shape != theirs["conf_heads.0.0.weight"].shape
+
+
 def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, shapes, monkeypatch):
     real = engine.compute_loss
     calls = {"n": 0}

@@ -145,6 +145,13 @@ def test_ranking_spans_images_and_classes_are_averaged():
     d = json.loads(json.dumps(r.to_dict()))
     assert d["per_class"]["owl"]["ap_area"] is None
     assert d["per_class"]["cat"]["npos"] == 3
+    # All classes pooled, by score: .95 FP, .9 TP, .8 FP, .7 TP, .6 FP (owl), .5 TP (dog); 4 boxes in all.
+    # F1 = 2 TP / (detections + boxes): 0, 2/6, 2/7, 4/8, 4/9, 6/10 -> best at score 0.5, P 3/6, R 3/4.
+    assert r.best_f1_threshold() == pytest.approx({"score": 0.5, "precision": 0.5, "recall": 0.75, "f1": 0.6})
+    # Without the dog's detection the best threshold is 0.7: F1 4/8 beats 4/9.
+    dets[0] = (boxes([0, 0, 10, 10]), np.array([0.9]), np.array([1]))
+    best = evaluate_voc(dets, gts, 3).best_f1_threshold()
+    assert best == pytest.approx({"score": 0.7, "precision": 0.5, "recall": 0.5, "f1": 0.5})
 
 
 def test_detections_as_ssd_detection_objects_or_tensors_give_the_same_result():

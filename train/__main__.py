@@ -1,6 +1,6 @@
 """python -m train — train SSD on VOC- or COCO-format data (single process, or DDP under torchrun).
 
-  python -m train --config SSD300_VOC --batch-norm --width 0.5 \\
+  python -m train --config SSD300_LITE0_VOC \\
       --data path/to/VOCdevkit/VOC2007 --image-set train --val-image-set val --out runs/demo
 
 Run the same command again to resume from runs/demo/last.ckpt.
@@ -9,6 +9,7 @@ Run the same command again to resume from runs/demo/last.ckpt.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import fields
 
@@ -22,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--config", default="SSD300_VOC", choices=sorted(PRESETS), help="paper preset")
     m.add_argument("--batch-norm", action="store_true", help="BatchNorm after every conv (training from scratch)")
-    m.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = paper)")
+    m.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = paper); VGG16 base only")
+    m.add_argument("--frozen-base-layers", type=int, default=None,
+                   help="EfficientNet-Lite0 base: how many leading layers of [stem, blocks.0, ..., blocks.15] keep "
+                        "their ImageNet weights and BatchNorm statistics (default: the preset's)")
     d = p.add_argument_group("data")
     d.add_argument("--format", choices=["voc", "coco"], default="voc")
     d.add_argument("--data", help="VOC: the VOC<year> folder (with JPEGImages, Annotations, ImageSets); "
@@ -39,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(Recipe):
         name = "--" + f.name.replace("_", "-")
         value = getattr(defaults, f.name)
-        kind = float if f.name in ("time_budget_s", "grad_clip") else type(value) if value is not None else int
+        kind = {"time_budget_s": float, "grad_clip": float, "init_weights": str}.get(
+            f.name, type(value) if value is not None else int)
         o.add_argument(name, type=kind, default=value, help=f"(default {value})")
     p.add_argument("--out", required=True, help="run directory: checkpoint, log.csv, curves.png, weights")
     p.add_argument("--export", help="also write the shipped weights here (fp16 safetensors + .json card)")
@@ -85,8 +90,12 @@ def main(argv=None):
     from train.transforms import SSDAugmentation
 
     train_source, val_source, desc = load_sources(args)
-    cfg = PRESETS[args.config].replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm,
-                                       width=args.width)
+    preset = PRESETS[args.config]
+    if preset.backbone != "vgg16" and (args.batch_norm or args.width != 1.0):
+        sys.exit(f"error: --batch-norm and --width change the VGG16 base; {args.config} has a {preset.backbone} base")
+    changes = {} if args.frozen_base_layers is None else {"frozen_base_layers": args.frozen_base_layers}
+    cfg = preset.replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm, width=args.width,
+                         **changes)
     if cfg.num_classes != PRESETS[args.config].num_classes:
         cfg = cfg.replace(name=f"{args.config}_{cfg.num_classes}cls")
     transform = SSDAugmentation(size=cfg.image_size, mean=cfg.pixel_mean)
@@ -95,6 +104,8 @@ def main(argv=None):
         print(f"[train] {cfg.name} batch_norm={cfg.batch_norm} width={cfg.width} on {desc}; device "
               f"{trainer.device}, world {trainer.world}, amp {trainer.autocast}")
     state = trainer.train()
+    # The card records how the weights were made (run the same command again to resume or re-export).
+    command = "python -m train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if trainer.is_main:
         # Every segment exports weights (a time-budgeted segment on a remote GPU must bring something back);
         # the full val evaluation runs once training is complete.
@@ -104,7 +115,7 @@ def main(argv=None):
             print(f"[train] val mAP (VOC07 11-point) {evaluation['val_map']:.4f}, "
                   f"area {evaluation['val_map_area']:.4f}")
         for path in [trainer.run_dir / "weights.safetensors"] + ([args.export] if args.export else []):
-            print(f"[train] wrote {trainer.export(path, evaluation=evaluation, complete=finished)}")
+            print(f"[train] wrote {trainer.export(path, evaluation=evaluation, complete=finished, command=command)}")
     if trainer.world > 1:
         import torch.distributed as dist
 

@@ -57,6 +57,9 @@ class Recipe:
     checkpoint_every_s: float = 300.0
     max_skipped: int = 50  # non-finite losses tolerated before the run stops
     grad_clip: float | None = None
+    # Start from these weights (a .safetensors written by training, e.g. the shipped demo weights) instead of
+    # ImageNet; tensors whose name or shape do not fit (another number of classes) keep their initialisation.
+    init_weights: str | None = None
 
 
 @dataclass
@@ -126,26 +129,30 @@ def amp_dtype(recipe: Recipe, device: torch.device):
     return torch.bfloat16
 
 
-def memory_format(device: torch.device):
-    """channels_last on the GPU (tensor cores want NHWC). On the CPU, oneDNN's NHWC convolution backward is
-    slower: forward+backward of SSD300, batch 8, took 14.8 s in NHWC vs 11.6 s in NCHW here (2 cores)."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+def memory_format(device: torch.device, cfg: SSDConfig | None = None):
+    """channels_last on the GPU (tensor cores want NHWC). On the CPU it depends on the base network: oneDNN's
+    NHWC backward of VGG's dense 3x3 convs is slower than NCHW, while EfficientNet-Lite0's depthwise convs are
+    faster in NHWC (bench/train.py measures both; numbers in the README)."""
+    if device.type == "cuda" or (cfg is not None and cfg.backbone != "vgg16"):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
-def normalise(images_uint8: torch.Tensor, cfg: SSDConfig) -> torch.Tensor:
-    """uint8 NCHW on the device -> normalised float (the cheap part of preprocessing is done where the data
-    is, so workers ship 4x fewer bytes)."""
+def normalise(images_uint8: torch.Tensor, cfg: SSDConfig, fmt=None) -> torch.Tensor:
+    """uint8 NCHW on the device -> normalised float in memory format `fmt` (default: the engine's choice). The
+    cheap part of preprocessing is done where the data is, so workers ship 4x fewer bytes."""
     mean = torch.tensor(cfg.pixel_mean, device=images_uint8.device).view(1, 3, 1, 1)
     std = torch.tensor(cfg.pixel_std, device=images_uint8.device).view(1, 3, 1, 1)
     x = (images_uint8.float() - mean) / std
-    return x.contiguous(memory_format=memory_format(x.device))
+    return x.contiguous(memory_format=fmt if fmt is not None else memory_format(x.device, cfg))
 
 
-def compute_loss(model, cfg: SSDConfig, priors, images, boxes, labels, world: int = 1, autocast_dtype=None):
+def compute_loss(model, cfg: SSDConfig, priors, images, boxes, labels, world: int = 1, autocast_dtype=None,
+                 fmt=None):
     """MultiBox loss of one (per-process) batch, normalised by the positives of the *global* batch, so DDP's
     gradient average equals the gradient of one process on the whole batch. Returns (loc, conf) losses."""
     device = priors.device
-    x = normalise(images.to(device, non_blocking=True), cfg)
+    x = normalise(images.to(device, non_blocking=True), cfg, fmt)
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         loc, conf = model(x)
     m = match([b.to(device) for b in boxes], [lab.to(device) for lab in labels], priors, cfg.match_threshold)
@@ -184,6 +191,14 @@ def hardware() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def base_weights_info(cfg: SSDConfig) -> dict | str:
+    if cfg.backbone == "vgg16":
+        return "none: VGG16 trained from scratch (no ImageNet VGG16 ships with this project)"
+    from ssd.efficientnet_lite import imagenet_weights_info
+
+    return imagenet_weights_info()
+
+
 def write_log(run_dir: Path, rows: list[dict]):
     with open(run_dir / LOG_CSV, "w", newline="") as f:
         w = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
@@ -218,7 +233,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(recipe.seed)
-        self.model = build_ssd(cfg).to(self.device, memory_format=memory_format(self.device))
+        # The base network starts from ImageNet where the project has those weights (EfficientNet-Lite0);
+        # a resumed run overwrites them with the checkpoint's.
+        self.model = build_ssd(cfg, pretrained_base=True).to(self.device,
+                                                              memory_format=memory_format(self.device, cfg))
         self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if
                                                         self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
@@ -232,6 +250,8 @@ class Trainer:
         self.dataset = DetectionDataset(train_source, transform, seed=recipe.seed)
         self.state = TrainState()
         self.resumed = self._maybe_resume()
+        if not self.resumed and recipe.init_weights:
+            self._load_init_weights(Path(recipe.init_weights))
 
     @property
     def is_main(self) -> bool:
@@ -254,6 +274,22 @@ class Trainer:
         if self.is_main:
             print(f"[train] resumed from {path} at step {self.state.step}")
         return True
+
+    def _load_init_weights(self, path: Path):
+        from safetensors.torch import load_file
+
+        if not path.exists():
+            raise FileNotFoundError(f"--init-weights {path}: no such file")
+        theirs = load_file(str(path))
+        ours = self.model.state_dict()
+        fits = {k: theirs[k].to(v.dtype) for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape}
+        if not fits:
+            raise ValueError(f"--init-weights {path}: none of its tensors fits {self.cfg.name} (another base network?)")
+        self.model.load_state_dict(fits, strict=False)
+        if self.is_main:
+            left = sorted(set(ours) - set(fits))
+            print(f"[train] initialised {len(fits)}/{len(ours)} tensors from {path}"
+                  + (f"; kept the initialisation of {len(left)} that do not fit (e.g. {left[0]})" if left else ""))
 
     def save(self):
         if self.is_main:
@@ -397,12 +433,18 @@ class Trainer:
             "train_img_per_s": round(float(np.median(imgs)), 2) if imgs else None,
             "skipped_steps": st.skipped,
             "torch": torch.__version__,
+            "backbone": self.cfg.backbone,
+            "base_weights": base_weights_info(self.cfg),
             **extra,
         }
         if evaluation:
             res = evaluation["result"]
+            best = res.best_f1_threshold()
             card["val"] = {"map_11pt": evaluation["val_map"], "map_area": evaluation["val_map_area"],
-                           "images": res.num_images,
+                           "images": res.num_images, "best_f1": best,
                            "per_class": {str(k): v.to_dict() for k, v in res.per_class.items()}}
+            if math.isfinite(best["score"]):
+                # The default of the app's slider and the CLI's --score (Detector.score_threshold).
+                card["score_threshold"] = math.floor(best["score"] * 100) / 100
         path = Path(path) if path else self.run_dir / "weights.safetensors"
         return export_weights(self.model, self.cfg, self.class_names, path, **card)

@@ -208,6 +208,30 @@ class VOCResult:
             "per_class": {str(k): v.to_dict(curves) for k, v in self.per_class.items()},
         }
 
+    def best_f1_threshold(self) -> dict:
+        """The score threshold at which all classes' detections together have the best F1 (2PR / (P + R)),
+        with its precision and recall: a threshold to recommend to users who want one number to start from.
+        A detection matched to a difficult box counts neither way (the PR curves leave it out)."""
+        scores, tp, npos = [], [], 0
+        for c in self.per_class.values():
+            k = np.arange(1, len(c.precision) + 1)
+            tp_cum = np.rint(c.precision * k)  # precision = tp / rank
+            tp.append(np.diff(tp_cum, prepend=0.0))
+            scores.append(c.scores)
+            npos += c.npos
+        scores, tp = np.concatenate(scores), np.concatenate(tp)
+        if len(scores) == 0 or npos == 0:
+            return {"score": float("nan"), "precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
+        order = np.argsort(-scores, kind="stable")
+        scores, tp_cum = scores[order], np.cumsum(tp[order])
+        ndet = np.arange(1, len(scores) + 1)
+        # Only the last detection of a run of equal scores is a threshold one can actually set.
+        last = np.r_[scores[1:] != scores[:-1], True]
+        f1 = np.where(last, 2 * tp_cum / (ndet + npos), -1.0)
+        i = int(np.argmax(f1))
+        return {"score": float(scores[i]), "precision": float(tp_cum[i] / ndet[i]),
+                "recall": float(tp_cum[i] / npos), "f1": float(f1[i])}
+
     def table(self) -> str:
         """Per-class AP as a plain-text table (AP in percent)."""
         width = max([5] + [len(str(k)) for k in self.per_class])
