@@ -59,6 +59,8 @@ def load_detector():
 DETECTOR, LOAD_MESSAGE = load_detector()
 MODEL_CFG = DETECTOR.config if DETECTOR else ssd.SSD300_VOC
 CLASS_NAMES = list(DETECTOR.class_names) if DETECTOR else list(ssd.VOC_CLASSES)
+# The slider starts at the threshold the model card recommends, so a visitor sees real detections at once.
+DEFAULT_SCORE = DETECTOR.score_threshold if DETECTOR else 0.5
 LAYOUT = ssd.prior_layout(MODEL_CFG)
 NO_MODEL = ("No model weights are loaded, so there is nothing to detect with. Start the app with "
             "SSD_WEIGHTS=/path/to/weights.safetensors, or train the demo weights (README, 'Train your own').")
@@ -71,11 +73,17 @@ def model_summary() -> str:
     device = DETECTOR.device.type.upper()
     if DETECTOR.device.type == "cuda":
         device = torch.cuda.get_device_name(DETECTOR.device)
-    parts = [f"**Model:** {cfg.name} ({cfg.num_default_boxes} default boxes, width ×{cfg.width:g}"
-             f"{', BatchNorm' if cfg.batch_norm else ''}), {len(CLASS_NAMES)} classes, on {device}."]
-    scores = {k: v for k, v in card.items() if "map" in k.lower() and isinstance(v, int | float)}
-    if scores:
-        parts.append("Measured: " + ", ".join(f"{k} {v:.3g}" for k, v in scores.items()) + ".")
+    if cfg.backbone == "vgg16":
+        base = f"VGG16 base{' with BatchNorm' if cfg.batch_norm else ''}, width ×{cfg.width:g}"
+    else:
+        base = "EfficientNet-Lite0 base pretrained on ImageNet"
+    parts = [f"**Model:** {cfg.name} ({cfg.num_default_boxes} default boxes, {base}), {len(CLASS_NAMES)} classes, "
+             f"on {device}."]
+    val = card.get("val") or {}
+    if isinstance(val.get("map_area"), int | float):
+        parts.append(f"Measured on {val.get('images', '?')} held-out images: mAP@0.5 {100 * val['map_area']:.1f} "
+                     f"(VOC07 11-point {100 * val['map_11pt']:.1f}). Default score threshold "
+                     f"{DETECTOR.score_threshold:.2f} (best F1 there).")
     if card.get("note"):
         parts.append(str(card["note"]))
     return " ".join(parts)
@@ -198,13 +206,17 @@ def render_detections(state, score_threshold, nms_threshold, top_k=200, classes=
     return picture, rows, data, summary
 
 
-def detect(image, score_threshold=0.5, nms_threshold=0.45, top_k=200, classes=None):
+def detect(image, score_threshold=None, nms_threshold=None, top_k=None, classes=None):
     """Detect objects in `image`. Returns the annotated image, a table, the detections as data and a summary.
 
-    API: client.predict(handle_file("photo.jpg"), 0.5, 0.45, api_name="/detect")
+    API: client.predict(handle_file("photo.jpg"), 0.5, 0.45, api_name="/detect"); thresholds left out take the
+    model card's score threshold and the config's NMS IoU and top-k.
     """
     if DETECTOR is None:
         raise gr.Error(NO_MODEL)
+    score_threshold = DEFAULT_SCORE if score_threshold is None else score_threshold
+    nms_threshold = MODEL_CFG.nms_threshold if nms_threshold is None else nms_threshold
+    top_k = MODEL_CFG.top_k if top_k is None else top_k
     picture = read_image(image)
     raw = DETECTOR.predict(picture)
     display, scale = fit(picture, DISPLAY_SIDE)
@@ -244,18 +256,25 @@ def priors_view(config_name, layer, row, col, shapes, grid, photo):
     return picture, rows, summary, caption
 
 
+def cell_slider(f: int) -> gr.Slider:
+    """A row/column slider for an f×f map. A 1×1 map has one cell, and a Gradio slider needs min < max, so
+    its slider spans 0–1, stays at 0 and is locked."""
+    if f == 1:
+        return gr.Slider(minimum=0, maximum=1, value=0, interactive=False)
+    return gr.Slider(minimum=0, maximum=f - 1, value=f // 2, interactive=True)
+
+
 def on_config(config_name, layer):
     cfg = CONFIGS[config_name]
     layer = min(int(layer), len(cfg.feature_maps) - 1)
     choices = [(label, k) for k, label in enumerate(vp.feature_map_choices(cfg))]
     f = cfg.feature_maps[layer]
-    return (gr.Dropdown(choices=choices, value=layer), gr.Slider(maximum=f - 1, value=f // 2),
-            gr.Slider(maximum=f - 1, value=f // 2))
+    return gr.Dropdown(choices=choices, value=layer), cell_slider(f), cell_slider(f)
 
 
 def on_layer(config_name, layer):
     f = CONFIGS[config_name].feature_maps[int(layer)]
-    return gr.Slider(maximum=f - 1, value=f // 2), gr.Slider(maximum=f - 1, value=f // 2)
+    return cell_slider(f), cell_slider(f)
 
 
 def on_priors_click(config_name, layer, evt: gr.SelectData):
@@ -449,7 +468,7 @@ def build_demo() -> gr.Blocks:
                                                sources=["upload", "clipboard"], elem_id="detect-input", height=320)
                         gr.Examples([[str(p)] for p in example_paths.values()], inputs=[image_in],
                                     example_labels=list(example_paths), cache_examples=False, label="Example photos")
-                        score = gr.Slider(0.01, 1.0, value=0.5, step=0.01, label="Score threshold")
+                        score = gr.Slider(0.01, 1.0, value=DEFAULT_SCORE, step=0.01, label="Score threshold")
                         nms = gr.Slider(0.05, 1.0, value=MODEL_CFG.nms_threshold, step=0.05, label="NMS IoU")
                         top_k = gr.Slider(1, MODEL_CFG.top_k, value=MODEL_CFG.top_k, step=1, label="Top-k")
                         classes = gr.Dropdown(classes_sorted, value=[], multiselect=True, label="Only these classes",

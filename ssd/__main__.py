@@ -1,6 +1,6 @@
 """Command line: detect objects in images.
 
-    python -m ssd IMAGE_OR_DIR [IMAGE_OR_DIR ...] [--weights P] [--score 0.5] [--nms 0.45] [--top-k 200]
+    python -m ssd IMAGE_OR_DIR [IMAGE_OR_DIR ...] [--weights P] [--score S] [--nms 0.45] [--top-k 200]
                   [--out DIR] [--json] [--device cpu|cuda]
 
 Directories expand to the image files directly inside them. Without --json, one readable line per detection;
@@ -43,6 +43,9 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
+KEEP_FORMATS = (".jpg", ".jpeg", ".png", ".webp")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ssd", description="SSD (Single Shot MultiBox Detector): detect "
                                 "objects in images.")
@@ -50,9 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None,
                    help="weights (.safetensors with its .json model card beside it); default: the shipped demo "
                         "weights")
-    p.add_argument("--score", type=float, default=0.5, help="confidence threshold (default 0.5)")
-    p.add_argument("--nms", type=float, default=0.45, help="per-class NMS IoU threshold (default 0.45)")
-    p.add_argument("--top-k", type=int, default=200, help="keep at most this many detections per image")
+    p.add_argument("--score", type=float, default=None,
+                   help="confidence threshold (default: the one the weights' model card recommends)")
+    p.add_argument("--nms", type=float, default=None, help="per-class NMS IoU threshold (default: the config's, 0.45)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="keep at most this many detections per image (default: the config's, 200)")
     p.add_argument("--out", type=Path, default=None, help="write annotated copies of the images here")
     p.add_argument("--json", action="store_true", help="print the detections as JSON")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
@@ -65,13 +70,13 @@ def _fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not 0.0 <= args.score <= 1.0:
+    if args.score is not None and not 0.0 <= args.score <= 1.0:
         _fail(f"--score must be in [0, 1], got {args.score}")
         return EXIT_USAGE
-    if not 0.0 <= args.nms <= 1.0:
+    if args.nms is not None and not 0.0 <= args.nms <= 1.0:
         _fail(f"--nms must be in [0, 1], got {args.nms}")
         return EXIT_USAGE
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         _fail(f"--top-k must be >= 1, got {args.top_k}")
         return EXIT_USAGE
 
@@ -97,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a corrupt file or card: say which file, not a traceback
         _fail(f"cannot load weights {args.weights or '(shipped default)'}: {type(e).__name__}: {e}")
         return EXIT_FAILED
+    score = detector.score_threshold if args.score is None else args.score
 
     draw = None
     if args.out is not None:
@@ -106,7 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as e:
             _fail(f"--out needs the visualize package (visualize/draw.py): {e}")
             return EXIT_FAILED
-        args.out.mkdir(parents=True, exist_ok=True)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as e:
+            _fail(f"--out {args.out}: cannot make this folder, a file is in the way ({e.filename})")
+            return EXIT_USAGE
+        except PermissionError:
+            _fail(f"--out {args.out}: no permission to create or write this folder")
+            return EXIT_USAGE
 
     results, written = [], set()
     failed = bool(errors)
@@ -117,20 +130,22 @@ def main(argv: list[str] | None = None) -> int:
             _fail(str(e))
             failed = True
             continue
-        dets = detector.detect(image, score_threshold=args.score, nms_threshold=args.nms, top_k=args.top_k)
+        dets = detector.detect(image, score_threshold=score, nms_threshold=args.nms, top_k=args.top_k)
         results.append({"image": str(path), "width": image.width, "height": image.height,
                         "detections": [d.to_dict() for d in dets]})
         if draw is not None:
-            target = args.out / f"{path.stem}.png"
+            # The input's own format where it is a photo format (a JPEG stays a JPEG, 5x smaller than a PNG).
+            suffix = path.suffix.lower() if path.suffix.lower() in KEEP_FORMATS else ".png"
+            target = args.out / f"{path.stem}{suffix}"
             n = 1
             while target in written:  # same name from two directories: keep both
                 n += 1
-                target = args.out / f"{path.stem}-{n}.png"
+                target = args.out / f"{path.stem}-{n}{suffix}"
             written.add(target)
             draw(image, dets).save(target)
         if not args.json:
             if not dets:
-                print(f"{path}: no detections with score >= {args.score}")
+                print(f"{path}: no detections with score >= {score}")
             for d in dets:
                 x1, y1, x2, y2 = d.box
                 print(f"{path}: {d.label} {d.score:.3f} box=({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f})")

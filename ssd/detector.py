@@ -19,7 +19,9 @@ from .postprocess import ImageDetections, postprocess
 from .priors import prior_layout
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssd300_bn_voc07.safetensors"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssd300_lite0_voc07.safetensors"
+# Used when a model card recommends no score threshold of its own.
+FALLBACK_SCORE_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class Detector:
         self.config = config
         self.class_names = tuple(class_names)
         self.card = card or {}
+        # The card's recommended threshold (best F1 on held-out images, written by training): the default of
+        # detect(), the app's slider and the CLI's --score.
+        self.score_threshold = float(self.card.get("score_threshold", FALLBACK_SCORE_THRESHOLD))
         layout = prior_layout(config)
         self.priors = layout.boxes.to(self.device)
         self._prior_layer = layout.layer.tolist()
@@ -120,24 +125,35 @@ class Detector:
             torch.cuda.synchronize()
         return RawPrediction(loc, conf, image.width, image.height, time.perf_counter() - start)
 
+    def _thresholds(self, score_threshold, nms_threshold, top_k):
+        """None means: the model card's score threshold, and the config's NMS IoU and top-k (paper §3)."""
+        cfg = self.config
+        return (self.score_threshold if score_threshold is None else score_threshold,
+                cfg.nms_threshold if nms_threshold is None else nms_threshold,
+                cfg.top_k if top_k is None else top_k)
+
     @torch.inference_mode()
-    def postprocess(self, raw: RawPrediction, score_threshold=0.5, nms_threshold=0.45, top_k=200):
+    def postprocess(self, raw: RawPrediction, score_threshold=None, nms_threshold=None, top_k=None):
         (det,) = postprocess(raw.loc, raw.conf, self.priors, self.config.variances,
-                             score_threshold, nms_threshold, top_k)
+                             *self._thresholds(score_threshold, nms_threshold, top_k))
         return self._to_detections(det, raw.width, raw.height)
 
-    def detect(self, image, score_threshold=0.5, nms_threshold=0.45, top_k=200) -> list[Detection]:
-        """Detections (best first) of one image: PIL image, HxWx3 uint8 array, or a path."""
+    def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None) -> list[Detection]:
+        """Detections (best first) of one image: PIL image, HxWx3 uint8 array, or a path. Thresholds left as
+        None take the model card's recommended score threshold and the config's NMS IoU (0.45) and top-k (200)."""
         return self.postprocess(self.predict(image), score_threshold, nms_threshold, top_k)
 
     @torch.inference_mode()
-    def detect_batch(self, images, score_threshold=0.01, nms_threshold=0.45, top_k=200, batch_size=16):
-        """detect() for many images, `batch_size` at a time (evaluation)."""
+    def detect_batch(self, images, score_threshold=None, nms_threshold=None, top_k=None, batch_size=16):
+        """detect() for many images, `batch_size` at a time (evaluation: the score threshold defaults to the
+        paper's 0.01, the config's conf_threshold)."""
+        score_threshold = self.config.conf_threshold if score_threshold is None else score_threshold
+        thresholds = self._thresholds(score_threshold, nms_threshold, top_k)
         out = []
         for i in range(0, len(images), batch_size):
             chunk = [to_rgb(im) for im in images[i:i + batch_size]]
             loc, conf = self.model(self.preprocess(chunk))
-            dets = postprocess(loc, conf, self.priors, self.config.variances, score_threshold, nms_threshold, top_k)
+            dets = postprocess(loc, conf, self.priors, self.config.variances, *thresholds)
             out += [self._to_detections(d, im.width, im.height) for d, im in zip(dets, chunk)]
         return out
 

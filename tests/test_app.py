@@ -197,6 +197,10 @@ def test_teaching_tabs_with_a_model(monkeypatch, weights):
         assert app.on_priors_click("SSD300", 1, click(315, 150)) == (4, 9)
         layer, row, col = app.on_config("SSD512", 1)
         assert len(layer.choices) == 7 and row.maximum == 31
+        # The 1x1 maps (conv11_2 of SSD300, conv12_2 of SSD512) have one cell: locked sliders, no crash.
+        for config_name, last in (("SSD300", 5), ("SSD512", 6)):
+            for row, col in (app.on_layer(config_name, last), app.on_config(config_name, last)[1:]):
+                assert (row.value, col.value, row.interactive, col.interactive) == (0, 0, False, False)
         picture, cell_rows, summary, caption = app.priors_view("SSD512", 6, 0, 0, None, True, "coffee")
         assert summary[-1][-1] == 24564 and len(cell_rows) == 4
     finally:

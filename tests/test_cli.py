@@ -91,6 +91,17 @@ def test_annotated_copies(weights, images, tmp_path, capsys):
     assert main([str(images / "folder"), "--weights", str(weights), "--score", "0.01", "--top-k", "3",
                  "--out", str(out), "--device", "cpu"]) == 0
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["a.png", "b.png"]
-    assert Image.open(out / "a.png").size == (70, 40) and Image.open(out / "b.png").size == (30, 90)
+    assert written == ["a.png", "b.jpg"]  # each in its input's format: a JPEG stays a JPEG
+    assert Image.open(out / "a.png").size == (70, 40) and Image.open(out / "b.jpg").size == (30, 90)
+    assert Image.open(out / "b.jpg").format == "JPEG"
     assert "annotated copy written" in capsys.readouterr().out
+
+
+def test_an_out_folder_that_cannot_be_made_is_a_clear_error(weights, images, tmp_path, capsys):
+    from ssd.__main__ import main
+
+    a_file = tmp_path / "file.jpg"
+    a_file.write_bytes(b"x")
+    assert main([str(images / "c.png"), "--weights", str(weights), "--out", str(a_file / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "file.jpg" in err and "a file is in the way" in err and "Traceback" not in err

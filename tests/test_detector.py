@@ -190,3 +190,21 @@ def test_missing_weights_files_are_named(tmp_path):
 def test_class_names_must_match_the_config():
     with pytest.raises(ValueError, match="20-class"):
         Detector(small_model(), CFG, ("cat", "dog"), device="cpu")
+
+
+def test_the_model_cards_score_threshold_is_the_default(tmp_path):
+    """Training writes a recommended score threshold into the card; detect() uses it unless told otherwise,
+    and a card without one falls back to 0.5."""
+    model = small_model(CFG, seed=4)
+    image = rgb_noise(240, 180, seed=7)
+    recommended = Detector.load(export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / "a.safetensors",
+                                               score_threshold=0.06), device="cpu")
+    plain = Detector.load(export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / "b.safetensors"), device="cpu")
+    assert (recommended.score_threshold, plain.score_threshold) == (0.06, 0.5)
+    everything = 8732  # no top-k cut, so that the score threshold alone decides
+    low = recommended.detect(image, top_k=everything)
+    assert min(d.score for d in low) >= 0.06 and any(d.score < 0.5 for d in low)
+    assert low == recommended.detect(image, score_threshold=0.06, top_k=everything)
+    high = plain.detect(image, top_k=everything)
+    assert min(d.score for d in high) >= 0.5 and len(high) < len(low)
+    assert high == plain.detect(image, score_threshold=0.5, top_k=everything)
