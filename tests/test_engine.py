@@ -237,3 +237,15 @@ def test_cli_refuses_a_typo_in_a_recipe_word(option, typo, capsys):
         build_parser().parse_args(["--out", "runs/x", option, typo])
     assert exit_.value.code == 2
     assert f"invalid choice: '{typo}'" in capsys.readouterr().err
+
+
+def test_cli_reports_bad_data_and_options_in_one_line(tmp_path, capsys):
+    from train.__main__ import cli
+
+    missing = tmp_path / "VOC2099"
+    assert cli(["--data", str(missing), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "VOC2099" in err[0]
+    assert cli(["--config", "SSD300_LITE0_VOC", "--width", "0.5", "--data", str(missing),
+                "--out", str(tmp_path / "run")]) == 2
+    assert "has a efficientnet_lite0 base" in capsys.readouterr().err

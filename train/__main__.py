@@ -16,6 +16,11 @@ from dataclasses import fields
 from ssd import PRESETS
 from train.engine import Recipe, Trainer
 
+
+class UsageError(ValueError):
+    """Options that do not fit together; reported as one `error:` line, exit status 2."""
+
+
 # Recipe fields that take one of a few words: a typo must be an error, not a silent default.
 RECIPE_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "schedule": ("cosine", "multistep")}
 
@@ -66,18 +71,18 @@ def load_sources(args):
         train_source, desc = PackDataset(args.pack), f"pack {args.pack}"
     elif args.format == "voc":
         if not args.data:
-            sys.exit("--data (the VOC<year> folder) or --pack is required")
+            raise UsageError("--data (the VOC<year> folder) or --pack is required")
         kw = {"classes": classes} if classes else {}
         train_source, desc = VOCDataset(args.data, args.image_set, **kw), f"{args.data} {args.image_set}"
     else:
         if not (args.data and args.ann_file):
-            sys.exit("COCO format needs --data (image folder) and --ann-file (instances JSON)")
+            raise UsageError("COCO format needs --data (image folder) and --ann-file (instances JSON)")
         train_source, desc = COCODataset(args.data, args.ann_file, classes), f"COCO {args.ann_file}"
     val_source = None
     if args.format == "voc" and args.val_image_set:
         val_root = args.val_data or args.data
         if not val_root:
-            sys.exit("--val-image-set needs --val-data (or --data)")
+            raise UsageError("--val-image-set needs --val-data (or --data)")
         # keep_difficult: evaluation ignores difficult objects instead of counting them as misses.
         val_source = VOCDataset(val_root, args.val_image_set, classes=train_source.classes, keep_difficult=True)
         desc += f"; val {args.val_image_set} ({len(val_source)} images)"
@@ -92,10 +97,10 @@ def main(argv=None):
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
     from train.transforms import SSDAugmentation
 
-    train_source, val_source, desc = load_sources(args)
     preset = PRESETS[args.config]
     if preset.backbone != "vgg16" and (args.batch_norm or args.width != 1.0):
-        sys.exit(f"error: --batch-norm and --width change the VGG16 base; {args.config} has a {preset.backbone} base")
+        raise UsageError(f"--batch-norm and --width change the VGG16 base; {args.config} has a {preset.backbone} base")
+    train_source, val_source, desc = load_sources(args)
     changes = {} if args.frozen_base_layers is None else {"frozen_base_layers": args.frozen_base_layers}
     cfg = preset.replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm, width=args.width,
                          **changes)
@@ -125,5 +130,18 @@ def main(argv=None):
         dist.destroy_process_group()
 
 
+def cli(argv=None) -> int:
+    """`python -m train` and the `ssd-train` command: bad data or options give one `error:` line naming the
+    file or option and exit status 2, like train.evaluate and train.pack, instead of a traceback."""
+    from train.datasets import DatasetError
+
+    try:
+        main(argv)
+    except (DatasetError, UsageError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
