@@ -120,7 +120,8 @@ BAD_XML = {
                        "<object><name>cat</name></object></annotation>", "<bndbox>"),
     "box outside": (_xml([("cat", (1, 1, 21, 5), 0)]), "outside the 20x10 image"),
     "x2 <= x1": (_xml([("cat", (8, 1, 6, 5), 0)]), "x2 <= x1"),
-    "unknown class": (_xml([("kitten", (1, 1, 5, 5), 0)]), "unknown class name 'kitten'.*aeroplane"),
+    "unknown class": (_xml([("kitten", (1, 1, 5, 5), 0)]), "unknown class name 'kitten'.*aeroplane.*--classes"),
+    "difficult yes": (_xml([("cat", (1, 1, 5, 5), "yes")]), "object #0 \\('cat'\\) has <difficult>yes</difficult>"),
 }
 
 
@@ -211,6 +212,14 @@ def test_coco_bad_json_and_missing_image_name_the_file(coco, tmp_path):
         COCODataset(image_dir, moved)
     with pytest.raises(DatasetError, match="missing.json"):
         COCODataset(image_dir, tmp_path / "missing.json")
+    for bbox in (None, ["1", "2", "3", "4"], [1, 2, 3]):
+        raw3 = json.loads(json.dumps(raw))
+        raw3["annotations"][0]["bbox"] = bbox
+        odd = tmp_path / "odd.json"
+        odd.write_text(json.dumps(raw3))
+        with pytest.raises(DatasetError, match=r"odd.json: annotation id .* has bbox .*4 numbers") as err:
+            COCODataset(image_dir, odd)
+        assert repr(bbox) in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------- torch side

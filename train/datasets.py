@@ -123,8 +123,10 @@ def _parse_voc_xml(path: Path):
             raise DatasetError(f"{path}: object #{k} ({names[-1]!r}) has no <bndbox>")
         xmin, ymin, xmax, ymax = (_number(bb, t, path, f"object #{k} bndbox") for t in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append((xmin - 1, ymin - 1, xmax, ymax))  # 1-based inclusive -> 0-based continuous
-        d = obj.findtext("difficult")
-        difficult.append(bool(int(float(d))) if d and d.strip() else False)
+        d = (obj.findtext("difficult") or "").strip()
+        if d not in ("", "0", "1"):
+            raise DatasetError(f"{path}: object #{k} ({names[-1]!r}) has <difficult>{d}</difficult>; VOC uses 0 or 1")
+        difficult.append(d == "1")
     boxes = np.array(boxes, np.float32).reshape(-1, 4)
     width, height = int(width), int(height)
     _check_boxes(boxes, width, height, str(path), [f"object #{k} ({n!r})" for k, n in enumerate(names)])
@@ -203,7 +205,8 @@ class VOCDataset(_ParsedSource):
             unknown = [n for n in names if n not in index]
             if unknown:
                 raise DatasetError(f"{xml}: unknown class name {unknown[0]!r}; known classes: {list(self.classes)} "
-                                   "(pass classes=None to take the names from the annotations)")
+                                   "(list your classes with --classes a,b,c, or in Python pass classes=None to "
+                                   "take the names from the annotations)")
             labels = np.array([index[n] for n in names], np.int64)
             if not keep_difficult:
                 boxes, labels, difficult = boxes[~difficult], labels[~difficult], difficult[~difficult]
@@ -273,8 +276,11 @@ class COCODataset(_ParsedSource):
             for a in coco.imgToAnns.get(image_id, []):
                 if a.get("iscrowd", 0):
                     continue
-                if "bbox" not in a or len(a["bbox"]) != 4:
-                    raise DatasetError(f"{where}: annotation id {a.get('id')} (image {image_id}) has no 4-number bbox")
+                bbox = a.get("bbox")
+                if not (isinstance(bbox, list) and len(bbox) == 4
+                        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)):
+                    raise DatasetError(f"{where}: annotation id {a.get('id')} (image {image_id}) has bbox {bbox!r}; "
+                                       "it must be 4 numbers [x, y, width, height]")
                 if a.get("category_id") not in cat_to_label:
                     raise DatasetError(f"{where}: annotation id {a.get('id')} has unknown category_id "
                                        f"{a.get('category_id')}; known ids: {self.category_ids}")
