@@ -113,25 +113,56 @@ def test_init_weights_start_from_a_shipped_file_and_skip_what_does_not_fit(tmp_p
     assert mine["conf_heads.0.0.weight"].shape != theirs["conf_heads.0.0.weight"].shape
 
 
-def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, shapes, monkeypatch):
+def _nan_on_calls(monkeypatch, bad_calls: set):
+    """compute_loss whose network sees NaN inputs on the given calls (1-based): the loss is NaN and, in train
+    mode, the forward pass writes NaN into the BatchNorm running statistics."""
     real = engine.compute_loss
     calls = {"n": 0}
 
-    def sometimes_nan(*args, **kw):
+    def sometimes_nan(model, *args, **kw):
         calls["n"] += 1
-        loc, conf = real(*args, **kw)
-        return (loc * float("nan"), conf) if calls["n"] in (2, 4, 5, 6) else (loc, conf)
+        if calls["n"] not in bad_calls:
+            return real(model, *args, **kw)
+        hook = model.register_forward_pre_hook(lambda m, inputs: (inputs[0] * float("nan"),))
+        try:
+            return real(model, *args, **kw)
+        finally:
+            hook.remove()
 
     monkeypatch.setattr(engine, "compute_loss", sometimes_nan)
+    return calls
+
+
+def test_non_finite_steps_are_skipped_without_poisoning_the_model(tmp_path, shapes, monkeypatch):
     before = {k: v.clone() for k, v in _trainer(tmp_path / "x", shapes).model.state_dict().items()}
+    _nan_on_calls(monkeypatch, {2, 4, 5, 6})
     t = _trainer(tmp_path / "ok", shapes, max_skipped=10)
     t.train()
     assert t.state.skipped == 4 and t.state.step == 6
-    assert all(torch.isfinite(v.float()).all() for v in t.model.state_dict().values())
+    assert all(torch.isfinite(v.float()).all() for v in t.model.state_dict().values())  # BN statistics too
     assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    # log_every 1: a skipped step's row has no loss (NaN), not 0.
+    losses = [row["loss"] for row in t.state.log]
+    assert [math.isnan(x) for x in losses] == [False, True, False, True, True, True]
+
+
+def test_a_diverged_run_stops_then_resumes_with_the_new_lr(tmp_path, shapes, monkeypatch):
+    calls = _nan_on_calls(monkeypatch, {2, 3, 4})
+    with pytest.raises(RuntimeError, match="non-finite steps.*run the same command again"):
+        _trainer(tmp_path, shapes, max_skipped=2).train()
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert ckpt["state"]["skipped"] == 3
+    assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
+    # Resumed with a lower LR: it takes effect, and --max-skipped counts this run's skipped steps only.
     calls["n"] = 0
-    with pytest.raises(RuntimeError, match="non-finite losses"):
-        _trainer(tmp_path / "bad", shapes, max_skipped=2).train()
+    resumed = _trainer(tmp_path, shapes, max_skipped=2, lr=0.001)
+    step = resumed.state.step
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.001 * lr_factor(step, resumed.recipe))
+    resumed.train()
+    assert resumed.state.step == 6
+    # What would change the data order is refused.
+    with pytest.raises(ValueError, match="--batch-size 2"):
+        _trainer(tmp_path, shapes, batch_size=4)
 
 
 def _free_port():

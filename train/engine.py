@@ -271,9 +271,29 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
         set_rng_state(ckpt["rng"])
+        changed = self._apply_recipe_changes(ckpt.get("recipe", {}), path)
         if self.is_main:
-            print(f"[train] resumed from {path} at step {self.state.step}")
+            print(f"[train] resumed from {path} at step {self.state.step}"
+                  + (f"; recipe changes that take effect now: {', '.join(changed)}" if changed else ""))
         return True
+
+    def _apply_recipe_changes(self, old: dict, path: Path) -> list[str]:
+        """A resumed run follows the recipe it is given now. The optimizer's own hyper-parameters come back from
+        the checkpoint, so new values are written into it; the schedule reads the recipe at every step. What
+        would change the data order (batch size, seed) is refused."""
+        r = self.recipe
+        for name in ("batch_size", "seed"):
+            if name in old and old[name] != getattr(r, name):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{path} was trained with {flag} {old[name]}; resuming with {getattr(r, name)} would "
+                                 f"change the data order. Use {flag} {old[name]}, or another --out to start afresh")
+        groups = self.optimizer.param_groups
+        for g in groups:
+            g["initial_lr"], g["momentum"] = r.lr, r.momentum
+            g["lr"] = r.lr * lr_factor(self.state.step, r)
+        groups[0]["weight_decay"] = r.weight_decay  # parameter_groups: [decayed, not decayed]
+        self.scheduler.base_lrs = [r.lr] * len(groups)
+        return [f"{k} {old[k]} -> {v}" for k, v in asdict(r).items() if k in old and old[k] != v]
 
     def _load_init_weights(self, path: Path):
         from safetensors.torch import load_file
@@ -293,6 +313,10 @@ class Trainer:
 
     def save(self):
         if self.is_main:
+            bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()]
+            if bad:  # never replace a good checkpoint with a broken one
+                raise RuntimeError(f"the model holds non-finite values ({bad[0]} and {len(bad) - 1} more); "
+                                   f"{self.run_dir / CHECKPOINT} was left as it was")
             save_checkpoint(self.run_dir / CHECKPOINT, model=self.model.state_dict(),
                             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                             scaler=self.scaler.state_dict(), state=asdict(self.state), rng=rng_state(),
@@ -328,6 +352,44 @@ class Trainer:
         result = evaluate_detector(det, self.val_source, limit=limit, progress=False)
         return {"val_map": float(result.map_11pt), "val_map_area": float(result.map_area), "result": result}
 
+    def _agree(self, flag: torch.Tensor) -> bool:
+        """One decision for all replicas: true only where it is true on every process."""
+        if self.world > 1:
+            flag = flag.float()
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag)
+
+    def _step(self, images, boxes, labels) -> tuple[float, float, float] | None:
+        """One optimisation step: (loss, loc loss, conf loss), or None when the loss or the gradients were not
+        finite. A skipped step leaves the weights and the BatchNorm statistics as they were before it (the
+        forward pass updates the statistics, with NaN too), so a checkpoint never holds non-finite state."""
+        r = self.recipe
+        buffers = list(self.model.buffers())
+        saved = [b.detach().clone() for b in buffers]
+        loc_loss, conf_loss = compute_loss(self.ddp, self.cfg, self.priors, images, boxes, labels, self.world,
+                                           self.autocast)
+        loss = loc_loss + conf_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        ok = self._agree(torch.isfinite(loss.detach()))
+        if ok:
+            self.scaler.scale(loss).backward()
+            if self.scaler.is_enabled():  # fp16: the scaler skips steps with overflowing gradients itself
+                if r.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
+            else:
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip or float("inf"))
+                ok = self._agree(torch.isfinite(norm))
+        if not ok:
+            with torch.no_grad():
+                for b, old in zip(buffers, saved):
+                    b.copy_(old)
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach()), float(loc_loss.detach()), float(conf_loss.detach())
+
     def train(self, stop_after_steps: int | None = None) -> TrainState:
         """Train until max_steps, the time budget, or (tests, debugging) `stop_after_steps` more steps."""
         r, st = self.recipe, self.state
@@ -340,6 +402,7 @@ class Trainer:
         sums = {"loss": 0.0, "loc_loss": 0.0, "conf_loss": 0.0, "n": 0}
         steps_per_epoch = self.steps_per_epoch
         out_of_time = False
+        segment_skipped = 0  # --max-skipped counts this run's skipped steps, not those before a resume
         progress = None
         if self.is_main:
             from tqdm import tqdm
@@ -350,34 +413,22 @@ class Trainer:
             epoch, start_batch = divmod(st.step, steps_per_epoch)
             loader = self._loader(epoch, start_batch)
             for images, boxes, labels in loader:
-                loc_loss, conf_loss = compute_loss(self.ddp, self.cfg, self.priors, images, boxes, labels,
-                                                   self.world, self.autocast)
-                loss = loc_loss + conf_loss
-                finite = torch.isfinite(loss.detach())
-                if self.world > 1:  # every replica must take the same decision
-                    finite = finite.float()
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                    finite = finite.bool()
-                self.optimizer.zero_grad(set_to_none=True)
-                if not bool(finite):
+                losses = self._step(images, boxes, labels)
+                if losses is None:
                     st.skipped += 1
+                    segment_skipped += 1
                     if self.is_main:
-                        print(f"[train] non-finite loss at step {st.step}: step skipped ({st.skipped} so far)")
-                    if st.skipped > r.max_skipped:
+                        print(f"[train] non-finite loss or gradients at step {st.step}: step skipped "
+                              f"({segment_skipped} in this run, {st.skipped} in all)")
+                    if segment_skipped > r.max_skipped:
                         self.save()
                         raise RuntimeError(
-                            f"{st.skipped} non-finite losses (more than --max-skipped {r.max_skipped}); the run "
-                            f"diverged — lower --lr or raise --warmup-steps, then resume from {self.run_dir}")
+                            f"{segment_skipped} non-finite steps (more than --max-skipped {r.max_skipped}); the run "
+                            f"diverged. Lower --lr or raise --warmup-steps and run the same command again: it "
+                            f"resumes from {self.run_dir / CHECKPOINT} with the new values")
                 else:
-                    self.scaler.scale(loss).backward()
-                    if r.grad_clip:
-                        self.scaler.unscale_(self.optimizer)
-                        nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    sums["loss"] += float(loss.detach())
-                    sums["loc_loss"] += float(loc_loss.detach())
-                    sums["conf_loss"] += float(conf_loss.detach())
+                    for k, v in zip(("loss", "loc_loss", "conf_loss"), losses):
+                        sums[k] += v
                     sums["n"] += 1
                 self.scheduler.step()
                 st.step += 1
@@ -390,7 +441,9 @@ class Trainer:
                     row = {"step": st.step, "epoch": round(st.step / steps_per_epoch, 3),
                            "elapsed_s": round(st.elapsed_s, 1), "img_per_s": round(window_imgs / (now - window_t), 2),
                            "lr": self.optimizer.param_groups[0]["lr"], "skipped": st.skipped}
-                    row.update({k: round(sums[k] / max(1, sums["n"]), 5) for k in ("loss", "loc_loss", "conf_loss")})
+                    # A window of skipped steps only has no loss: NaN, not 0, in the log and the curves.
+                    row.update({k: round(sums[k] / sums["n"], 5) if sums["n"] else float("nan")
+                                for k in ("loss", "loc_loss", "conf_loss")})
                     window_t, window_imgs = now, 0
                     sums = {"loss": 0.0, "loc_loss": 0.0, "conf_loss": 0.0, "n": 0}
                     if r.eval_every and st.step % r.eval_every == 0 and st.step < r.max_steps:
