@@ -280,3 +280,54 @@ def test_cli_reports_bad_data_and_options_in_one_line(tmp_path, capsys):
     assert cli(["--config", "SSD300_LITE0_VOC", "--width", "0.5", "--data", str(missing),
                 "--out", str(tmp_path / "run")]) == 2
     assert "has a efficientnet_lite0 base" in capsys.readouterr().err
+
+
+def _shapes_with_a_truncated_jpeg(tmp_path, shapes):
+    import shutil
+
+    root = shutil.copytree(shapes, tmp_path / "VOC2007")
+    source = VOCDataset(root, "train", classes=("circle", "square", "triangle"))
+    victim = source._files[3]
+    victim.write_bytes(victim.read_bytes()[:200])  # a truncated JPEG: the header reads, the pixels do not
+    return root, source, victim
+
+
+def test_a_corrupt_image_stops_the_start_or_is_left_out_and_good_images_are_checked_once(tmp_path, shapes,
+                                                                                        monkeypatch):
+    from train.checks import check_images
+
+    root, source, victim = _shapes_with_a_truncated_jpeg(tmp_path, shapes)
+    r = Recipe(batch_size=2, max_steps=2, warmup_steps=1, workers=0)
+    with pytest.raises(engine.DatasetError, match=rf"(?s)1 of {len(source)} training images.*{victim.name}.*"
+                                                  "--skip-bad-images"):
+        Trainer(TINY, r, source, Resize(300), tmp_path / "run", device="cpu")
+    r.skip_bad_images = True
+    t = Trainer(TINY, r, source, Resize(300), tmp_path / "run", device="cpu")
+    assert len(t.dataset) == len(source) - 1 and "left out" in t.data_description
+    t.train()
+    # The cache remembers the good images: a second check decodes only the bad one again.
+    loads = []
+    real_load = source.load
+    monkeypatch.setattr(source, "load", lambda i: (loads.append(i), real_load(i))[1])
+    assert [i for i, _ in check_images(source, tmp_path / "run" / engine.IMAGE_CHECK_CACHE)] == [3]
+    assert loads == [3]
+
+
+def test_an_error_mid_run_saves_a_checkpoint_first(tmp_path, shapes, monkeypatch):
+    from train.datasets import DetectionDataset
+
+    real = DetectionDataset.__getitem__
+    calls = {"n": 0}
+
+    def fails_on_the_seventh_image(self, key):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise OSError("disk went away")
+        return real(self, key)
+
+    monkeypatch.setattr(DetectionDataset, "__getitem__", fails_on_the_seventh_image)
+    with pytest.raises(OSError, match="disk went away"):
+        _trainer(tmp_path, shapes).train()  # batch 2: steps 1-3 complete, the 4th batch fails
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["state"]["step"] == 3
+    resumed = _trainer(tmp_path, shapes)
+    assert resumed.resumed and resumed.state.step == 3

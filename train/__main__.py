@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         value = getattr(defaults, f.name)
         kind = {"time_budget_s": float, "grad_clip": float, "init_weights": str}.get(
             f.name, type(value) if value is not None else int)
-        o.add_argument(name, type=kind, default=value, choices=RECIPE_CHOICES.get(f.name), help=f"(default {value})")
+        if isinstance(value, bool):
+            o.add_argument(name, action="store_true")
+        else:
+            o.add_argument(name, type=kind, default=value, choices=RECIPE_CHOICES.get(f.name),
+                           help=f"(default {value})")
     p.add_argument("--out", required=True, help="run directory: checkpoint, log.csv, curves.png, weights")
     p.add_argument("--export", help="also write the shipped weights here (fp16 safetensors + .json card)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")

@@ -155,6 +155,14 @@ class _ParsedSource:
         boxes, labels, difficult, w, h = self.annotation(i)
         return Sample(read_image(self._files[i], (w, h)), boxes, labels, difficult, self.ids[i])
 
+    def fingerprint(self, i: int) -> str:
+        """Changes when image i's file does (path, size, modification time): the key of the image-check cache."""
+        try:
+            st = os.stat(self._files[i])
+        except OSError:
+            return f"{self._files[i]}|missing"
+        return f"{self._files[i]}|{st.st_size}|{st.st_mtime_ns}"
+
 
 class VOCDataset(_ParsedSource):
     """PASCAL VOC layout: `root` is the VOC<year> folder (JPEGImages/, Annotations/, ImageSets/Main/).

@@ -28,9 +28,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from ssd import SSDConfig, build_ssd, export_weights, match, multibox_loss
 from ssd.priors import default_boxes
-from train.datasets import DetectionDataset, collate
+from train.checks import SubsetSource, check_images
+from train.datasets import DatasetError, DetectionDataset, collate
 
 CHECKPOINT = "last.ckpt"
+IMAGE_CHECK_CACHE = "checked_images.json"
 LOG_CSV = "log.csv"
 LOG_FIELDS = ["step", "epoch", "elapsed_s", "img_per_s", "loss", "loc_loss", "conf_loss", "lr", "skipped",
               "val_map", "val_map_area"]
@@ -60,6 +62,8 @@ class Recipe:
     # Start from these weights (a .safetensors written by training, e.g. the shipped demo weights) instead of
     # ImageNet; tensors whose name or shape do not fit (another number of classes) keep their initialisation.
     init_weights: str | None = None
+    # Train without the images that cannot be decoded (checked once at start-up), instead of stopping.
+    skip_bad_images: bool = False
 
 
 @dataclass
@@ -247,7 +251,7 @@ class Trainer:
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
         self.priors = default_boxes(cfg).to(self.device)
-        self.dataset = DetectionDataset(train_source, transform, seed=recipe.seed)
+        self.dataset = DetectionDataset(self._checked(train_source), transform, seed=recipe.seed)
         self.state = TrainState()
         self.resumed = self._maybe_resume()
         if not self.resumed and recipe.init_weights:
@@ -256,6 +260,25 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def _checked(self, source):
+        """The training images, each decoded once before the run (cached in the run folder): a bad one stops the
+        start with the list, or is left out with --skip-bad-images."""
+        cache = self.run_dir / IMAGE_CHECK_CACHE if self.is_main else None
+        bad = check_images(source, cache, progress=self.is_main)
+        if not bad:
+            return source
+        listing = "\n  ".join(problem for _, problem in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        if not self.recipe.skip_bad_images:
+            raise DatasetError(f"{len(bad)} of {len(source)} training images cannot be decoded:\n  {listing}{more}\n"
+                               "Fix or remove them, or pass --skip-bad-images to train without them")
+        if self.is_main:
+            print(f"[train] warning: leaving out {len(bad)} of {len(source)} training images that cannot be "
+                  f"decoded:\n  {listing}{more}")
+        self.data_description += f"; {len(bad)} undecodable training images left out"
+        failed = {i for i, _ in bad}
+        return SubsetSource(source, [i for i in range(len(source)) if i not in failed])
 
     def _maybe_resume(self) -> bool:
         path = self.run_dir / CHECKPOINT
@@ -391,7 +414,18 @@ class Trainer:
         return float(loss.detach()), float(loc_loss.detach()), float(conf_loss.detach())
 
     def train(self, stop_after_steps: int | None = None) -> TrainState:
-        """Train until max_steps, the time budget, or (tests, debugging) `stop_after_steps` more steps."""
+        """Train until max_steps, the time budget, or (tests, debugging) `stop_after_steps` more steps. Whatever
+        stops it early (an error, Ctrl-C) first saves a checkpoint of the last completed step."""
+        try:
+            return self._train(stop_after_steps)
+        except BaseException:
+            if self.is_main:
+                print(f"[train] stopped at step {self.state.step}; saving {self.run_dir / CHECKPOINT} first, "
+                      "so that the same command resumes from here")
+            self.save()
+            raise
+
+    def _train(self, stop_after_steps: int | None) -> TrainState:
         r, st = self.recipe, self.state
         stop_at = r.max_steps if stop_after_steps is None else min(r.max_steps, st.step + stop_after_steps)
         self.ddp.train()

@@ -207,6 +207,10 @@ class PackDataset:
             raise DatasetError(f"{self.path}: truncated pack (image {self.ids[i]} at {offset}+{length})")
         return data
 
+    def fingerprint(self, i: int) -> str:
+        """Changes when the pack file does: the key of the image-check cache (train.checks)."""
+        return f"{self.path.resolve()}|{'/'.join(map(str, self._identity))}|{i}"
+
     def load(self, i: int) -> Sample:
         boxes, labels, difficult, _, _ = self.annotation(i)
         with Image.open(io.BytesIO(self.read_bytes(i))) as im:
