@@ -125,30 +125,23 @@ class SSD(nn.Module):
         return source_channels
 
     def _init_weights(self):
-        pretrained = self.base if self.cfg.backbone != "vgg16" else None
-        if pretrained is None:
-            # From scratch there is no ImageNet VGG: He init for the base; Xavier for the added layers, as in §3.
+        # VGG16 trains from scratch (no ImageNet VGG here): He init for its base, Xavier for the added layers as in
+        # §3, zero biases and identity BatchNorm everywhere. A pretrained base (Lite0) keeps its own parameters.
+        scratch = self.cfg.backbone == "vgg16"
+        if scratch:
             for m in self.base.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            added = [self.fc6, self.fc7, self.extras, self.loc_heads, self.conf_heads]
-        else:
-            added = [self.extras, self.loc_heads, self.conf_heads]
+        added = ([self.fc6, self.fc7] if scratch else []) + [self.extras, self.loc_heads, self.conf_heads]
         for m in (mod for part in added for mod in part.modules()):
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        for m in (mod for part in ([self] if scratch else added) for mod in part.modules()):
+            if isinstance(m, nn.Conv2d) and m.bias is not None:
+                nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if pretrained is None:
-            for m in self.base.modules():
-                if isinstance(m, nn.Conv2d) and m.bias is not None:
-                    nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
 
     def load_pretrained_base(self) -> bool:
         """Load the base network's ImageNet weights where the project has them (EfficientNet-Lite0, from its
