@@ -24,11 +24,29 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 import ssd  # noqa: E402
 from ssd.image import to_rgb  # noqa: E402
-from ssd.postprocess import select_candidates  # noqa: E402
-from visualize import examples as ex  # noqa: E402
-from visualize import matching as vm  # noqa: E402
-from visualize import priors as vp  # noqa: E402
 from visualize.draw import draw_detections, draw_marker, fit  # noqa: E402
+from visualize.examples import example_annotations, example_image, example_names, write_examples  # noqa: E402
+from visualize.matching import (  # noqa: E402
+    POSITIVES_HEADERS,
+    GroundTruth,
+    draw_matches,
+    draw_offsets,
+    hard_negatives_from_logits,
+    iou_heatmaps,
+    match_ground_truth,
+    offsets_markdown,
+    positive_choices,
+    positives_per_layer,
+)
+from visualize.priors import (  # noqa: E402
+    cell_at,
+    cell_default_boxes,
+    draw_cell_default_boxes,
+    feature_map_choices,
+    layer_label,
+    layer_summary,
+    summary_formula,
+)
 
 log = logging.getLogger("ssd.app")
 
@@ -95,7 +113,7 @@ def upload_path(value) -> str | None:
 
     The image events run with `preprocess=False`, so Gradio hands over its upload record (already checked to
     be a file it received) without decoding the picture itself: a broken or hostile file then reaches
-    `read_image` and gets a clear message instead of Gradio's generic error.
+    `read_upload` and gets a clear message instead of Gradio's generic error.
     """
     if value is None or isinstance(value, str | Path):
         return value
@@ -117,7 +135,7 @@ def upload_path(value) -> str | None:
     raise gr.Error(f"Expected an uploaded image file, got {type(value).__name__}.")
 
 
-def read_image(path) -> Image.Image:
+def read_upload(path) -> Image.Image:
     """An uploaded file -> upright RGB image, or a gr.Error that says what is wrong with the file."""
     if isinstance(path, Image.Image):
         return to_rgb(path)
@@ -160,21 +178,17 @@ def _layer_cell(prior_index: int) -> dict:
             "default_box_shape": d["shape"]}
 
 
-def render_detections(state, score_threshold, nms_threshold, top_k=200, classes=None):
+def render_detections(state, score_threshold, nms_threshold, top_k, classes=None):
     """Post-processing only, on the cached network outputs: (annotated image, table, data, summary)."""
     raw: ssd.RawPrediction = state["raw"]
     wanted = set(classes or [])
     start = time.perf_counter()
-    # Per-class NMS makes filtering by class before top-k the same as filtering the network's output.
-    dets = DETECTOR.postprocess(raw, float(score_threshold), float(nms_threshold), MODEL_CFG.top_k)
-    if wanted:
-        dets = [d for d in dets if d.label in wanted]
-    dets = dets[: int(top_k)]
-    _, _, label, _ = select_candidates(raw.conf, float(score_threshold), 400)
-    if wanted:
-        keep = torch.tensor([CLASS_NAMES[i - 1] in wanted for i in label.tolist()], dtype=torch.bool)
-        label = label[keep.to(label.device)] if len(label) else label
-    pre_nms = int(label.numel())
+    try:
+        dets = DETECTOR.postprocess(raw, float(score_threshold), float(nms_threshold), int(top_k),
+                                    classes=sorted(wanted) or None)
+    except ValueError as e:  # e.g. a class name this model does not know, sent through the API
+        raise gr.Error(str(e)) from e
+    pre_nms = dets.candidates
     post_ms = (time.perf_counter() - start) * 1000
     picture = draw_detections(state["display"], dets, scale=state["scale"])
     rows = []
@@ -217,7 +231,7 @@ def detect(image, score_threshold=None, nms_threshold=None, top_k=None, classes=
     score_threshold = DEFAULT_SCORE if score_threshold is None else score_threshold
     nms_threshold = MODEL_CFG.nms_threshold if nms_threshold is None else nms_threshold
     top_k = MODEL_CFG.top_k if top_k is None else top_k
-    picture = read_image(image)
+    picture = read_upload(image)
     raw = DETECTOR.predict(picture)
     display, scale = fit(picture, DISPLAY_SIDE)
     state = {"raw": raw, "display": display, "scale": scale}
@@ -243,14 +257,14 @@ def priors_view(config_name, layer, row, col, shapes, grid, photo):
     layer = min(int(layer), len(cfg.feature_maps) - 1)  # the layer list may lag a switch from SSD512 to SSD300
     f = cfg.feature_maps[layer]
     row, col = min(int(row), f - 1), min(int(col), f - 1)
-    image = ex.example_image(photo)
-    picture = vp.draw_cell_default_boxes(image, cfg, layer, row, col, shapes, show_grid=grid)
-    boxes = vp.cell_default_boxes(cfg, layer, row, col)
+    image = example_image(photo)
+    picture = draw_cell_default_boxes(image, cfg, layer, row, col, shapes, show_grid=grid)
+    boxes = cell_default_boxes(cfg, layer, row, col)
     rows = [[b["shape"], round(b["w_px"], 1), round(b["h_px"], 1), round(b["cx"] * cfg.image_size, 1),
              round(b["cy"] * cfg.image_size, 1), b["index"]] for b in boxes]
-    headers, summary = vp.layer_summary(cfg)
-    caption = (f"**{cfg.name.split('_')[0]}**: {vp.summary_formula(cfg)} default boxes. "
-               f"Cell ({row}, {col}) of {vp.layer_label(cfg, layer)} holds boxes #{boxes[0]['index']}–"
+    headers, summary = layer_summary(cfg)
+    caption = (f"**{cfg.name.split('_')[0]}**: {summary_formula(cfg)} default boxes. "
+               f"Cell ({row}, {col}) of {layer_label(cfg, layer)} holds boxes #{boxes[0]['index']}–"
                f"#{boxes[-1]['index']}. The photo is warped to the {cfg.image_size}×{cfg.image_size} input, as SSD "
                "sees it; box sizes are in input pixels.")
     return picture, rows, summary, caption
@@ -267,7 +281,7 @@ def cell_slider(f: int) -> gr.Slider:
 def on_config(config_name, layer):
     cfg = CONFIGS[config_name]
     layer = min(int(layer), len(cfg.feature_maps) - 1)
-    choices = [(label, k) for k, label in enumerate(vp.feature_map_choices(cfg))]
+    choices = [(label, k) for k, label in enumerate(feature_map_choices(cfg))]
     f = cfg.feature_maps[layer]
     return gr.Dropdown(choices=choices, value=layer), cell_slider(f), cell_slider(f)
 
@@ -282,7 +296,7 @@ def on_priors_click(config_name, layer, evt: gr.SelectData):
     x, y = evt.index[0], evt.index[1]
     if y >= canvas:
         return gr.skip(), gr.skip()
-    row, col = vp.cell_at(CONFIGS[config_name], int(layer), x, y, canvas, canvas)
+    row, col = cell_at(CONFIGS[config_name], int(layer), x, y, canvas, canvas)
     return row, col
 
 
@@ -297,15 +311,15 @@ def _match_state(image: Image.Image, name: str) -> dict:
 
 
 def load_match_example(name):
-    image = ex.example_image(name)
-    rows = [[label, *box] for label, box in ex.example_annotations(name)]
+    image = example_image(name)
+    rows = [[label, *box] for label, box in example_annotations(name)]
     return _match_state(image, name), rows, None, gr.Image(value=None)
 
 
 def load_match_upload(path):
     if path is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    image = read_image(path)
+    image = read_upload(path)
     return _match_state(image, Path(upload_path(path)).name), [], None, gr.skip()
 
 
@@ -334,7 +348,7 @@ def parse_ground_truth(state, rows):
             continue
         labels.append(name)
         boxes.append((x1, y1, x2, y2))
-    return vm.GroundTruth(labels, boxes, W, H), problems
+    return GroundTruth(labels, boxes, W, H), problems
 
 
 def _hard_negatives(state, m):
@@ -342,7 +356,7 @@ def _hard_negatives(state, m):
         return None, "Hard negatives need the model's confidences (a real forward pass), and no model is loaded."
     if state["conf"] is None:  # one forward pass per image; the ground truth does not change it
         state["conf"] = DETECTOR.predict(state["display"]).conf.float().cpu()
-    neg = vm.hard_negatives_from_logits(MODEL_CFG, state["conf"], m)
+    neg = hard_negatives_from_logits(MODEL_CFG, state["conf"], m)
     pos = int(m.positives.sum())
     return neg, (f"Hard negatives: the **{int(neg.sum())}** background default boxes with the highest confidence "
                  f"loss in this model's forward pass ({MODEL_CFG.neg_pos_ratio}:1 for {pos} positives).")
@@ -354,15 +368,15 @@ def refresh_matching(state, rows, threshold, show_negatives, gt_choice, pos_choi
         return (gr.skip(),) * 9
     gt, problems = parse_ground_truth(state, rows)
     notes = [f"⚠️ {p}" for p in problems]
-    m = vm.match_ground_truth(MODEL_CFG, gt, CLASS_NAMES, threshold)
+    m = match_ground_truth(MODEL_CFG, gt, CLASS_NAMES, threshold)
     negatives = None
     if show_negatives and gt.boxes:
         negatives, note = _hard_negatives(state, m)
         notes.append(note)
-    picture = vm.draw_matches(state["display"], MODEL_CFG, m, gt, negatives=negatives)
+    picture = draw_matches(state["display"], MODEL_CFG, m, gt, negatives=negatives)
     if pending is not None:  # the first corner of a box being drawn
         picture = draw_marker(picture, (pending[0] * state["scale"], pending[1] * state["scale"]))
-    headers, table = vm.positives_per_layer(MODEL_CFG, m)
+    headers, table = positives_per_layer(MODEL_CFG, m)
     if not gt.boxes:
         notes.insert(0, "No ground truth yet: pick an example, type boxes into the table, click two opposite "
                         "corners on the picture, or use the current detections.")
@@ -375,7 +389,7 @@ def refresh_matching(state, rows, threshold, show_negatives, gt_choice, pos_choi
                         "a box.")
     gt_choices = [(f"GT {i}: {label}", i) for i, label in enumerate(gt.labels)]
     gt_value = gt_choice if gt_choice is not None and gt_choice < len(gt.labels) else (0 if gt.labels else None)
-    pos = vm.positive_choices(MODEL_CFG, m)
+    pos = positive_choices(MODEL_CFG, m)
     pos_ids = [i for _, i in pos]
     pos_value = pos_choice if pos_choice in pos_ids else (pos_ids[0] if pos_ids else None)
     heat = _heatmap(gt, gt_value, threshold)
@@ -388,13 +402,13 @@ def _heatmap(gt, index, threshold):
     if index is None or index >= len(gt.boxes):
         return None
     box = gt.normalised()[index]
-    return vm.iou_heatmaps(MODEL_CFG, box, float(threshold))
+    return iou_heatmaps(MODEL_CFG, box, float(threshold))
 
 
 def _offsets(state, gt, m, index):
     if index is None:
         return "No positive default box to encode.", None
-    return vm.offsets_markdown(MODEL_CFG, m, index), vm.draw_offsets(state["display"], MODEL_CFG, m, gt, index)
+    return offsets_markdown(MODEL_CFG, m, index), draw_offsets(state["display"], MODEL_CFG, m, gt, index)
 
 
 def heatmap_only(state, rows, threshold, gt_choice):
@@ -408,7 +422,7 @@ def offsets_only(state, rows, threshold, pos_choice):
     if state is None or pos_choice is None:
         return gr.skip(), gr.skip()
     gt, _ = parse_ground_truth(state, rows)
-    m = vm.match_ground_truth(MODEL_CFG, gt, CLASS_NAMES, threshold)
+    m = match_ground_truth(MODEL_CFG, gt, CLASS_NAMES, threshold)
     if not bool(m.positives[0, int(pos_choice)]):
         return gr.skip(), gr.skip()
     return _offsets(state, gt, m, int(pos_choice))
@@ -452,7 +466,7 @@ its default boxes, how they are matched to objects, and what the loss trains on.
 
 
 def build_demo() -> gr.Blocks:
-    example_paths = ex.write_examples(Path(tempfile.gettempdir()) / "ssd-demo-examples")
+    example_paths = write_examples(Path(tempfile.gettempdir()) / "ssd-demo-examples")
     classes_sorted = sorted(CLASS_NAMES)
     with gr.Blocks(title="SSD: Single Shot MultiBox Detector") as demo:
         gr.Markdown(INTRO)
@@ -504,21 +518,21 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=2, min_width=280):
                         p_config = gr.Radio(list(CONFIGS), value="SSD300", label="Model")
-                        p_layer = gr.Dropdown([(c, k) for k, c in enumerate(vp.feature_map_choices(ssd.SSD300_VOC))],
+                        p_layer = gr.Dropdown([(c, k) for k, c in enumerate(feature_map_choices(ssd.SSD300_VOC))],
                                               value=1, label="Feature map")
                         p_row = gr.Slider(0, 18, value=7, step=1, label="Cell row i")
                         p_col = gr.Slider(0, 18, value=9, step=1, label="Cell column j")
                         p_shapes = gr.CheckboxGroup(SHAPE_CHOICES, value=[v for _, v in SHAPE_CHOICES],
                                                     label="Aspect ratios")
                         p_grid = gr.Checkbox(value=True, label="Show the grid of cell centres")
-                        p_photo = gr.Dropdown(ex.example_names(), value="astronaut", label="Photo")
+                        p_photo = gr.Dropdown(example_names(), value="astronaut", label="Photo")
                         p_cell = gr.Dataframe(headers=["shape", "w (px)", "h (px)", "cx (px)", "cy (px)", "#"],
                                               interactive=False, label="This cell's default boxes")
                     with gr.Column(scale=3):
                         p_image = gr.Image(label="Default boxes of one cell (click to choose a cell)",
                                            interactive=False, elem_id="priors-output", format="jpeg")
                         p_caption = gr.Markdown()
-                p_summary = gr.Dataframe(headers=vp.layer_summary(ssd.SSD300_VOC)[0], interactive=False,
+                p_summary = gr.Dataframe(headers=layer_summary(ssd.SSD300_VOC)[0], interactive=False,
                                          label="Default boxes per source layer", elem_id="priors-summary")
                 p_inputs = [p_config, p_layer, p_row, p_col, p_shapes, p_grid, p_photo]
                 p_outputs = [p_image, p_cell, p_summary, p_caption]
@@ -539,7 +553,7 @@ def build_demo() -> gr.Blocks:
                 m_pending = gr.State(None)
                 with gr.Row():
                     with gr.Column(scale=2, min_width=280):
-                        m_photo = gr.Dropdown(ex.example_names(), value="motorcycle", label="Example photo "
+                        m_photo = gr.Dropdown(example_names(), value="motorcycle", label="Example photo "
                                               "(with hand-made ground truth)")
                         m_upload = gr.Image(type="filepath", image_mode=None, label="…or your own photo",
                                                sources=["upload", "clipboard"], height=160)
@@ -561,7 +575,7 @@ def build_demo() -> gr.Blocks:
                                            interactive=False, elem_id="match-output",
                                            format="jpeg")
                         m_msg = gr.Markdown(elem_id="match-message")
-                        m_table = gr.Dataframe(headers=list(vm.POSITIVES_HEADERS), interactive=False,
+                        m_table = gr.Dataframe(headers=list(POSITIVES_HEADERS), interactive=False,
                                                label="Positives per source layer", elem_id="match-table")
                 with gr.Row():
                     m_gt_pick = gr.Dropdown([], label="IoU heat map of ground truth", scale=1, min_width=200)

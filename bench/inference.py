@@ -7,7 +7,7 @@ Both are the paper's SSD300 (VGG16, 21 classes, 8732 default boxes) with random 
   torchvision: model([uint8 image as float CHW tensor / 255]) -> its transform, network, post-processing
 
 Also times post-processing alone (decode + threshold + per-class NMS + top-k) on identical-shaped network
-outputs: ours `ssd.postprocess` vs torchvision's `SSD.postprocess_detections`.
+outputs: ours `ssd.postprocess.postprocess` vs torchvision's `SSD.postprocess_detections`.
 Random weights score every class ~1/21 > 0.01, so NMS runs on its maximum load (400 candidates x 20 classes):
 a worst case for post-processing.
 
@@ -96,7 +96,7 @@ def main() -> None:
     def post_ours(conf):
         @torch.inference_mode()
         def run():
-            return ours.postprocess(ssd.RawPrediction(raw.loc, conf, raw.width, raw.height, 0.0), 0.01, 0.45, 200)
+            return ours.postprocess(ssd.RawPrediction(raw.loc, conf, raw.width, raw.height, 0.0), cfg.conf_threshold)
         return run
 
     def post_theirs(conf):
@@ -145,7 +145,7 @@ def main() -> None:
                 t.append(CLOCK())
                 loc, conf = ours.model(x)
                 t.append(CLOCK())
-                (det,) = postprocess(loc, conf, ours.priors, cfg.variances, 0.01, 0.45, 200)
+                (det,) = postprocess(loc, conf, ours.priors, cfg)  # the paper's 0.01, 0.45, top 200
                 t.append(CLOCK())
                 ours._to_detections(det, image.width, image.height)
                 t.append(CLOCK())

@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ssd  # noqa: E402
-from train.engine import compute_loss, memory_format, normalise, parameter_groups  # noqa: E402
+from ssd.image import normalise  # noqa: E402
+from train.engine import compute_loss, memory_format, parameter_groups  # noqa: E402
 
 
 def make_batch(batch: int, seed: int = 0, size: int = 300):
@@ -67,6 +68,7 @@ def main():
            "channels_last": torch.channels_last}[args.memory_format]
     ours = ssd.build_ssd(cfg, pretrained_base=True).to(memory_format=fmt).train()  # as the engine
     priors = ssd.default_boxes(cfg)
+    criterion = ssd.MultiBoxLoss(cfg)
     opt_ours = torch.optim.SGD(parameter_groups(ours, wd), lr=1e-4, momentum=0.9)
     opt_tv = torch.optim.SGD(tv.parameters(), lr=1e-4, momentum=0.9, weight_decay=wd)
     images, boxes, labels = make_batch(args.batch)
@@ -74,7 +76,7 @@ def main():
     tv_targets = [{"boxes": b * tv_size, "labels": lab} for b, lab in zip(boxes, labels)]
 
     def step_ours():
-        loc, conf = compute_loss(ours, cfg, priors, images, boxes, labels, fmt=fmt)
+        loc, conf = compute_loss(ours, criterion, images, boxes, labels, fmt=fmt)
         opt_ours.zero_grad(set_to_none=True)
         (loc + conf).backward()
         opt_ours.step()
@@ -110,7 +112,7 @@ def print_breakdown(model, cfg, priors, opt, images, boxes, labels, runs, fmt):
     phases = {"forward": [], "matching + loss": [], "backward": [], "SGD update": []}
     for i in range(runs + 1):
         t0 = time.perf_counter()
-        loc, conf = model(normalise(images, cfg, fmt))
+        loc, conf = model(normalise(images, cfg).contiguous(memory_format=fmt))
         t1 = time.perf_counter()
         m = match(boxes, labels, priors, cfg.match_threshold)
         normalizer = m.positives.sum().float().clamp_min(1)

@@ -11,16 +11,15 @@ from .config import (
     VOC_CLASSES,
     SSDConfig,
 )
-from .detector import Detection, Detector, RawPrediction, export_weights
-from .loss import MultiBoxLoss, hard_negatives, multibox_loss
+from .detector import Detection, Detections, Detector, RawPrediction, export_weights
+from .loss import MultiBoxLoss, confidence_loss, hard_negatives, multibox_loss
 from .matching import MatchResult, match
 from .model import SSD, build_ssd
-from .postprocess import postprocess
 from .priors import PriorLayout, default_boxes, prior_layout
 
 __all__ = [
     "PRESETS", "SSD", "SSD300_COCO", "SSD300_LITE0_VOC", "SSD300_VOC", "SSD512_COCO", "SSD512_VOC", "VOC_CLASSES",
-    "Detection", "Detector", "MatchResult", "MultiBoxLoss", "PriorLayout", "RawPrediction", "SSDConfig", "build_ssd",
-    "decode", "default_boxes", "encode", "export_weights", "hard_negatives", "match", "multibox_loss",
-    "postprocess", "prior_layout",
+    "Detection", "Detections", "Detector", "MatchResult", "MultiBoxLoss", "PriorLayout", "RawPrediction",
+    "SSDConfig", "build_ssd", "confidence_loss", "decode", "default_boxes", "encode", "export_weights",
+    "hard_negatives", "match", "multibox_loss", "prior_layout",
 ]

@@ -18,8 +18,9 @@ def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
     return box_convert(boxes, "xyxy", "cxcywh")
 
 
-def encode(matched_xyxy: torch.Tensor, priors_cxcywh: torch.Tensor, variances=(0.1, 0.2)) -> torch.Tensor:
-    """Regression targets g^ of eq. (2): centre offsets in prior widths / v0, log size ratios / v1.
+def encode(matched_xyxy: torch.Tensor, priors_cxcywh: torch.Tensor, variances: tuple[float, float]) -> torch.Tensor:
+    """Regression targets g^ of eq. (2): centre offsets in prior widths / v0, log size ratios / v1
+    (`SSDConfig.variances`).
 
     Shapes broadcast: matched (..., N, 4) against priors (N, 4).
     """
@@ -31,7 +32,7 @@ def encode(matched_xyxy: torch.Tensor, priors_cxcywh: torch.Tensor, variances=(0
     return torch.cat([centre, size], dim=-1)
 
 
-def decode(loc: torch.Tensor, priors_cxcywh: torch.Tensor, variances=(0.1, 0.2)) -> torch.Tensor:
+def decode(loc: torch.Tensor, priors_cxcywh: torch.Tensor, variances: tuple[float, float]) -> torch.Tensor:
     """Inverse of `encode`: predicted offsets (..., N, 4) -> boxes (..., N, 4) as xyxy."""
     p = priors_cxcywh
     centre = p[..., :2] + loc[..., :2] * variances[0] * p[..., 2:]

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from .config import SSDConfig
-from .image import to_rgb
+from .image import normalise, to_rgb
 from .model import build_ssd
 from .postprocess import ImageDetections, postprocess
 from .priors import prior_layout
@@ -37,6 +37,15 @@ class Detection:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class Detections(list):
+    """list[Detection], best first, that also knows how many candidates (class scores above the score
+    threshold, at most `PRE_NMS_TOP_K` per class) went into NMS."""
+
+    def __init__(self, detections=(), candidates: int = 0):
+        super().__init__(detections)
+        self.candidates = candidates
 
 
 @dataclass
@@ -85,9 +94,6 @@ class Detector:
         layout = prior_layout(config)
         self.priors = layout.boxes.to(self.device)
         self._prior_layer = layout.layer.tolist()
-        s = 1.0 / torch.tensor(config.pixel_std)
-        self._scale = s.view(1, 3, 1, 1).to(self.device, self.dtype)
-        self._shift = (-torch.tensor(config.pixel_mean) * s).view(1, 3, 1, 1).to(self.device, self.dtype)
 
     @classmethod
     def load(cls, path=None, device=None) -> Detector:
@@ -113,8 +119,7 @@ class Detector:
         s = self.config.image_size
         arrays = [np.asarray(im.resize((s, s), Image.BILINEAR)) for im in images]
         x = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
-        x = x.to(self.dtype) * self._scale + self._shift
-        return x.contiguous(memory_format=torch.channels_last)
+        return normalise(x, self.config, self.dtype).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def predict(self, image) -> RawPrediction:
@@ -125,43 +130,46 @@ class Detector:
             torch.cuda.synchronize()
         return RawPrediction(loc, conf, image.width, image.height, time.perf_counter() - start)
 
-    def _thresholds(self, score_threshold, nms_threshold, top_k):
-        """None means: the model card's score threshold, and the config's NMS IoU and top-k (paper §3)."""
-        cfg = self.config
-        return (self.score_threshold if score_threshold is None else score_threshold,
-                cfg.nms_threshold if nms_threshold is None else nms_threshold,
-                cfg.top_k if top_k is None else top_k)
-
     @torch.inference_mode()
-    def postprocess(self, raw: RawPrediction, score_threshold=None, nms_threshold=None, top_k=None):
-        (det,) = postprocess(raw.loc, raw.conf, self.priors, self.config.variances,
-                             *self._thresholds(score_threshold, nms_threshold, top_k))
+    def postprocess(self, raw: RawPrediction, score_threshold=None, nms_threshold=None, top_k=None,
+                    classes=None) -> Detections:
+        """Detections of cached network outputs, best first. Thresholds left as None take the model card's
+        recommended score threshold and the config's NMS IoU and top-k. `classes`: the class names to keep
+        (None: all), chosen before the top-k cut."""
+        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        (det,) = postprocess(raw.loc, raw.conf, self.priors, self.config, score_threshold, nms_threshold, top_k,
+                             classes=self._class_ids(classes))
         return self._to_detections(det, raw.width, raw.height)
 
-    def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None) -> list[Detection]:
-        """Detections (best first) of one image: PIL image, HxWx3 uint8 array, or a path. Thresholds left as
-        None take the model card's recommended score threshold and the config's NMS IoU (0.45) and top-k (200)."""
-        return self.postprocess(self.predict(image), score_threshold, nms_threshold, top_k)
+    def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None) -> Detections:
+        """Detections (best first) of one image: PIL image, HxWx3 uint8 array, or a path (see `postprocess`)."""
+        return self.postprocess(self.predict(image), score_threshold, nms_threshold, top_k, classes)
 
     @torch.inference_mode()
     def detect_batch(self, images, score_threshold=None, nms_threshold=None, top_k=None, batch_size=16):
-        """detect() for many images, `batch_size` at a time (evaluation: the score threshold defaults to the
-        paper's 0.01, the config's conf_threshold)."""
-        score_threshold = self.config.conf_threshold if score_threshold is None else score_threshold
-        thresholds = self._thresholds(score_threshold, nms_threshold, top_k)
+        """detect() for many images, `batch_size` at a time. For evaluation, the score threshold defaults to the
+        config's (the paper's inference threshold), not the card's."""
         out = []
         for i in range(0, len(images), batch_size):
             chunk = [to_rgb(im) for im in images[i:i + batch_size]]
             loc, conf = self.model(self.preprocess(chunk))
-            dets = postprocess(loc, conf, self.priors, self.config.variances, *thresholds)
+            dets = postprocess(loc, conf, self.priors, self.config, score_threshold, nms_threshold, top_k)
             out += [self._to_detections(d, im.width, im.height) for d, im in zip(dets, chunk)]
         return out
 
-    def _to_detections(self, det: ImageDetections, width: int, height: int) -> list[Detection]:
+    def _class_ids(self, names):
+        if names is None:
+            return None
+        unknown = [n for n in names if n not in self.class_names]
+        if unknown:
+            raise ValueError(f"unknown class names {unknown}; this model detects {list(self.class_names)}")
+        return [self.class_names.index(n) + 1 for n in names]
+
+    def _to_detections(self, det: ImageDetections, width: int, height: int) -> Detections:
         scale = torch.tensor([width, height, width, height], device=det.boxes.device, dtype=torch.float32)
         boxes = (det.boxes.float().clamp(0, 1) * scale).tolist()
         layers = self.config.source_layers
-        return [
-            Detection(self.class_names[c - 1], s, tuple(b), c, p, layers[self._prior_layer[p]])
-            for b, s, c, p in zip(boxes, det.scores.tolist(), det.labels.tolist(), det.prior.tolist())
-        ]
+        return Detections(
+            (Detection(self.class_names[c - 1], s, tuple(b), c, p, layers[self._prior_layer[p]])
+             for b, s, c, p in zip(boxes, det.scores.tolist(), det.labels.tolist(), det.prior.tolist())),
+            candidates=det.candidates)

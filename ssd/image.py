@@ -1,11 +1,14 @@
-"""Turning whatever a user hands us into an upright 8-bit RGB PIL image."""
+"""Images in: whatever a user hands us -> an upright 8-bit RGB PIL image -> the network's normalised input."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
+
+from .config import SSDConfig
 
 
 def to_rgb(image) -> Image.Image:
@@ -45,3 +48,11 @@ def to_rgb(image) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(canvas, rgba)
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def normalise(images: torch.Tensor, cfg: SSDConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, 3, H, W) RGB -> the network's input (x - pixel_mean) / pixel_std in `dtype` (the base network's
+    own input scaling: ImageNet mean and std for VGG16, (x - 127) / 128 for EfficientNet-Lite)."""
+    mean = torch.tensor(cfg.pixel_mean, device=images.device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.pixel_std, device=images.device, dtype=dtype).view(1, 3, 1, 1)
+    return (images.to(dtype) - mean) / std

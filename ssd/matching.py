@@ -37,7 +37,7 @@ class MatchResult:
     def positives(self) -> torch.Tensor:
         return self.labels > 0
 
-    def loc_targets(self, priors_cxcywh: torch.Tensor, variances=(0.1, 0.2)) -> torch.Tensor:
+    def loc_targets(self, priors_cxcywh: torch.Tensor, variances: tuple[float, float]) -> torch.Tensor:
         """Encoded offsets (B, N, 4) of each default box's matched ground truth (meaningless for background)."""
         return encode(self.boxes, priors_cxcywh, variances)
 
@@ -46,7 +46,7 @@ def match(
     gt_boxes: list[torch.Tensor],
     gt_labels: list[torch.Tensor],
     priors_cxcywh: torch.Tensor,
-    threshold: float = 0.5,
+    threshold: float,
 ) -> MatchResult:
     """Match a batch of images' ground truth (normalised xyxy boxes, labels 1..C) to the default boxes.
 

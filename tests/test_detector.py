@@ -208,3 +208,29 @@ def test_the_model_cards_score_threshold_is_the_default(tmp_path):
     high = plain.detect(image, top_k=everything)
     assert min(d.score for d in high) >= 0.5 and len(high) < len(low)
     assert high == plain.detect(image, score_threshold=0.5, top_k=everything)
+
+
+def test_detect_batch_defaults_to_the_papers_inference_settings(detector):
+    # Evaluation runs detect_batch with no thresholds: the paper's 0.01, 0.45 and top 200 (§3), not the card's
+    # display threshold.
+    images = [Image.fromarray(rgb_noise(120, 90, seed=s)) for s in (4, 5)]
+    batch = detector.detect_batch(images)
+    for image, dets in zip(images, batch):
+        want = detector.detect(image, score_threshold=0.01, nms_threshold=0.45, top_k=200)
+        assert len(dets) == len(want) == 200
+        assert [(d.class_id, d.prior_index) for d in dets] == [(d.class_id, d.prior_index) for d in want]
+        assert [d.score for d in dets] == pytest.approx([d.score for d in want], abs=1e-5)
+
+
+def test_class_filter_and_candidate_count(detector):
+    raw = detector.predict(Image.fromarray(rgb_noise(200, 150, seed=6)))
+    everything = detector.postprocess(raw, score_threshold=0.01, top_k=10_000)
+    cats = detector.postprocess(raw, score_threshold=0.01, top_k=5, classes=["cat", "dog"])
+    assert [d.label for d in cats] and {d.label for d in cats} <= {"cat", "dog"}
+    assert [(d.label, d.prior_index) for d in cats] == [(d.label, d.prior_index) for d in everything
+                                                        if d.label in ("cat", "dog")][:5]
+    probs = raw.conf[0].softmax(-1)
+    want = sum(min(400, int((probs[:, ssd.VOC_CLASSES.index(c) + 1] > 0.01).sum())) for c in ("cat", "dog"))
+    assert cats.candidates == want
+    with pytest.raises(ValueError, match="unknown class"):
+        detector.postprocess(raw, classes=["unicorn"])

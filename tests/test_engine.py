@@ -18,7 +18,7 @@ import ssd
 from tests.shapes import make_shapes_voc
 from train import engine
 from train.datasets import VOCDataset
-from train.engine import EpochSampler, Recipe, Trainer, compute_loss, lr_factor, parameter_groups
+from train.engine import EpochSampler, Recipe, Trainer, compute_loss, global_positives, lr_factor, parameter_groups
 from train.transforms import Resize, SSDAugmentation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +179,7 @@ def _ddp_worker(rank, world, port, cfg, images, boxes, labels, out):
     model = torch.nn.parallel.DistributedDataParallel(ssd.build_ssd(cfg))
     half = len(images) // world
     sl = slice(rank * half, (rank + 1) * half)
-    loc, conf = compute_loss(model, cfg, ssd.default_boxes(cfg), images[sl], boxes[sl], labels[sl], world)
+    loc, conf = compute_loss(model, ssd.MultiBoxLoss(cfg, global_positives(world)), images[sl], boxes[sl], labels[sl])
     (loc + conf).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.module.named_parameters()}, out)
@@ -200,7 +200,7 @@ def test_ddp_two_processes_average_to_the_single_process_gradient(tmp_path):
     ddp_grads = torch.load(out)
     torch.manual_seed(0)
     model = ssd.build_ssd(cfg)
-    loc, conf = compute_loss(model, cfg, ssd.default_boxes(cfg), images, boxes, labels)
+    loc, conf = compute_loss(model, ssd.MultiBoxLoss(cfg), images, boxes, labels)
     (loc + conf).backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(ddp_grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -30,7 +30,7 @@ def test_three_negatives_per_positive_are_the_hardest():
 def test_mining_takes_all_negatives_when_there_are_too_few():
     conf = torch.randn(1, 10, 3, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([[1, 1, 1, 2, 2, 2, 0, 0, 0, 0]])  # 6 positives would want 18 negatives; 4 exist
-    neg = hard_negatives(background_loss(conf), labels > 0)
+    neg = hard_negatives(background_loss(conf), labels > 0, neg_pos_ratio=3)
     assert neg[0].tolist() == [False] * 6 + [True] * 4
 
 
@@ -40,7 +40,7 @@ def test_loss_value_by_hand():
     conf = torch.randn(1, 20, 5, generator=g)
     labels = torch.zeros(1, 20, dtype=torch.long)
     labels[0, 5], labels[0, 11] = 2, 4
-    loc_loss, conf_loss = multibox_loss(loc, conf, loc_t, labels)
+    loc_loss, conf_loss = multibox_loss(loc, conf, loc_t, labels, neg_pos_ratio=3)
 
     def smooth_l1(x):
         return 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5

@@ -36,8 +36,8 @@ def test_forced_best_prior_beats_threshold():
     # Each positive regresses towards its own ground truth; background boxes have zeros.
     torch.testing.assert_close(m.boxes[0, :4], gt[[0, 1, 1, 2]])
     assert m.boxes[0, 4].abs().sum() == 0
-    targets = m.loc_targets(priors)
-    torch.testing.assert_close(targets[0, :4], encode(gt[[0, 1, 1, 2]], priors[:4]))
+    targets = m.loc_targets(priors, (0.1, 0.2))
+    torch.testing.assert_close(targets[0, :4], encode(gt[[0, 1, 1, 2]], priors[:4], (0.1, 0.2)))
 
 
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
@@ -47,7 +47,7 @@ def test_two_ground_truths_compete_for_one_default_box(order):
     priors = strip_priors((0.15, 0.55), (0.2, 0.6), (0.3, 0.7))
     gts = [strip_boxes((0.15, 0.55)), strip_boxes((0.3, 0.7))]
     labels = [torch.tensor([2]), torch.tensor([4])]
-    m = match([torch.cat([gts[i] for i in order])], [torch.cat([labels[i] for i in order])], priors)
+    m = match([torch.cat([gts[i] for i in order])], [torch.cat([labels[i] for i in order])], priors, 0.5)
     assert m.labels.tolist() == [[2, 2, 4]]
     torch.testing.assert_close(m.iou[0], torch.tensor([1.0, 0.35 / 0.45, 1.0]))
     a = order.index(0)
@@ -59,7 +59,7 @@ def test_forced_match_overrides_a_better_overlapping_ground_truth():
     # B = [0.04, 0.4] by 0.9. A keeps U (every object needs a positive); B has V (IoU 1).
     priors = strip_priors((0.0, 0.4), (0.04, 0.4))
     gt = strip_boxes((0.0, 0.1), (0.04, 0.4))
-    m = match([gt], [torch.tensor([7, 9])], priors)
+    m = match([gt], [torch.tensor([7, 9])], priors, 0.5)
     assert m.labels.tolist() == [[7, 9]]
     assert m.matched_gt.tolist() == [[0, 1]]
     assert m.forced.tolist() == [[True, True]]
@@ -71,10 +71,10 @@ def test_batch_with_an_empty_image():
     priors = strip_priors((0.0, 0.2), (0.1, 0.3), (0.2, 0.4), (0.5, 0.7), (0.8, 1.0))
     gts = [strip_boxes((0.0, 0.18), (0.13, 0.35)), torch.zeros(0, 4), strip_boxes((0.55, 0.6))]
     labels = [torch.tensor([3, 5]), torch.zeros(0, dtype=torch.long), torch.tensor([1])]
-    m = match(gts, labels, priors)
+    m = match(gts, labels, priors, 0.5)
     assert m.labels.tolist() == [[3, 5, 5, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0]]
     assert m.matched_gt.tolist() == [[0, 1, 1, -1, -1], [-1] * 5, [-1, -1, -1, 0, -1]]
-    none = match([torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.long)] * 2, priors)
+    none = match([torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.long)] * 2, priors, 0.5)
     assert none.labels.shape == (2, 5) and not none.positives.any()
 
 

@@ -13,8 +13,20 @@ from torchvision.ops import box_convert, box_iou
 
 import ssd
 from visualize import draw, examples
-from visualize import matching as vm
-from visualize import priors as vp
+from visualize.matching import (
+    GroundTruth,
+    draw_matches,
+    draw_offsets,
+    hard_negatives_from_logits,
+    iou_heatmaps,
+    iou_with_priors,
+    match_ground_truth,
+    offsets_example,
+    offsets_markdown,
+    positive_choices,
+    positives_per_layer,
+)
+from visualize.priors import cell_at, cell_default_boxes, draw_cell_default_boxes, layer_summary, summary_formula
 
 
 def changed(before: Image.Image, after: Image.Image) -> np.ndarray:
@@ -83,7 +95,7 @@ PAPER_SSD300 = {0: (30, 60, 38), 1: (60, 111, 19), 2: (111, 162, 10), 3: (162, 2
 
 def drawn_box(cfg, layer, row, col, shape, canvas):
     black = Image.new("RGB", (50, 50), (0, 0, 0))
-    out = vp.draw_cell_default_boxes(black, cfg, layer, row, col, [shape], show_grid=False, highlight_cell=False,
+    out = draw_cell_default_boxes(black, cfg, layer, row, col, [shape], show_grid=False, highlight_cell=False,
                                      legend=False, canvas_size=canvas, dim=0)
     assert out.size == (canvas, canvas)
     x1, y1, x2, y2 = extent(np.asarray(out).any(axis=2))
@@ -116,9 +128,9 @@ def test_default_box_overlay_scales_with_the_canvas_and_ssd512():
 
 def test_default_box_toggles_grid_and_shapes():
     photo = Image.new("RGB", (400, 300), (60, 60, 60))
-    base = vp.draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, [], show_grid=False, highlight_cell=False,
+    base = draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, [], show_grid=False, highlight_cell=False,
                                       legend=False, canvas_size=300)
-    with_grid = vp.draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, [], show_grid=True,
+    with_grid = draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, [], show_grid=True,
                                            highlight_cell=False, legend=False, canvas_size=300)
     # conv10_2 is 3×3: cell centres at 50, 150, 250.
     grid = changed(base, with_grid)
@@ -127,21 +139,21 @@ def test_default_box_toggles_grid_and_shapes():
             assert grid[y, x]
     assert not grid[100, 100]
     # Turning on one shape draws just that box; all four shapes draw more.
-    one = changed(base, vp.draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, ["1"], show_grid=False,
+    one = changed(base, draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, ["1"], show_grid=False,
                                                    highlight_cell=False, legend=False, canvas_size=300))
-    four = changed(base, vp.draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, None, show_grid=False,
+    four = changed(base, draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, None, show_grid=False,
                                                     highlight_cell=False, legend=False, canvas_size=300))
     assert one.sum() < four.sum() and not (one & ~four).any()
-    with_legend = vp.draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, canvas_size=300)
+    with_legend = draw_cell_default_boxes(photo, ssd.SSD300_VOC, 4, 1, 1, canvas_size=300)
     assert with_legend.width == 300 and with_legend.height > 300
 
 
 def test_layer_summary_counts_8732_and_24564():
-    _, rows = vp.layer_summary(ssd.SSD300_VOC)
+    _, rows = layer_summary(ssd.SSD300_VOC)
     assert [r[-1] for r in rows] == [5776, 2166, 600, 150, 36, 4, 8732]
     assert [r[2] for r in rows[:-1]] == [4, 6, 6, 6, 4, 4]
-    assert vp.summary_formula(ssd.SSD300_VOC) == "5776 + 2166 + 600 + 150 + 36 + 4 = 8732"
-    _, rows = vp.layer_summary(ssd.SSD512_VOC)
+    assert summary_formula(ssd.SSD300_VOC) == "5776 + 2166 + 600 + 150 + 36 + 4 = 8732"
+    _, rows = layer_summary(ssd.SSD512_VOC)
     assert [r[1] for r in rows[:-1]] == ["64×64", "32×32", "16×16", "8×8", "4×4", "2×2", "1×1"]
     assert rows[-1][-1] == 24564
 
@@ -151,12 +163,12 @@ def test_cell_at_inverts_cell_centres():
     for layer, f in enumerate(cfg.feature_maps):
         for row, col in [(0, 0), (f - 1, f - 1), (f // 2, f // 3)]:
             x, y = (col + 0.5) / f * 600, (row + 0.5) / f * 600
-            assert vp.cell_at(cfg, layer, x, y, 600, 600) == (row, col)
-    assert vp.cell_at(cfg, 0, 10_000, -5, 600, 600) == (0, 37)
+            assert cell_at(cfg, layer, x, y, 600, 600) == (row, col)
+    assert cell_at(cfg, 0, 10_000, -5, 600, 600) == (0, 37)
 
 
 def test_cell_default_boxes_lists_the_cell():
-    boxes = vp.cell_default_boxes(ssd.SSD300_VOC, 1, 3, 4)
+    boxes = cell_default_boxes(ssd.SSD300_VOC, 1, 3, 4)
     assert [b["shape"] for b in boxes] == ["1", "1'", "2", "1/2", "3", "1/3"]
     assert boxes[0]["w_px"] == pytest.approx(60, abs=1e-3)
     assert boxes[1]["w_px"] == pytest.approx(math.sqrt(60 * 111), abs=1e-3)
@@ -169,25 +181,25 @@ CFG = ssd.SSD300_VOC
 
 def gt_of(boxes, labels=None, size=(300, 300)):
     labels = labels or ["person"] * len(boxes)
-    return vm.GroundTruth(list(labels), [tuple(b) for b in boxes], *size)
+    return GroundTruth(list(labels), [tuple(b) for b in boxes], *size)
 
 
 def test_matching_picture_and_counts_agree_with_torchvision_iou():
     gt = gt_of([(40, 60, 160, 250), (200, 30, 260, 90)], ["person", "dog"], size=(400, 300))
-    m = vm.match_ground_truth(CFG, gt, ssd.VOC_CLASSES, 0.5)
+    m = match_ground_truth(CFG, gt, ssd.VOC_CLASSES, 0.5)
     # Independent: IoU of every default box with each GT box.
     priors = box_convert(ssd.default_boxes(CFG), "cxcywh", "xyxy")
     iou = box_iou(gt.normalised(), priors)  # (2, N)
     expected = (iou.max(dim=0).values >= 0.5)
     expected[iou.argmax(dim=1)] = True
     assert torch.equal(m.positives[0], expected)
-    headers, rows = vm.positives_per_layer(CFG, m)
+    headers, rows = positives_per_layer(CFG, m)
     layer = ssd.prior_layout(CFG).layer
     assert [r[3] for r in rows[:-1]] == [int((expected & (layer == k)).sum()) for k in range(6)]
     assert rows[-1][3] == int(expected.sum()) and rows[-1][4] == 2
     # The picture: GT edges drawn in white, nothing drawn far outside the positives and GT boxes.
     photo = Image.new("RGB", (400, 300), (70, 70, 70))
-    out = vm.draw_matches(photo, CFG, m, gt)
+    out = draw_matches(photo, CFG, m, gt)
     assert out.width == 400 and out.height > 300  # legend strip below
     diff = changed(photo, out.crop((0, 0, 400, 300)))
     assert tuple(out.getpixel((100, 250))) == (255, 255, 255)
@@ -201,28 +213,28 @@ def test_matching_picture_and_counts_agree_with_torchvision_iou():
 
 def test_iou_heatmap_is_a_picture_with_one_panel_per_feature_map():
     box = torch.tensor([0.2, 0.3, 0.6, 0.9])
-    img = vm.iou_heatmaps(CFG, box)
+    img = iou_heatmaps(CFG, box)
     assert img.mode == "RGB" and img.width > 600
     # The heat map's numbers: the best default box has the largest torchvision IoU.
-    iou = vm.iou_with_priors(CFG, box)
+    iou = iou_with_priors(CFG, box)
     ref = box_iou(box[None], box_convert(ssd.default_boxes(CFG), "cxcywh", "xyxy"))[0]
     assert torch.allclose(iou, ref)
 
 
 def test_hard_negatives_are_the_highest_background_loss_three_per_positive():
     gt = gt_of([(100, 100, 190, 200)])
-    m = vm.match_ground_truth(CFG, gt, ssd.VOC_CLASSES)
+    m = match_ground_truth(CFG, gt, ssd.VOC_CLASSES)
     P = int(m.positives.sum())
     N = len(ssd.default_boxes(CFG))
     conf = torch.zeros(1, N, 21)
     # Background logit decreasing with index: the highest background loss sits at the largest indices.
     conf[0, :, 0] = torch.linspace(5, -5, N)
-    neg = vm.hard_negatives_from_logits(CFG, conf, m)
+    neg = hard_negatives_from_logits(CFG, conf, m)
     assert int(neg.sum()) == 3 * P and not (neg & m.positives[0]).any()
     negatives_by_loss = [i for i in range(N - 1, -1, -1) if not bool(m.positives[0, i])][: 3 * P]
     assert sorted(neg.nonzero().flatten().tolist()) == sorted(negatives_by_loss)
     photo = Image.new("RGB", (300, 300), (0, 0, 0))
-    out = vm.draw_matches(photo, CFG, m, gt, negatives=neg, show_positives=False)
+    out = draw_matches(photo, CFG, m, gt, negatives=neg, show_positives=False)
     assert changed(photo, out.crop((0, 0, 300, 300))).any()
 
 
@@ -231,27 +243,28 @@ def test_hard_negatives_from_a_real_forward_pass():
     cfg = CFG.replace(batch_norm=True, width=0.125)
     detector = ssd.Detector(ssd.build_ssd(cfg), cfg, ssd.VOC_CLASSES, device="cpu")
     gt = gt_of([(30, 40, 200, 280)])
-    m = vm.match_ground_truth(cfg, gt, ssd.VOC_CLASSES)
-    neg = vm.hard_negatives_for(detector, Image.new("RGB", (300, 300), (120, 80, 40)), m)
+    m = match_ground_truth(cfg, gt, ssd.VOC_CLASSES)
+    raw = detector.predict(Image.new("RGB", (300, 300), (120, 80, 40)))
+    neg = hard_negatives_from_logits(cfg, raw.conf, m)
     assert neg.shape == (cfg.num_default_boxes,)
     assert int(neg.sum()) == 3 * int(m.positives.sum())
 
 
 def test_encoded_offsets_match_eq2_and_decode_back():
     gt = gt_of([(50, 80, 170, 260)])
-    m = vm.match_ground_truth(CFG, gt, ssd.VOC_CLASSES)
-    index = vm.positive_choices(CFG, m)[0][1]
-    e = vm.offsets_example(CFG, m, index)
+    m = match_ground_truth(CFG, gt, ssd.VOC_CLASSES)
+    index = positive_choices(CFG, m)[0][1]
+    e = offsets_example(CFG, m, index)
     dcx, dcy, dw, dh = e["default_box_cxcywh"]
     gcx, gcy, gw, gh = (50 + 170) / 600, (80 + 260) / 600, 120 / 300, 180 / 300
     hand = [(gcx - dcx) / (0.1 * dw), (gcy - dcy) / (0.1 * dh), math.log(gw / dw) / 0.2, math.log(gh / dh) / 0.2]
     assert e["offsets"] == pytest.approx(hand, abs=1e-4)
     assert e["decoded_xyxy"] == pytest.approx([50 / 300, 80 / 300, 170 / 300, 260 / 300], abs=1e-5)
-    assert "0.1" in vm.offsets_markdown(CFG, m, index) and "0.2" in vm.offsets_markdown(CFG, m, index)
+    assert "0.1" in offsets_markdown(CFG, m, index) and "0.2" in offsets_markdown(CFG, m, index)
     photo = Image.new("RGB", (300, 300), (0, 0, 0))
-    assert changed(photo, vm.draw_offsets(photo, CFG, m, gt, index).crop((0, 0, 300, 300)))[80, 110]
+    assert changed(photo, draw_offsets(photo, CFG, m, gt, index).crop((0, 0, 300, 300)))[80, 110]
     with pytest.raises(ValueError, match="not a positive"):
-        vm.offsets_example(CFG, m, int((~m.positives[0]).nonzero()[0]))
+        offsets_example(CFG, m, int((~m.positives[0]).nonzero()[0]))
 
 
 def test_ground_truth_rejects_unknown_classes_by_name():

@@ -36,7 +36,7 @@ from PIL import Image
 
 from ssd import VOC_CLASSES
 
-__all__ = ["COCODataset", "DatasetError", "DetectionDataset", "Sample", "VOCDataset", "collate", "read_image"]
+__all__ = ["COCODataset", "DatasetError", "DetectionDataset", "Sample", "VOCDataset", "collate", "decode_image"]
 
 
 class DatasetError(ValueError):
@@ -54,11 +54,14 @@ class Sample:
     image_id: str
 
 
-def read_image(path, expected_size=None) -> np.ndarray:
-    """Decode an image file to HxWx3 uint8 RGB; DatasetError if it is missing, unreadable, or not the
-    (width, height) its annotation says."""
+def decode_image(path, expected_size=None, data: bytes | None = None) -> np.ndarray:
+    """A training image -> HxWx3 uint8 RGB; DatasetError if it is missing, unreadable, or not the (width,
+    height) its annotation says. `data`: the file's bytes, already read (a pack); `path` then only names it.
+
+    Unlike `ssd.image.to_rgb` (the detector's input), EXIF orientation is not applied: annotations are in the
+    stored pixels."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             if expected_size is not None and tuple(im.size) != tuple(expected_size):
                 raise DatasetError(f"{path}: image is {im.size[0]}x{im.size[1]} but its annotation says "
                                    f"{expected_size[0]}x{expected_size[1]} (width x height); boxes would be wrong")
@@ -153,7 +156,7 @@ class _ParsedSource:
 
     def load(self, i: int) -> Sample:
         boxes, labels, difficult, w, h = self.annotation(i)
-        return Sample(read_image(self._files[i], (w, h)), boxes, labels, difficult, self.ids[i])
+        return Sample(decode_image(self._files[i], (w, h)), boxes, labels, difficult, self.ids[i])
 
     def fingerprint(self, i: int) -> str:
         """Changes when image i's file does (path, size, modification time): the key of the image-check cache."""

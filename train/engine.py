@@ -26,8 +26,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from ssd import SSDConfig, build_ssd, export_weights, match, multibox_loss
-from ssd.priors import default_boxes
+from ssd import MultiBoxLoss, SSDConfig, build_ssd, export_weights
+from ssd.image import normalise
 from train.checks import SubsetSource, check_images
 from train.datasets import DatasetError, DetectionDataset, collate
 
@@ -142,29 +142,26 @@ def memory_format(device: torch.device, cfg: SSDConfig | None = None):
     return torch.contiguous_format
 
 
-def normalise(images_uint8: torch.Tensor, cfg: SSDConfig, fmt=None) -> torch.Tensor:
-    """uint8 NCHW on the device -> normalised float in memory format `fmt` (default: the engine's choice). The
-    cheap part of preprocessing is done where the data is, so workers ship 4x fewer bytes."""
-    mean = torch.tensor(cfg.pixel_mean, device=images_uint8.device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.pixel_std, device=images_uint8.device).view(1, 3, 1, 1)
-    x = (images_uint8.float() - mean) / std
-    return x.contiguous(memory_format=fmt if fmt is not None else memory_format(x.device, cfg))
+def global_positives(world: int):
+    """The MultiBox normalizer of data-parallel training: the positives of the *global* batch, per replica, so
+    that DDP's gradient average equals the gradient of one process on the whole batch."""
+
+    def normalizer(num_pos: torch.Tensor) -> torch.Tensor:
+        if world > 1:
+            dist.all_reduce(num_pos)
+        return num_pos.clamp_min(1) / world
+
+    return normalizer
 
 
-def compute_loss(model, cfg: SSDConfig, priors, images, boxes, labels, world: int = 1, autocast_dtype=None,
-                 fmt=None):
-    """MultiBox loss of one (per-process) batch, normalised by the positives of the *global* batch, so DDP's
-    gradient average equals the gradient of one process on the whole batch. Returns (loc, conf) losses."""
-    device = priors.device
-    x = normalise(images.to(device, non_blocking=True), cfg, fmt)
+def compute_loss(model, criterion: MultiBoxLoss, images, boxes, labels, autocast_dtype=None, fmt=None):
+    """MultiBox loss of one (per-process) batch of uint8 images: (loc, conf) losses."""
+    cfg, device = criterion.cfg, criterion.priors.device
+    x = normalise(images.to(device, non_blocking=True), cfg)
+    x = x.contiguous(memory_format=fmt if fmt is not None else memory_format(device, cfg))
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         loc, conf = model(x)
-    m = match([b.to(device) for b in boxes], [lab.to(device) for lab in labels], priors, cfg.match_threshold)
-    num_pos = m.positives.sum().float()
-    if world > 1:
-        dist.all_reduce(num_pos)
-    normalizer = num_pos.clamp_min(1) / world
-    return multibox_loss(loc, conf, m.loc_targets(priors, cfg.variances), m.labels, cfg.neg_pos_ratio, normalizer)
+    return criterion(loc, conf, boxes, labels)
 
 
 def rng_state():
@@ -250,7 +247,7 @@ class Trainer:
         self.autocast = amp_dtype(recipe, self.device)
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
-        self.priors = default_boxes(cfg).to(self.device)
+        self.criterion = MultiBoxLoss(cfg, global_positives(self.world)).to(self.device)
         self.dataset = DetectionDataset(self._checked(train_source), transform, seed=recipe.seed)
         self.state = TrainState()
         self.resumed = self._maybe_resume()
@@ -389,8 +386,7 @@ class Trainer:
         r = self.recipe
         buffers = list(self.model.buffers())
         saved = [b.detach().clone() for b in buffers]
-        loc_loss, conf_loss = compute_loss(self.ddp, self.cfg, self.priors, images, boxes, labels, self.world,
-                                           self.autocast)
+        loc_loss, conf_loss = compute_loss(self.ddp, self.criterion, images, boxes, labels, self.autocast)
         loss = loc_loss + conf_loss
         self.optimizer.zero_grad(set_to_none=True)
         ok = self._agree(torch.isfinite(loss.detach()))

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from train.datasets import DatasetError, Sample
+from train.datasets import DatasetError, Sample, decode_image
 
 __all__ = ["PackDataset", "build_pack", "main"]
 
@@ -213,8 +213,7 @@ class PackDataset:
 
     def load(self, i: int) -> Sample:
         boxes, labels, difficult, _, _ = self.annotation(i)
-        with Image.open(io.BytesIO(self.read_bytes(i))) as im:
-            image = np.array(im.convert("RGB"))
+        image = decode_image(f"{self.path} (image {self.ids[i]})", data=self.read_bytes(i))
         return Sample(image, boxes, labels, difficult, self.ids[i])
 
     def __getstate__(self):

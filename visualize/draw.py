@@ -140,26 +140,6 @@ def draw_detections(
     return out
 
 
-def draw_labelled_boxes(
-    image: Image.Image,
-    boxes: Sequence[Sequence[float]],
-    labels: Sequence[str] | None = None,
-    colours: Sequence[RGB] | None = None,
-    *,
-    width: int | None = None,
-    dashed: bool = False,
-) -> Image.Image:
-    """A copy of `image` with arbitrary pixel boxes (x1, y1, x2, y2), e.g. ground truth."""
-    out = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
-    width = width or line_width_for(out)
-    text_size = max(11, round(min(out.size) / 40))
-    for i, box in enumerate(boxes):
-        colour = colours[i] if colours is not None else CLASS_PALETTE[i % len(CLASS_PALETTE)]
-        draw_box(draw, box, colour, width, labels[i] if labels is not None else None, text_size, dashed)
-    return out
-
-
 def legend_strip(items: Sequence[tuple[str, RGB]], width: int, text_size: int = 13,
                  background: RGB = (32, 32, 32)) -> Image.Image:
     """A strip of coloured swatches with names, wrapped to `width` pixels, to paste under a picture."""

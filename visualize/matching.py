@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.ops import box_convert, box_iou
 
@@ -199,16 +198,8 @@ def _rect(x, y, w, h, colour, linewidth, linestyle="-"):
 def hard_negatives_from_logits(cfg: ssd.SSDConfig, conf: torch.Tensor, m: ssd.MatchResult) -> torch.Tensor:
     """(N,) bool: the negatives the MultiBox loss would keep for `conf` (1, N, C+1) — the highest background
     cross-entropy, `cfg.neg_pos_ratio` per positive (`ssd.hard_negatives`)."""
-    conf = conf.detach().float().cpu()
-    labels = m.labels.cpu()
-    ce = F.cross_entropy(conf.reshape(-1, conf.shape[-1]), labels.reshape(-1), reduction="none").view_as(labels)
+    ce = ssd.confidence_loss(conf.detach().cpu(), m.labels.cpu())
     return ssd.hard_negatives(ce, m.positives.cpu(), cfg.neg_pos_ratio)[0]
-
-
-def hard_negatives_for(detector: ssd.Detector, image: Image.Image, m: ssd.MatchResult) -> torch.Tensor:
-    """Hard negatives from a real forward pass of `detector` on `image` (the config of `m` must be its own)."""
-    raw = detector.predict(image)
-    return hard_negatives_from_logits(detector.config, raw.conf, m)
 
 
 def positive_choices(cfg: ssd.SSDConfig, m: ssd.MatchResult) -> list[tuple[str, int]]:
