@@ -1,4 +1,5 @@
-"""`python -m ssd`: run as a user would (subprocess), with weights exported from a small random model."""
+"""The command line: `python -m ssd` (the library's: text and JSON) and detect.py / `ssd-detect` (the same,
+plus annotated copies), run as a user would (subprocess), with weights exported from a small random model."""
 
 import json
 import subprocess
@@ -76,7 +77,7 @@ def test_readable_lines_and_unreadable_file(weights, images, tmp_path):
 
 def test_missing_weights_is_a_clear_error(images, tmp_path, capsys):
     # In-process (each subprocess pays ~5 s of imports): main() must return non-zero, not raise.
-    from ssd.__main__ import main
+    from ssd.cli import main
 
     assert main([str(images / "c.png"), "--weights", str(tmp_path / "nothing.safetensors")]) != 0
     err = capsys.readouterr().err
@@ -84,8 +85,7 @@ def test_missing_weights_is_a_clear_error(images, tmp_path, capsys):
 
 
 def test_annotated_copies(weights, images, tmp_path, capsys):
-    pytest.importorskip("visualize.draw")
-    from ssd.__main__ import main
+    from detect import main
 
     out = tmp_path / "out"
     assert main([str(images / "folder"), "--weights", str(weights), "--score", "0.01", "--top-k", "3",
@@ -98,10 +98,33 @@ def test_annotated_copies(weights, images, tmp_path, capsys):
 
 
 def test_an_out_folder_that_cannot_be_made_is_a_clear_error(weights, images, tmp_path, capsys):
-    from ssd.__main__ import main
+    from detect import main
 
     a_file = tmp_path / "file.jpg"
     a_file.write_bytes(b"x")
     assert main([str(images / "c.png"), "--weights", str(weights), "--out", str(a_file / "sub")]) == 2
     err = capsys.readouterr().err
     assert "file.jpg" in err and "a file is in the way" in err and "Traceback" not in err
+
+
+def test_the_librarys_cli_draws_nothing_and_imports_no_application_code(weights, images, tmp_path):
+    # ssd/ never imports visualize/ or train/ (dependencies point downward): `python -m ssd` has no --out.
+    code = ("import sys, runpy; sys.argv = ['ssd', '--help']\n"
+            "try:\n    runpy.run_module('ssd', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('visualize', 'train', 'gradio')))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    assert "--out" not in r.stdout
+    r = run_cli(images / "c.png", "--weights", weights, "--out", tmp_path / "x")
+    assert r.returncode == 2 and "unrecognized arguments: --out" in r.stderr
+
+
+def test_detect_py_runs_as_a_script(weights, images, tmp_path):
+    r = subprocess.run([sys.executable, "detect.py", str(images / "c.png"), "--weights", str(weights), "--score",
+                        "0.01", "--top-k", "2", "--out", str(tmp_path / "drawn")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "drawn" / "c.png").exists()
+    assert "usage: detect.py" in subprocess.run([sys.executable, "detect.py", "--help"], cwd=ROOT,
+                                                capture_output=True, text=True, timeout=120).stdout

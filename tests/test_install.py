@@ -37,7 +37,7 @@ def installed(tmp_path_factory):
 def test_the_wheel_holds_the_three_packages_the_weights_and_the_commands(installed):
     wheel, _ = installed
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("ssd/detector.py", "ssd/efficientnet_lite.py", "train/engine.py", "visualize/draw.py"):
+    for module in ("ssd/detector.py", "ssd/efficientnet_lite.py", "train/engine.py", "visualize/draw.py", "detect.py"):
         assert module in names
     assert any(n.startswith("ssd/weights/") and n.endswith(".safetensors") for n in names)
     (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]

@@ -214,6 +214,34 @@ def write_log(run_dir: Path, rows: list[dict]):
 
 
 # ----------------------------------------------------------------------------------------------- the loop
+class LogWindow:
+    """The steps since the last log row: their mean losses and images per second."""
+
+    LOSSES = ("loss", "loc_loss", "conf_loss")
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self):
+        self.start, self.images, self.sums, self.steps = time.perf_counter(), 0, [0.0] * 3, 0
+
+    def add(self, losses: tuple[float, float, float] | None, images: int):
+        """One step's (loss, loc, conf), or None for a skipped step, which counts for speed only."""
+        self.images += images
+        if losses is not None:
+            self.sums = [a + b for a, b in zip(self.sums, losses)]
+            self.steps += 1
+
+    def close(self) -> dict:
+        """{"img_per_s", "losses"} of the window, and a new window starts. A window of skipped steps only has no
+        loss: NaN, not 0, in the log and the curves."""
+        row = {"img_per_s": round(self.images / (time.perf_counter() - self.start), 2),
+               "losses": {k: round(v / self.steps, 5) if self.steps else float("nan")
+                          for k, v in zip(self.LOSSES, self.sums)}}
+        self._reset()
+        return row
+
+
 class Trainer:
     """Train `cfg` on `train_source` (anything with load(i)/len/classes) with `transform`; checkpoints,
     logs and the exported weights go to `run_dir`. `val_source` (optional) is evaluated for val mAP."""
@@ -425,68 +453,27 @@ class Trainer:
         r, st = self.recipe, self.state
         stop_at = r.max_steps if stop_after_steps is None else min(r.max_steps, st.step + stop_after_steps)
         self.ddp.train()
-        segment_start = time.perf_counter()
-        elapsed0 = st.elapsed_s
-        last_ckpt = time.perf_counter()
-        window_t, window_imgs = time.perf_counter(), 0
-        sums = {"loss": 0.0, "loc_loss": 0.0, "conf_loss": 0.0, "n": 0}
-        steps_per_epoch = self.steps_per_epoch
+        segment_start, elapsed0 = time.perf_counter(), st.elapsed_s
+        last_ckpt = segment_start
+        self._segment_skipped = 0  # --max-skipped counts this run's skipped steps, not those before a resume
+        window = LogWindow()
+        progress = self._progress_bar()
         out_of_time = False
-        segment_skipped = 0  # --max-skipped counts this run's skipped steps, not those before a resume
-        progress = None
-        if self.is_main:
-            from tqdm import tqdm
-
-            progress = tqdm(total=r.max_steps, initial=st.step, desc="train", unit="step", dynamic_ncols=True,
-                            mininterval=5.0)
         while st.step < stop_at and not out_of_time:
-            epoch, start_batch = divmod(st.step, steps_per_epoch)
-            loader = self._loader(epoch, start_batch)
-            for images, boxes, labels in loader:
+            epoch, start_batch = divmod(st.step, self.steps_per_epoch)
+            for images, boxes, labels in self._loader(epoch, start_batch):
                 losses = self._step(images, boxes, labels)
                 if losses is None:
-                    st.skipped += 1
-                    segment_skipped += 1
-                    if self.is_main:
-                        print(f"[train] non-finite loss or gradients at step {st.step}: step skipped "
-                              f"({segment_skipped} in this run, {st.skipped} in all)")
-                    if segment_skipped > r.max_skipped:
-                        self.save()
-                        raise RuntimeError(
-                            f"{segment_skipped} non-finite steps (more than --max-skipped {r.max_skipped}); the run "
-                            f"diverged. Lower --lr or raise --warmup-steps and run the same command again: it "
-                            f"resumes from {self.run_dir / CHECKPOINT} with the new values")
-                else:
-                    for k, v in zip(("loss", "loc_loss", "conf_loss"), losses):
-                        sums[k] += v
-                    sums["n"] += 1
+                    self._count_skipped_step()
+                window.add(losses, images.shape[0] * self.world)
                 self.scheduler.step()
                 st.step += 1
-                window_imgs += images.shape[0] * self.world
                 st.elapsed_s = elapsed0 + time.perf_counter() - segment_start
                 if progress is not None:
                     progress.update(1)
                 if st.step % r.log_every == 0 or st.step == r.max_steps:
-                    now = time.perf_counter()
-                    row = {"step": st.step, "epoch": round(st.step / steps_per_epoch, 3),
-                           "elapsed_s": round(st.elapsed_s, 1), "img_per_s": round(window_imgs / (now - window_t), 2),
-                           "lr": self.optimizer.param_groups[0]["lr"], "skipped": st.skipped}
-                    # A window of skipped steps only has no loss: NaN, not 0, in the log and the curves.
-                    row.update({k: round(sums[k] / sums["n"], 5) if sums["n"] else float("nan")
-                                for k in ("loss", "loc_loss", "conf_loss")})
-                    window_t, window_imgs = now, 0
-                    sums = {"loss": 0.0, "loc_loss": 0.0, "conf_loss": 0.0, "n": 0}
-                    if r.eval_every and st.step % r.eval_every == 0 and st.step < r.max_steps:
-                        ev = self.evaluate(r.eval_limit)
-                        if ev:
-                            row.update(val_map=round(ev["val_map"], 4), val_map_area=round(ev["val_map_area"], 4))
-                        self.ddp.train()
-                    st.log.append(row)
-                    if progress is not None:
-                        progress.set_postfix(loss=row["loss"], img_s=row["img_per_s"], lr=f"{row['lr']:.2e}")
-                        progress.write(json.dumps(row))
-                if r.time_budget_s is not None and time.perf_counter() - segment_start >= r.time_budget_s:
-                    out_of_time = True
+                    self._log(window.close(), progress)
+                out_of_time = r.time_budget_s is not None and time.perf_counter() - segment_start >= r.time_budget_s
                 if out_of_time or st.step >= stop_at:
                     break
                 if time.perf_counter() - last_ckpt > r.checkpoint_every_s:
@@ -498,6 +485,47 @@ class Trainer:
         if self.is_main and out_of_time:
             print(f"[train] time budget reached at step {st.step}/{r.max_steps}; resume with the same command")
         return st
+
+    def _progress_bar(self):
+        if not self.is_main:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.recipe.max_steps, initial=self.state.step, desc="train", unit="step",
+                    dynamic_ncols=True, mininterval=5.0)
+
+    def _count_skipped_step(self):
+        """A step whose loss or gradients were not finite (already undone by `_step`): count it, and stop the run
+        when too many happened since it started."""
+        st, r = self.state, self.recipe
+        st.skipped += 1
+        self._segment_skipped += 1
+        if self.is_main:
+            print(f"[train] non-finite loss or gradients at step {st.step}: step skipped "
+                  f"({self._segment_skipped} in this run, {st.skipped} in all)")
+        if self._segment_skipped > r.max_skipped:
+            self.save()
+            raise RuntimeError(
+                f"{self._segment_skipped} non-finite steps (more than --max-skipped {r.max_skipped}); the run "
+                f"diverged. Lower --lr or raise --warmup-steps and run the same command again: it "
+                f"resumes from {self.run_dir / CHECKPOINT} with the new values")
+
+    def _log(self, window: dict, progress):
+        """One row of log.csv (and the curves): the window's losses and speed, the LR, and at every eval_every
+        steps the validation mAP."""
+        st, r = self.state, self.recipe
+        row = {"step": st.step, "epoch": round(st.step / self.steps_per_epoch, 3), "elapsed_s": round(st.elapsed_s, 1),
+               "img_per_s": window["img_per_s"], "lr": self.optimizer.param_groups[0]["lr"], "skipped": st.skipped,
+               **window["losses"]}
+        if r.eval_every and st.step % r.eval_every == 0 and st.step < r.max_steps:
+            ev = self.evaluate(r.eval_limit)
+            if ev:
+                row.update(val_map=round(ev["val_map"], 4), val_map_area=round(ev["val_map_area"], 4))
+            self.ddp.train()
+        st.log.append(row)
+        if progress is not None:
+            progress.set_postfix(loss=row["loss"], img_s=row["img_per_s"], lr=f"{row['lr']:.2e}")
+            progress.write(json.dumps(row))
 
     def export(self, path=None, evaluation: dict | None = None, **extra) -> Path | None:
         """The shipped format: fp16 safetensors + model card with what the run was and what it measured."""

@@ -1,0 +1,158 @@
+"""Command line: detect objects in images.
+
+    python -m ssd IMAGE_OR_DIR [IMAGE_OR_DIR ...] [--weights P] [--score S] [--nms IOU] [--top-k K]
+                  [--json] [--device cpu|cuda]
+    python detect.py ... [--out DIR]     (or the installed `ssd-detect`: the same, and it draws)
+
+Directories expand to the image files directly inside them. Without --json, one readable line per detection;
+with --json, a JSON list of {image, width, height, detections}. Problems (missing weights, unreadable images)
+are reported on stderr and make the exit status non-zero.
+
+Drawing pictures is not the library's job: `main` takes the function that draws (the application edge,
+detect.py, passes visualize's), and only then is there an --out DIR for annotated copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _image_suffixes() -> set[str]:
+    from PIL import Image
+
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files as given, directories as their image files (sorted, not recursive); plus error messages."""
+    files, errors = [], []
+    suffixes = None
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            suffixes = suffixes or _image_suffixes()
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                errors.append(f"{path}: directory contains no image files")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            errors.append(f"{path}: no such file or directory")
+    return files, errors
+
+
+KEEP_FORMATS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def _parser(prog: str | None, draws: bool) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="SSD (Single Shot MultiBox Detector): detect objects in "
+                                "images.")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or directories of images")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="weights (.safetensors with its .json model card beside it); default: the shipped demo "
+                        "weights")
+    p.add_argument("--score", type=float, default=None,
+                   help="confidence threshold (default: the one the weights' model card recommends)")
+    p.add_argument("--nms", type=float, default=None,
+                   help="per-class NMS IoU threshold (default: the model config's, the paper's 0.45)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="keep at most this many detections per image (default: the model config's, 200)")
+    if draws:
+        p.add_argument("--out", type=Path, default=None, help="write annotated copies of the images here")
+    p.add_argument("--json", action="store_true", help="print the detections as JSON")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    return p
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m ssd") -> int:
+    """Run the command line; `draw(image, detections) -> PIL image` enables --out."""
+    args = _parser(prog, draws=draw is not None).parse_args(argv)
+    out_dir = getattr(args, "out", None)
+    if args.score is not None and not 0.0 <= args.score <= 1.0:
+        _fail(f"--score must be in [0, 1], got {args.score}")
+        return EXIT_USAGE
+    if args.nms is not None and not 0.0 <= args.nms <= 1.0:
+        _fail(f"--nms must be in [0, 1], got {args.nms}")
+        return EXIT_USAGE
+    if args.top_k is not None and args.top_k < 1:
+        _fail(f"--top-k must be >= 1, got {args.top_k}")
+        return EXIT_USAGE
+
+    files, errors = expand_inputs(args.inputs)
+    for e in errors:
+        _fail(e)
+    if not files:
+        return EXIT_FAILED
+
+    import torch
+
+    from .detector import Detector
+    from .image import to_rgb
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        _fail("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu")
+        return EXIT_FAILED
+    try:
+        detector = Detector.load(args.weights, device=args.device)
+    except FileNotFoundError as e:
+        _fail(str(e) + ("" if args.weights else " From the command line: --weights PATH."))
+        return EXIT_FAILED
+    except Exception as e:  # a corrupt file or card: say which file, not a traceback
+        _fail(f"cannot load weights {args.weights or '(shipped default)'}: {type(e).__name__}: {e}")
+        return EXIT_FAILED
+    score = detector.score_threshold if args.score is None else args.score
+
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as e:
+            _fail(f"--out {out_dir}: cannot make this folder, a file is in the way ({e.filename})")
+            return EXIT_USAGE
+        except PermissionError:
+            _fail(f"--out {out_dir}: no permission to create or write this folder")
+            return EXIT_USAGE
+
+    results, written = [], set()
+    failed = bool(errors)
+    for path in files:
+        try:
+            image = to_rgb(path)
+        except (ValueError, TypeError) as e:
+            _fail(str(e))
+            failed = True
+            continue
+        dets = detector.detect(image, score_threshold=score, nms_threshold=args.nms, top_k=args.top_k)
+        results.append({"image": str(path), "width": image.width, "height": image.height,
+                        "detections": [d.to_dict() for d in dets]})
+        if out_dir is not None:
+            # The input's own format where it is a photo format (a JPEG stays a JPEG, 5x smaller than a PNG).
+            suffix = path.suffix.lower() if path.suffix.lower() in KEEP_FORMATS else ".png"
+            target = out_dir / f"{path.stem}{suffix}"
+            n = 1
+            while target in written:  # same name from two directories: keep both
+                n += 1
+                target = out_dir / f"{path.stem}-{n}{suffix}"
+            written.add(target)
+            draw(image, dets).save(target)
+        if not args.json:
+            if not dets:
+                print(f"{path}: no detections with score >= {score}")
+            for d in dets:
+                x1, y1, x2, y2 = d.box
+                print(f"{path}: {d.label} {d.score:.3f} box=({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f})")
+            if out_dir is not None:
+                print(f"{path}: annotated copy written to {target}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return EXIT_FAILED if failed else EXIT_OK
+
