@@ -45,6 +45,7 @@ from visualize.priors import (  # noqa: E402
     feature_map_choices,
     layer_label,
     layer_summary,
+    shape_choices,
     summary_formula,
 )
 
@@ -56,8 +57,7 @@ CONCURRENCY = int(os.environ.get("SSD_CONCURRENCY", "2"))  # network runs at onc
 DISPLAY_SIDE = 1024  # pictures sent back to the browser are at most this big
 MATCH_SIDE = 800
 CONFIGS = {"SSD300": ssd.SSD300_VOC, "SSD512": ssd.SSD512_VOC}
-SHAPE_CHOICES = [("1 (sₖ)", "1"), ("1′ (extra box at s′ₖ = √(sₖ·sₖ₊₁))", "1'"), ("2", "2"), ("1/2", "1/2"),
-                 ("3", "3"), ("1/3", "1/3")]
+SHAPE_CHOICES = shape_choices(ssd.SSD512_VOC)  # both configs have every shape
 
 
 # --------------------------------------------------------------------------------------------- the model

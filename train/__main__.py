@@ -119,7 +119,7 @@ def main(argv=None):
     # The card records how the weights were made (run the same command again to resume or re-export).
     command = "python -m train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if trainer.is_main:
-        # Every segment exports weights (a time-budgeted segment on a remote GPU must bring something back);
+        # Every segment exports weights (a time-budgeted segment must leave usable weights behind);
         # the full val evaluation runs once training is complete.
         finished = state.step >= recipe.max_steps
         evaluation = trainer.evaluate() if finished and not args.no_final_eval else None

@@ -26,7 +26,7 @@ CLASS_PALETTE: tuple[RGB, ...] = (
 LAYER_PALETTE: tuple[RGB, ...] = (
     (255, 59, 48), (255, 149, 0), (255, 230, 0), (52, 199, 89), (0, 210, 210), (40, 80, 255), (200, 80, 255),
 )
-# Default-box shapes within a cell, in `PriorLayout.shape_names` order: 1, 1', 2, 1/2, 3, 1/3.
+# Default-box shapes within a cell, in `PriorLayout.shape_names` order.
 SHAPE_PALETTE: tuple[RGB, ...] = (
     (255, 59, 48), (255, 255, 255), (52, 199, 89), (10, 132, 255), (255, 140, 0), (191, 90, 242),
 )

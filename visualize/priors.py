@@ -15,8 +15,17 @@ import ssd
 
 from .draw import draw_box, font, legend_strip, shape_colour, stack_vertical
 
-# Pillow's bundled font has no "×", "′" or subscripts, so picture text sticks to ASCII.
-PRETTY_SHAPES = {"1'": "1' (s'k)"}
+# How the views tell the two ratio-1 shapes apart (the shape names themselves come from ssd.priors).
+# Pillow's bundled font has no "×", "′" or subscripts, so picture text sticks to ASCII; the page may use them.
+PICTURE_SHAPE_LABELS = {"1'": "1' (s'k)"}
+PAGE_SHAPE_LABELS = {"1": "1 (sₖ)", "1'": "1′ (extra box at s′ₖ = √(sₖ·sₖ₊₁))"}
+
+
+def shape_choices(cfg: ssd.SSDConfig) -> list[tuple[str, str]]:
+    """(label, shape name) of every default-box shape some layer of `cfg` has, in the layout's order."""
+    layout = ssd.prior_layout(cfg)
+    names = dict.fromkeys(n for k in range(len(cfg.feature_maps)) for n in layout.shape_names(k))
+    return [(PAGE_SHAPE_LABELS.get(n, n), n) for n in names]
 
 
 def layer_label(cfg: ssd.SSDConfig, layer: int) -> str:
@@ -102,7 +111,7 @@ def draw_cell_default_boxes(
         box[3] -= 1
         colour = shape_colour(b["shape_index"])
         draw_box(draw, box, colour, width)
-        name = PRETTY_SHAPES.get(b["shape"], b["shape"])
+        name = PICTURE_SHAPE_LABELS.get(b["shape"], b["shape"])
         items.append((f"{name}: {b['w_px']:.0f}x{b['h_px']:.0f} px", colour))
     if highlight_cell:
         cx, cy = (col + 0.5) * C / f, (row + 0.5) * C / f

@@ -1,0 +1,40 @@
+"""Dependencies point one way (docs/architecture.md): app.py and detect.py -> visualize -> ssd; train -> ssd.
+train/ draws its curves with visualize.plots and nothing else of visualize/; ssd/ imports none of the others."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = {"ssd", "train", "visualize", "app", "detect", "bench", "tests"}
+
+
+def project_imports(package: str) -> dict[str, set[str]]:
+    """{file: dotted project modules it imports (at any depth, lazily or not)}."""
+    found = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+        found[str(path.relative_to(ROOT))] = {n for n in names if n.split(".")[0] in PROJECT}
+    return found
+
+
+@pytest.mark.parametrize("package, allowed", [
+    ("ssd", {"ssd"}),
+    ("visualize", {"ssd", "visualize"}),
+    ("train", {"ssd", "train", "visualize.plots"}),
+])
+def test_dependencies_point_downward(package, allowed):
+    for path, modules in project_imports(package).items():
+        wrong = {m for m in modules if not any(m == a or m.startswith(a + ".") for a in allowed)}
+        assert not wrong, f"{path} imports {sorted(wrong)}; {package}/ may import only {sorted(allowed)}"
+
+
+def test_the_checker_sees_lazy_imports():
+    # train/engine.py imports visualize.plots inside a function: the walk must find it, or the test above is blind.
+    assert "visualize.plots" in project_imports("train")["train/engine.py"]
