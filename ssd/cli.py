@@ -60,9 +60,9 @@ def _parser(prog: str | None, draws: bool) -> argparse.ArgumentParser:
     p.add_argument("--score", type=float, default=None,
                    help="confidence threshold (default: the one the weights' model card recommends)")
     p.add_argument("--nms", type=float, default=None,
-                   help="per-class NMS IoU threshold (default: the model config's, the paper's 0.45)")
+                   help="per-class NMS IoU threshold (default: the model config's)")
     p.add_argument("--top-k", type=int, default=None,
-                   help="keep at most this many detections per image (default: the model config's, 200)")
+                   help="keep at most this many detections per image (default: the model config's)")
     if draws:
         p.add_argument("--out", type=Path, default=None, help="write annotated copies of the images here")
     p.add_argument("--json", action="store_true", help="print the detections as JSON")
