@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import logging
+import math
 import os
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: the demo needs no internet
@@ -52,8 +56,20 @@ from visualize.priors import (  # noqa: E402
 log = logging.getLogger("ssd.app")
 
 MAX_PIXELS = int(float(os.environ.get("SSD_MAX_MEGAPIXELS", "40")) * 1_000_000)  # larger uploads are refused
-MAX_FILE_SIZE = os.environ.get("SSD_MAX_FILE_SIZE", "20mb")  # upload cap, enforced by Gradio
+MAX_FILE_SIZE = os.environ.get("SSD_MAX_FILE_SIZE", "20mb")  # upload cap: Gradio's for files, ours for data URLs
+
+
+def _bytes(size: str) -> int:
+    number, unit = size.strip().lower().rstrip("b") or "0", 1
+    for suffix, factor in (("k", 1024), ("m", 1024 ** 2), ("g", 1024 ** 3)):
+        if number.endswith(suffix):
+            number, unit = number[:-1], factor
+    return int(float(number) * unit)
+
+
+MAX_FILE_BYTES = _bytes(MAX_FILE_SIZE)
 CONCURRENCY = int(os.environ.get("SSD_CONCURRENCY", "2"))  # network runs at once (memory bound)
+STATE_TTL_S = int(os.environ.get("SSD_STATE_TTL_S", "900"))  # a session's cached outputs live this long
 DISPLAY_SIDE = 1024  # pictures sent back to the browser are at most this big
 MATCH_SIDE = 800
 CONFIGS = {"SSD300": ssd.SSD300_VOC, "SSD512": ssd.SSD512_VOC}
@@ -108,47 +124,54 @@ def model_summary() -> str:
 
 
 # --------------------------------------------------------------------------------------------- inputs
-def upload_path(value) -> str | None:
-    """The uploaded file's path from an image input's raw payload.
+def upload_source(value) -> tuple[str | io.BytesIO, str] | None:
+    """(what to open, a name to show) from an image input's raw payload, or None when there is no image.
 
-    The image events run with `preprocess=False`, so Gradio hands over its upload record (already checked to
-    be a file it received) without decoding the picture itself: a broken or hostile file then reaches
-    `read_upload` and gets a clear message instead of Gradio's generic error.
+    The image events run with `preprocess=False`, so Gradio hands over its upload record (a file it received
+    under the upload size limit) without decoding the picture itself: a broken or hostile file then reaches
+    `read_upload` and gets a clear message instead of Gradio's generic error. An image sent as a data URL is
+    decoded in memory under the same size limit; nothing is written to disk.
     """
-    if value is None or isinstance(value, str | Path):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str | Path):
+        return str(value), Path(value).name
     if hasattr(value, "model_dump"):
         value = value.model_dump()
     if isinstance(value, dict):
         if value.get("path"):
-            return value["path"]
+            return value["path"], value.get("orig_name") or Path(value["path"]).name
         url = value.get("url") or ""
         if url.startswith("data:"):
+            payload = url.split(",", 1)[1] if "," in url else ""
+            if len(payload) * 3 // 4 > MAX_FILE_BYTES:
+                raise gr.Error(f"The pasted image is larger than this demo's upload limit ({MAX_FILE_SIZE}).")
             try:
-                data = base64.b64decode(url.split(",", 1)[1], validate=False)
-            except (IndexError, binascii.Error) as e:
+                data = base64.b64decode(payload, validate=False)
+            except (ValueError, binascii.Error) as e:
                 raise gr.Error(f"The image data URL could not be decoded ({e}).") from e
-            fd, name = tempfile.mkstemp(suffix=".upload")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            return name
+            return io.BytesIO(data), "pasted image"
     raise gr.Error(f"Expected an uploaded image file, got {type(value).__name__}.")
 
 
-def read_upload(path) -> Image.Image:
+def read_upload(value) -> Image.Image:
     """An uploaded file -> upright RGB image, or a gr.Error that says what is wrong with the file."""
-    if isinstance(path, Image.Image):
-        return to_rgb(path)
-    path = upload_path(path)
-    if path is None:
+    if isinstance(value, Image.Image):
+        return to_rgb(value)
+    source = upload_source(value)
+    if source is None:
         raise gr.Error("No image: upload a photo (JPEG, PNG, WebP …) or pick an example.")
-    name = Path(path).name
-    if not os.path.isfile(path):
-        raise gr.Error(f"'{name}' was not received; please upload it again.")
-    if os.path.getsize(path) == 0:
+    source, name = source
+    if isinstance(source, str):
+        if not os.path.isfile(source):
+            raise gr.Error(f"'{name}' was not received; please upload it again.")
+        size = os.path.getsize(source)
+    else:
+        size = source.getbuffer().nbytes
+    if size == 0:
         raise gr.Error(f"'{name}' is empty (0 bytes). Upload a photo (JPEG, PNG, WebP …).")
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise gr.Error(f"'{name}' is {w}×{h} pixels ({w * h / 1e6:.0f} megapixels); this demo accepts up to "
@@ -178,19 +201,74 @@ def _layer_cell(prior_index: int) -> dict:
             "default_box_shape": d["shape"]}
 
 
-def render_detections(state, score_threshold, nms_threshold, top_k, classes=None):
+@dataclass
+class DetectState:
+    """What the sliders need to redraw without running the network again, kept per browser session: the
+    network's outputs in half precision and the picture as JPEG (about 0.7 MB for a 1024-pixel photo, where
+    full-precision outputs and a raw picture took 5 MB). Sessions let go of it after STATE_TTL_S."""
+
+    raw: ssd.RawPrediction
+    jpeg: bytes
+    scale: float
+
+    @classmethod
+    def of(cls, raw: ssd.RawPrediction, display: Image.Image, scale: float) -> DetectState:
+        buf = io.BytesIO()
+        display.save(buf, "JPEG", quality=90)
+        small = ssd.RawPrediction(raw.loc.half().cpu(), raw.conf.half().cpu(), raw.width, raw.height, raw.seconds)
+        return cls(small, buf.getvalue(), scale)
+
+    def display(self) -> Image.Image:
+        return Image.open(io.BytesIO(self.jpeg)).convert("RGB")
+
+
+def check_parameters(score_threshold, nms_threshold, top_k, classes) -> tuple[float, float, int, list[str]]:
+    """The detection parameters as numbers and class names, or a gr.Error that names the bad value (API users
+    can send anything)."""
+    def number(name, value, low, high):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {value!r}.") from None
+        if not (math.isfinite(v) and low <= v <= high):
+            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {value!r}.")
+        return v
+
+    score = number("score_threshold", score_threshold, 0, 1)
+    nms = number("nms_threshold", nms_threshold, 0, 1)
+    k = number("top_k", top_k, 1, MODEL_CFG.top_k)
+    if k != int(k):
+        raise gr.Error(f"top_k must be a whole number from 1 to {MODEL_CFG.top_k}, got {top_k!r}.")
+    if classes is None or classes == "":
+        classes = []
+    elif isinstance(classes, str):
+        classes = [classes]  # one class name, not its letters
+    if not isinstance(classes, list | tuple) or not all(isinstance(c, str) for c in classes):
+        raise gr.Error(f"classes must be a list of class names, got {classes!r}.")
+    unknown = [c for c in classes if c not in CLASS_NAMES]
+    if unknown:
+        raise gr.Error(f"Unknown classes {unknown}: this model detects {', '.join(CLASS_NAMES)}.")
+    return score, nms, int(k), sorted(set(classes))
+
+
+# Every path that runs the network (detect, hard negatives, detections as ground truth) takes one of these, so
+# at most CONCURRENCY forward passes run at once, whatever the page's events are.
+NETWORK = threading.BoundedSemaphore(CONCURRENCY)
+
+
+def predict(image: Image.Image) -> ssd.RawPrediction:
+    with NETWORK:
+        return DETECTOR.predict(image)
+
+
+def render_detections(state: DetectState, score_threshold, nms_threshold, top_k, classes=None):
     """Post-processing only, on the cached network outputs: (annotated image, table, data, summary)."""
-    raw: ssd.RawPrediction = state["raw"]
-    wanted = set(classes or [])
+    score_threshold, nms_threshold, top_k, wanted = check_parameters(score_threshold, nms_threshold, top_k, classes)
+    raw = state.raw
     start = time.perf_counter()
-    try:
-        dets = DETECTOR.postprocess(raw, float(score_threshold), float(nms_threshold), int(top_k),
-                                    classes=sorted(wanted) or None)
-    except ValueError as e:  # e.g. a class name this model does not know, sent through the API
-        raise gr.Error(str(e)) from e
-    pre_nms = dets.candidates
+    dets = DETECTOR.postprocess(raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
     post_ms = (time.perf_counter() - start) * 1000
-    picture = draw_detections(state["display"], dets, scale=state["scale"])
+    picture = draw_detections(state.display(), dets, scale=state.scale)
     rows = []
     for i, d in enumerate(dets):
         info = _layer_cell(d.prior_index)
@@ -200,9 +278,9 @@ def render_detections(state, score_threshold, nms_threshold, top_k, classes=None
     data = {
         "image": {"width": raw.width, "height": raw.height},
         "model": MODEL_CFG.name,
-        "score_threshold": float(score_threshold), "nms_threshold": float(nms_threshold), "top_k": int(top_k),
-        "classes": sorted(wanted) or "all",
-        "candidates_before_nms": pre_nms,
+        "score_threshold": score_threshold, "nms_threshold": nms_threshold, "top_k": top_k,
+        "classes": wanted or "all",
+        "candidates_before_nms": dets.candidates,
         "detections_after_nms": len(dets),
         "network_ms": round(raw.seconds * 1000, 1),
         "postprocess_ms": round(post_ms, 2),
@@ -213,36 +291,44 @@ def render_detections(state, score_threshold, nms_threshold, top_k, classes=None
         ],
     }
     device = "GPU" if DETECTOR.device.type == "cuda" else "CPU"
-    summary = (f"**{len(dets)}** detections after NMS, from **{pre_nms}** candidates above score "
-               f"{float(score_threshold):.2f} before NMS, in the {raw.width}×{raw.height} image · "
+    summary = (f"**{len(dets)}** detection{'s' * (len(dets) != 1)} after NMS, from **{dets.candidates}** "
+               f"candidate{'s' * (dets.candidates != 1)} above score {score_threshold:.2f} before NMS"
+               f"{' (only ' + ', '.join(wanted) + ')' if wanted else ''}, in the {raw.width}×{raw.height} image · "
                f"network **{raw.seconds * 1000:.0f} ms** on {device} (preprocessing included) · "
                f"post-processing **{post_ms:.1f} ms** (sliders re-run only this).")
     return picture, rows, data, summary
+
+
+def detect_with_state(image, score_threshold=None, nms_threshold=None, top_k=None, classes=None):
+    """The Detect tab: run the network, draw, and keep what the sliders need (DetectState)."""
+    if DETECTOR is None:
+        raise gr.Error(NO_MODEL)
+    score_threshold = DEFAULT_SCORE if score_threshold is None else score_threshold
+    nms_threshold = MODEL_CFG.nms_threshold if nms_threshold is None else nms_threshold
+    top_k = MODEL_CFG.top_k if top_k is None else top_k
+    check_parameters(score_threshold, nms_threshold, top_k, classes)  # before the network runs
+    picture = read_upload(image)
+    raw = predict(picture)
+    display, scale = fit(picture, DISPLAY_SIDE)
+    state = DetectState.of(raw, display, scale)
+    return (*render_detections(state, score_threshold, nms_threshold, top_k, classes), state)
 
 
 def detect(image, score_threshold=None, nms_threshold=None, top_k=None, classes=None):
     """Detect objects in `image`. Returns the annotated image, a table, the detections as data and a summary.
 
     API: client.predict(handle_file("photo.jpg"), 0.5, 0.45, api_name="/detect"); thresholds left out take the
-    model card's score threshold and the config's NMS IoU and top-k.
+    model card's score threshold and the config's NMS IoU and top-k; `classes` is a list of class names. An API
+    call keeps nothing on the server once it has answered.
     """
-    if DETECTOR is None:
-        raise gr.Error(NO_MODEL)
-    score_threshold = DEFAULT_SCORE if score_threshold is None else score_threshold
-    nms_threshold = MODEL_CFG.nms_threshold if nms_threshold is None else nms_threshold
-    top_k = MODEL_CFG.top_k if top_k is None else top_k
-    picture = read_upload(image)
-    raw = DETECTOR.predict(picture)
-    display, scale = fit(picture, DISPLAY_SIDE)
-    state = {"raw": raw, "display": display, "scale": scale}
-    return (*render_detections(state, score_threshold, nms_threshold, top_k, classes), state)
+    return detect_with_state(image, score_threshold, nms_threshold, top_k, classes)[:4]
 
 
 def detect_on_change(image, score_threshold, nms_threshold, top_k, classes):
     """A new image in the input: run the network (clearing the outputs when the image is removed)."""
     if image is None:
         return None, [], None, "", None
-    return detect(image, score_threshold, nms_threshold, top_k, classes)
+    return detect_with_state(image, score_threshold, nms_threshold, top_k, classes)
 
 
 def rerender(state, score_threshold, nms_threshold, top_k, classes):
@@ -311,6 +397,8 @@ def _match_state(image: Image.Image, name: str) -> dict:
 
 
 def load_match_example(name):
+    if name is None:  # the dropdown was cleared by an upload of one's own photo
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     image = example_image(name)
     rows = [[label, *box] for label, box in example_annotations(name)]
     return _match_state(image, name), rows, None, gr.Image(value=None)
@@ -320,7 +408,8 @@ def load_match_upload(path):
     if path is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     image = read_upload(path)
-    return _match_state(image, Path(upload_path(path)).name), [], None, gr.skip()
+    # The example dropdown lets go of its photo, so that picking that example again loads it.
+    return _match_state(image, upload_source(path)[1]), [], None, gr.Dropdown(value=None)
 
 
 def parse_ground_truth(state, rows):
@@ -355,17 +444,18 @@ def _hard_negatives(state, m):
     if DETECTOR is None:
         return None, "Hard negatives need the model's confidences (a real forward pass), and no model is loaded."
     if state["conf"] is None:  # one forward pass per image; the ground truth does not change it
-        state["conf"] = DETECTOR.predict(state["display"]).conf.float().cpu()
+        state["conf"] = predict(state["display"]).conf.half().cpu()
     neg = hard_negatives_from_logits(MODEL_CFG, state["conf"], m)
     pos = int(m.positives.sum())
     return neg, (f"Hard negatives: the **{int(neg.sum())}** background default boxes with the highest confidence "
                  f"loss in this model's forward pass ({MODEL_CFG.neg_pos_ratio}:1 for {pos} positives).")
 
 
-def refresh_matching(state, rows, threshold, show_negatives, gt_choice, pos_choice, pending=None):
-    """Everything on the Matching tab that depends on the image, the ground truth and the threshold."""
+def refresh_matching(state, rows, threshold, show_negatives, gt_choice, pos_choice, pending=None, note=None):
+    """Everything on the Matching tab that depends on the image, the ground truth and the threshold. `note`: a
+    message from the step before (e.g. detections used as ground truth), shown first and then cleared."""
     if state is None:
-        return (gr.skip(),) * 9
+        return (gr.skip(),) * 10
     gt, problems = parse_ground_truth(state, rows)
     notes = [f"⚠️ {p}" for p in problems]
     m = match_ground_truth(MODEL_CFG, gt, CLASS_NAMES, threshold)
@@ -381,9 +471,13 @@ def refresh_matching(state, rows, threshold, show_negatives, gt_choice, pos_choi
         notes.insert(0, "No ground truth yet: pick an example, type boxes into the table, click two opposite "
                         "corners on the picture, or use the current detections.")
     else:
-        notes.insert(0, f"**{int(m.positives.sum())}** positives for {len(gt.boxes)} ground-truth boxes at IoU ≥ "
+        n_gt = len(gt.boxes)
+        notes.insert(0, f"**{int(m.positives.sum())}** positives for {n_gt} ground-truth "
+                        f"box{'es' * (n_gt != 1)} at IoU ≥ "
                         f"{float(threshold):.2f}; each ground truth's best default box is forced positive "
                         "(thick dashed), whatever its IoU.")
+    if note:
+        notes.insert(0, note)
     if pending is not None:
         notes.insert(0, f"➕ First corner at ({pending[0]:.0f}, {pending[1]:.0f}): click the opposite corner to add "
                         "a box.")
@@ -395,7 +489,7 @@ def refresh_matching(state, rows, threshold, show_negatives, gt_choice, pos_choi
     heat = _heatmap(gt, gt_value, threshold)
     offsets_md, offsets_img = _offsets(state, gt, m, pos_value)
     return (picture, "\n\n".join(notes), table, gr.Dropdown(choices=gt_choices, value=gt_value), heat,
-            gr.Dropdown(choices=pos, value=pos_value), offsets_md, offsets_img, state)
+            gr.Dropdown(choices=pos, value=pos_value), offsets_md, offsets_img, state, None)
 
 
 def _heatmap(gt, index, threshold):
@@ -450,13 +544,15 @@ def detections_as_gt(state, score_threshold, nms_threshold):
         return gr.skip(), "Pick an image first."
     if DETECTOR is None:
         return gr.skip(), NO_MODEL
-    dets = DETECTOR.detect(state["display"], float(score_threshold), float(nms_threshold))
+    score_threshold, nms_threshold, _, _ = check_parameters(score_threshold, nms_threshold, MODEL_CFG.top_k, None)
+    dets = DETECTOR.postprocess(predict(state["display"]), score_threshold, nms_threshold)
+    where = f"score ≥ {score_threshold:.2f}, the Detect tab's score threshold"
     if not dets:
-        return gr.skip(), (f"The model finds nothing above score {float(score_threshold):.2f} here — lower the "
-                           "score threshold on the Detect tab and try again.")
+        return gr.skip(), (f"⚠️ The model finds nothing here ({where}): lower that slider on the Detect tab and "
+                           "try again.")
     s = state["scale"]
     rows = [[d.label, *(round(v / s) for v in d.box)] for d in dets]
-    return rows, f"Using the model's {len(rows)} detections (score ≥ {float(score_threshold):.2f}) as ground truth."
+    return rows, f"Using the model's {len(rows)} detection{'s' * (len(rows) != 1)} ({where}) as ground truth."
 
 
 # --------------------------------------------------------------------------------------------- the page
@@ -497,11 +593,16 @@ def build_demo() -> gr.Blocks:
                                      label="Detections", wrap=True)
                 with gr.Accordion("Detections as data (what the `detect` API returns)", open=False):
                     data_out = gr.JSON(label="detections")
-                raw_state = gr.State(None)
+                raw_state = gr.State(None, time_to_live=STATE_TTL_S)
                 outputs = [image_out, table, data_out, summary, raw_state]
-                # preprocess=False: the handlers decode uploads themselves (see `upload_path`).
-                run.click(detect, [image_in, score, nms, top_k, classes], outputs, api_name="detect",
-                          concurrency_id="network", preprocess=False)
+                # preprocess=False: the handlers decode uploads themselves (see `upload_source`).
+                run.click(detect_with_state, [image_in, score, nms, top_k, classes], outputs,
+                          api_visibility="private", concurrency_id="network", preprocess=False)
+                # The API's /detect: the same, but it keeps no state for the session (scripts open a new
+                # session per call, and each would otherwise hold its state until it expired).
+                api_button = gr.Button(visible=False)
+                api_button.click(detect, [image_in, score, nms, top_k, classes], outputs[:4], api_name="detect",
+                                 concurrency_id="network", preprocess=False)
                 image_in.change(detect_on_change, [image_in, score, nms, top_k, classes], outputs,
                                 api_visibility="private", concurrency_id="network", trigger_mode="always_last",
                                 preprocess=False)
@@ -549,8 +650,9 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown("Training assigns each ground-truth box its best default box (forced), plus every "
                             "default box with IoU ≥ the threshold. Positives are coloured by the source layer "
                             "they come from.")
-                m_state = gr.State(None)
+                m_state = gr.State(None, time_to_live=STATE_TTL_S)
                 m_pending = gr.State(None)
+                m_note = gr.State(None)
                 with gr.Row():
                     with gr.Column(scale=2, min_width=280):
                         m_photo = gr.Dropdown(example_names(), value="motorcycle", label="Example photo "
@@ -588,18 +690,18 @@ def build_demo() -> gr.Blocks:
                     with gr.Column(scale=2):
                         m_offsets_img = gr.Image(label="Default box, ground truth, decode(encode(g))",
                                                  interactive=False, format="jpeg")
-                refresh_in = [m_state, m_gt, m_thr, m_neg, m_gt_pick, m_pos_pick, m_pending]
+                refresh_in = [m_state, m_gt, m_thr, m_neg, m_gt_pick, m_pos_pick, m_pending, m_note]
                 refresh_out = [m_image, m_msg, m_table, m_gt_pick, m_heat, m_pos_pick, m_offsets, m_offsets_img,
-                               m_state]
+                               m_state, m_note]
                 kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
                 m_photo.change(load_match_example, [m_photo], [m_state, m_gt, m_pending, m_upload], **kw).then(
                     refresh_matching, refresh_in, refresh_out, **kw)
-                m_upload.upload(load_match_upload, [m_upload], [m_state, m_gt, m_pending, m_upload],
+                m_upload.upload(load_match_upload, [m_upload], [m_state, m_gt, m_pending, m_photo],
                                 preprocess=False, **kw).then(
                     refresh_matching, refresh_in, refresh_out, **kw)
                 m_clear.click(lambda: ([], None), None, [m_gt, m_pending], **kw).then(
                     refresh_matching, refresh_in, refresh_out, **kw)
-                m_use_dets.click(detections_as_gt, [m_state, score, nms], [m_gt, m_msg], **kw).then(
+                m_use_dets.click(detections_as_gt, [m_state, score, nms], [m_gt, m_note], **kw).then(
                     refresh_matching, refresh_in, refresh_out, **kw)
                 m_image.select(on_match_click, [m_state, m_gt, m_class, m_pending], [m_gt, m_pending, m_msg],
                                **kw).then(refresh_matching, refresh_in, refresh_out, **kw)

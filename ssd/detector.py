@@ -77,6 +77,23 @@ def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, **
     return path
 
 
+def check_fits(model: torch.nn.Module, cfg: SSDConfig, where) -> None:
+    """ValueError unless the network, fed the config's input size, predicts one box per default box: a model
+    card whose image size, feature maps or aspect ratios do not describe its network fails here, at load, and
+    says what does not fit, rather than at every detection."""
+    problem = f"{where}: the model card does not fit its network"
+    try:
+        with torch.inference_mode():
+            loc, conf = model.eval()(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
+    except (ValueError, RuntimeError) as e:  # e.g. the input size gives other feature map sizes
+        raise ValueError(f"{problem}: {e}") from None
+    if loc.shape[1] != cfg.num_default_boxes or conf.shape[-1] != cfg.num_classes + 1:
+        raise ValueError(
+            f"{problem}: with {cfg.image_size}x{cfg.image_size} inputs the network predicts {loc.shape[1]} boxes "
+            f"with {conf.shape[-1]} scores each, but the card's config has {cfg.num_default_boxes} default boxes "
+            f"and {cfg.num_classes} classes + background")
+
+
 class Detector:
     def __init__(self, model: torch.nn.Module, config: SSDConfig, class_names, device=None, card=None):
         if len(class_names) != config.num_classes:
@@ -112,6 +129,7 @@ class Detector:
         model = build_ssd(cfg)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
         model.load_state_dict(state)
+        check_fits(model, cfg, card_path(path))
         return cls(model, cfg, card["classes"], device=device, card=card)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:

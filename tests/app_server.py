@@ -33,8 +33,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(weights: Path | None, log_path: Path, timeout: float = 180.0, **env):
-    """Yields the app's URL; stops the process (and only it) afterwards."""
+def running_app(weights: Path | None, log_path: Path, timeout: float = 180.0, pid_out: list | None = None, **env):
+    """Yields the app's URL (and appends the server's process id to `pid_out`); stops the process (and only it)
+    afterwards."""
     port = free_port()
     environment = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
                    "GRADIO_ANALYTICS_ENABLED": "False", "SSD_WEIGHTS": str(weights) if weights else "", **env}
@@ -42,6 +43,8 @@ def running_app(weights: Path | None, log_path: Path, timeout: float = 180.0, **
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=environment, stdout=log,
                                 stderr=subprocess.STDOUT)
+        if pid_out is not None:
+            pid_out.append(proc.pid)
         try:
             deadline = time.monotonic() + timeout
             while True:

@@ -205,3 +205,110 @@ def test_teaching_tabs_with_a_model(monkeypatch, weights):
         assert summary[-1][-1] == 24564 and len(cell_rows) == 4
     finally:
         monkeypatch.delenv("SSD_WEIGHTS")
+
+
+def test_bad_parameters_get_a_message_that_names_them(client, files):
+    for kwargs, message in (({"score": -1}, "score_threshold must be a number in \\[0, 1\\], got -1"),
+                            ({"score": "abc"}, "score_threshold .* got 'abc'"),
+                            ({"nms": 1.5}, "nms_threshold .* got 1.5"),
+                            ({"top_k": -3}, "top_k .* got -3"),
+                            ({"top_k": 2.5}, "top_k must be a whole number"),
+                            ({"classes": ["unicorn"]}, "Unknown classes \\['unicorn'\\]")):
+        with pytest.raises(AppError, match=message):
+            detect(client, files / "photo.jpg", **kwargs)
+    # One class name as a plain string is that class, not its letters.
+    _, _, low, _ = detect(client, files / "photo.jpg", 0.01)
+    label = low["detections"][0]["label"]
+    _, _, only, _ = detect(client, files / "photo.jpg", 0.01, classes=label)
+    assert {d["label"] for d in only["detections"]} == {label}
+
+
+@pytest.fixture()
+def app_module(monkeypatch, weights):
+    monkeypatch.setenv("SSD_WEIGHTS", str(weights))
+    yield importlib.reload(importlib.import_module("app"))
+    monkeypatch.delenv("SSD_WEIGHTS")
+
+
+def test_the_api_endpoint_keeps_no_session_state_and_the_page_keeps_a_small_one(app_module):
+    import gradio as gr
+
+    demo = app_module.build_demo()
+    (api,) = [d for d in demo.fns.values() if d.api_name == "detect"]
+    assert not any(isinstance(block, gr.State) for block in api.outputs)
+    # The two states that hold pictures and network outputs (Detect, Matching) expire; the others are tiny.
+    expiring = [b.time_to_live for b in demo.blocks.values() if isinstance(b, gr.State)
+                and b.time_to_live != float("inf")]
+    assert expiring == [app_module.STATE_TTL_S] * 2
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (1024, 1024, 3), dtype=np.uint8))
+    *_, state = app_module.detect_with_state(photo, 0.01, 0.45, 200, [])
+    size = len(state.jpeg) + sum(t.numel() * t.element_size() for t in (state.raw.loc, state.raw.conf))
+    assert size < 1_500_000, size  # noise is the worst case for JPEG; a photo is smaller still
+    again = app_module.render_detections(state, 0.01, 0.45, 200)
+    assert again[2]["detections_after_nms"] > 0 and again[0].size == (1024, 1024)
+
+
+def test_not_a_number_is_refused(app_module):
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="nms_threshold .* got nan"):  # JSON cannot carry NaN; Python callers can
+        app_module.check_parameters(0.5, float("nan"), 10, None)
+    assert app_module.check_parameters("0.3", 0.45, 7.0, "cat") == (0.3, 0.45, 7, ["cat"])
+
+
+def test_a_data_url_meets_the_upload_limit_and_leaves_no_file(app_module, monkeypatch, tmp_path):
+    import base64
+    import tempfile
+
+    import gradio as gr
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    assert app_module.read_upload({"url": url}).size == (64, 48)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(app_module, "MAX_FILE_BYTES", 100)
+    with pytest.raises(gr.Error, match="larger than this demo's upload limit"):
+        app_module.read_upload({"url": url})
+
+
+def test_every_network_run_shares_one_limit(app_module, monkeypatch):
+    # Detect, hard negatives and detections-as-ground-truth all run the network; together they never exceed
+    # SSD_CONCURRENCY forward passes at once.
+    import threading
+    import time
+
+    running, peak, lock = [0], [0], threading.Lock()
+    real = app_module.DETECTOR.predict
+
+    def slow_predict(image):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return real(image)
+
+    monkeypatch.setattr(app_module.DETECTOR, "predict", slow_predict)
+    photo = Image.new("RGB", (120, 90), (90, 60, 30))
+    state, rows, _, _ = app_module.load_match_example("astronaut")
+    jobs = [lambda: app_module.detect(photo, 0.5),
+            lambda: app_module.detections_as_gt(dict(state), 0.5, 0.45),
+            lambda: app_module.refresh_matching(dict(state), rows, 0.5, True, None, None)] * 3
+    threads = [threading.Thread(target=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == app_module.CONCURRENCY
+
+
+def test_detections_as_ground_truth_says_what_it_did_after_the_refresh(app_module):
+    state, rows, _, _ = app_module.load_match_example("cat")
+    _, note = app_module.detections_as_gt(state, 1.0, 0.45)  # nothing scores above 1
+    assert "nothing" in note and "Detect tab's score threshold" in note
+    message = app_module.refresh_matching(state, rows, 0.5, False, None, None, None, note)[1]
+    assert message.startswith(note)
+    assert "1 ground-truth box at IoU" in message  # singular: the cat example has one box

@@ -1,6 +1,7 @@
 """Detector: any image a user might hand us gives detections in that image's (upright) pixels; weights round-trip
 through the shipped format; missing weights say how to get them. Small random models (width 0.125)."""
 
+import json
 import math
 
 import numpy as np
@@ -234,3 +235,14 @@ def test_class_filter_and_candidate_count(detector):
     assert cats.candidates == want
     with pytest.raises(ValueError, match="unknown class"):
         detector.postprocess(raw, classes=["unicorn"])
+
+
+def test_a_model_card_that_does_not_fit_its_weights_fails_at_load(tmp_path):
+    path = export_weights(small_model(), CFG, ssd.VOC_CLASSES, tmp_path / "w.safetensors")
+    card = ssd.detector.card_path(path)
+    meta = json.loads(card.read_text())
+    meta["config"]["image_size"] = 512  # the SSD300 feature maps stay: the network now predicts 24564 boxes
+    card.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"w\.json: the model card does not fit its network: .*512x512 .*"
+                                         r"feature maps \(64, 32, 16, 8, 6, 4\)"):
+        Detector.load(path, device="cpu")
