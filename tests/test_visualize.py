@@ -282,3 +282,17 @@ def test_example_photos_and_annotations(name):
     for label, (x1, y1, x2, y2) in objects:
         assert label in ssd.VOC_CLASSES
         assert 0 <= x1 < x2 <= image.width and 0 <= y1 < y2 <= image.height
+
+
+def test_offsets_text_never_shows_minus_zero():
+    # A ground truth exactly on a default box: every offset is 0 up to float rounding, which for this corner box
+    # of conv4_3 comes out as tiny negative numbers in the size offsets.
+    cfg = CFG
+    layout = ssd.prior_layout(cfg)
+    index = layout.index(0, 0, 0, 0)
+    cx, cy, w, h = layout.boxes[index].tolist()
+    S = cfg.image_size
+    gt = GroundTruth(["cat"], [((cx - w / 2) * S, (cy - h / 2) * S, (cx + w / 2) * S, (cy + h / 2) * S)], S, S)
+    m = match_ground_truth(cfg, gt, ssd.VOC_CLASSES)
+    text = offsets_markdown(cfg, m, index)
+    assert "**0.000**" in text and "-0.000" not in text and "−0.000" not in text

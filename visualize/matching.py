@@ -250,7 +250,8 @@ def offsets_markdown(cfg: ssd.SSDConfig, m: ssd.MatchResult, index: int) -> str:
     dcx, dcy, dw, dh = e["default_box_cxcywh"]
     gcx, gcy, gw, gh = e["ground_truth_cxcywh"]
     v0, v1 = e["variances"]
-    tx, ty, tw, th = e["offsets"]
+    # Rounded before printing, so that a tiny negative offset reads 0.000, not −0.000.
+    tx, ty, tw, th = (round(t, 3) + 0.0 for t in e["offsets"])
     x1, y1, x2, y2 = e["decoded_xyxy"]
     return (
         f"**Default box #{index}** — {d_info['layer']} ({d_info['feature_map']}×{d_info['feature_map']}), "
