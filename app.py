@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,23 @@ def read_upload(value) -> Image.Image:
     return image
 
 
+# --------------------------------------------------------------------------------------------- outputs
+def served(picture: Image.Image) -> Image.Image:
+    """`picture` with a unique id in its metadata (EXIF ImageUniqueID for JPEG, a text chunk for PNG).
+
+    Gradio stores an output picture in a cache file named by the hash of its bytes, and rewrites that file in
+    place; when two visitors get the same picture at once (the same photo and sliders, or every page load's
+    default pictures), one of them can be served a half-written file. A unique id gives every answer a file of
+    its own. (Old files are removed by the `delete_cache` schedule in `build_demo`.)
+    """
+    uid = uuid.uuid4().hex
+    exif = picture.getexif()
+    exif[0xA420] = uid  # ImageUniqueID
+    picture.info["exif"] = exif.tobytes()
+    picture.info["ImageUniqueID"] = uid
+    return picture
+
+
 # --------------------------------------------------------------------------------------------- Detect
 def _layer_cell(prior_index: int) -> dict:
     d = LAYOUT.describe(prior_index)
@@ -296,7 +314,7 @@ def render_detections(state: DetectState, score_threshold, nms_threshold, top_k,
                f"{' (only ' + ', '.join(wanted) + ')' if wanted else ''}, in the {raw.width}×{raw.height} image · "
                f"network **{raw.seconds * 1000:.0f} ms** on {device} (preprocessing included) · "
                f"post-processing **{post_ms:.1f} ms** (sliders re-run only this).")
-    return picture, rows, data, summary
+    return served(picture), rows, data, summary
 
 
 def detect_with_state(image, score_threshold=None, nms_threshold=None, top_k=None, classes=None):
@@ -353,7 +371,7 @@ def priors_view(config_name, layer, row, col, shapes, grid, photo):
                f"Cell ({row}, {col}) of {layer_label(cfg, layer)} holds boxes #{boxes[0]['index']}–"
                f"#{boxes[-1]['index']}. The photo is warped to the {cfg.image_size}×{cfg.image_size} input, as SSD "
                "sees it; box sizes are in input pixels.")
-    return picture, rows, summary, caption
+    return served(picture), rows, summary, caption
 
 
 def cell_slider(f: int) -> gr.Slider:
@@ -488,7 +506,7 @@ def refresh_matching(state, rows, threshold, show_negatives, gt_choice, pos_choi
     pos_value = pos_choice if pos_choice in pos_ids else (pos_ids[0] if pos_ids else None)
     heat = _heatmap(gt, gt_value, threshold)
     offsets_md, offsets_img = _offsets(state, gt, m, pos_value)
-    return (picture, "\n\n".join(notes), table, gr.Dropdown(choices=gt_choices, value=gt_value), heat,
+    return (served(picture), "\n\n".join(notes), table, gr.Dropdown(choices=gt_choices, value=gt_value), heat,
             gr.Dropdown(choices=pos, value=pos_value), offsets_md, offsets_img, state, None)
 
 
@@ -496,13 +514,13 @@ def _heatmap(gt, index, threshold):
     if index is None or index >= len(gt.boxes):
         return None
     box = gt.normalised()[index]
-    return iou_heatmaps(MODEL_CFG, box, float(threshold))
+    return served(iou_heatmaps(MODEL_CFG, box, float(threshold)))
 
 
 def _offsets(state, gt, m, index):
     if index is None:
         return "No positive default box to encode.", None
-    return offsets_markdown(MODEL_CFG, m, index), draw_offsets(state["display"], MODEL_CFG, m, gt, index)
+    return offsets_markdown(MODEL_CFG, m, index), served(draw_offsets(state["display"], MODEL_CFG, m, gt, index))
 
 
 def heatmap_only(state, rows, threshold, gt_choice):
@@ -564,7 +582,8 @@ its default boxes, how they are matched to objects, and what the loss trains on.
 def build_demo() -> gr.Blocks:
     example_paths = write_examples(Path(tempfile.gettempdir()) / "ssd-demo-examples")
     classes_sorted = sorted(CLASS_NAMES)
-    with gr.Blocks(title="SSD: Single Shot MultiBox Detector") as demo:
+    # Output pictures older than an hour are removed from Gradio's cache every half hour (see `served`).
+    with gr.Blocks(title="SSD: Single Shot MultiBox Detector", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         gr.Markdown(model_summary(), elem_id="model-summary")
         with gr.Tabs():

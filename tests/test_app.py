@@ -312,3 +312,14 @@ def test_detections_as_ground_truth_says_what_it_did_after_the_refresh(app_modul
     message = app_module.refresh_matching(state, rows, 0.5, False, None, None, None, note)[1]
     assert message.startswith(note)
     assert "1 ground-truth box at IoU" in message  # singular: the cat example has one box
+
+
+def test_identical_answers_get_files_of_their_own(client, files):
+    # Gradio names an output picture's cache file by its bytes and rewrites that file in place, so identical
+    # answers at once could be served half-written. Each answer's picture is unique, so each has its own file.
+    first, *_ = detect(client, files / "photo.jpg", 0.3)
+    second, *_ = detect(client, files / "photo.jpg", 0.3)
+    assert first != second
+    a, b = Image.open(first), Image.open(second)
+    assert a.size == b.size == (320, 240)
+    assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 2  # the same picture otherwise

@@ -1,0 +1,62 @@
+"""The demo under simultaneous identical requests: N clients × M `/detect` calls with the same photo and
+settings, all at once, against `python app.py`; prints how many failed.
+
+    python bench/app_concurrency.py --clients 32 --calls 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.app_server import running_app  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--calls", type=int, default=3)
+    p.add_argument("--weights", default=str(ROOT / "ssd/weights/ssd300_lite0_voc07.safetensors"))
+    args = p.parse_args()
+    from gradio_client import Client, handle_file
+    from skimage import data
+
+    tmp = Path(tempfile.mkdtemp())
+    photo = tmp / "photo.jpg"
+    Image.fromarray(data.astronaut()).save(photo, quality=90)
+    with running_app(Path(args.weights), tmp / "app.log", SSD_QUEUE_SIZE="256") as url:
+        def visitor(_):
+            client = Client(url, verbose=False)
+            outcomes = []
+            for _ in range(args.calls):
+                try:
+                    image, *_ = client.predict(handle_file(str(photo)), 0.3, 0.45, api_name="/detect")
+                    Image.open(image).load()  # the picture arrived whole
+                    outcomes.append("ok")
+                except Exception as e:  # counted and named below
+                    outcomes.append(type(e).__name__)
+            return outcomes
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            results = Counter(o for outcomes in pool.map(visitor, range(args.clients)) for o in outcomes)
+        seconds = time.perf_counter() - t
+        log = (tmp / "app.log").read_text()
+    total = args.clients * args.calls
+    print(f"{args.clients} clients x {args.calls} identical /detect calls at once: {results['ok']}/{total} ok, "
+          f"failures {dict((k, v) for k, v in results.items() if k != 'ok') or 'none'}, {seconds:.0f} s")
+    print(f"server log lines with 'Content-Length': {sum('Content-Length' in line for line in log.splitlines())}")
+
+
+if __name__ == "__main__":
+    main()
