@@ -296,3 +296,34 @@ def test_offsets_text_never_shows_minus_zero():
     m = match_ground_truth(cfg, gt, ssd.VOC_CLASSES)
     text = offsets_markdown(cfg, m, index)
     assert "**0.000**" in text and "-0.000" not in text and "−0.000" not in text
+
+
+def test_each_meaning_in_the_matching_picture_has_its_own_colour():
+    # Hard negatives were drawn in conv4_3's red, and the legend showed "forced best prior" in GT white.
+    assert draw.NEGATIVE_COLOUR not in draw.LAYER_PALETTE and draw.GT_COLOUR not in draw.LAYER_PALETTE
+    assert len({draw.NEGATIVE_COLOUR, draw.GT_COLOUR, draw.FORCED_SWATCH}) == 3
+    gt = gt_of([(100, 100, 190, 200)])
+    m = match_ground_truth(CFG, gt, ssd.VOC_CLASSES)
+    negatives = torch.zeros(CFG.num_default_boxes, dtype=torch.bool)
+    negatives[-4:] = True  # conv11_2's four 1x1 boxes, large: their dashed outlines show
+    out = np.asarray(draw_matches(Image.new("RGB", (300, 300)), CFG, m, gt, negatives=negatives))
+    has = lambda colour: bool((out.reshape(-1, 3) == colour).all(axis=1).any())  # noqa: E731
+    assert has(draw.NEGATIVE_COLOUR) and has(draw.FORCED_SWATCH)
+
+
+def test_only_the_best_detections_get_a_tag(monkeypatch):
+    tagged = []
+    real = draw.draw_box
+
+    def recording(d, box, colour, width, label=None, *args, **kwargs):
+        if label:
+            tagged.append(label)
+        return real(d, box, colour, width, label, *args, **kwargs)
+
+    monkeypatch.setattr(draw, "draw_box", recording)
+    rng = np.random.default_rng(0)
+    dets = [ssd.Detection("cat", float(s), (float(x), float(y), float(x) + 40, float(y) + 30), 8, 0, "fc7")
+            for s, x, y in zip(rng.random(200), rng.integers(0, 250, 200), rng.integers(0, 260, 200))]
+    draw.draw_detections(Image.new("RGB", (300, 300)), dets, max_labels=10)
+    best = sorted((d.score for d in dets), reverse=True)[:10]
+    assert sorted(tagged) == sorted(f"cat {s:.2f}" for s in best)

@@ -26,6 +26,11 @@ CLASS_PALETTE: tuple[RGB, ...] = (
 LAYER_PALETTE: tuple[RGB, ...] = (
     (255, 59, 48), (255, 149, 0), (255, 230, 0), (52, 199, 89), (0, 210, 210), (40, 80, 255), (200, 80, 255),
 )
+# The matching view: ground truth, hard negatives and the legend swatch of "forced best prior" (drawn in its
+# layer's colour) each get a colour no source layer has.
+GT_COLOUR: RGB = (255, 255, 255)
+NEGATIVE_COLOUR: RGB = (255, 0, 170)
+FORCED_SWATCH: RGB = (128, 128, 128)
 # Default-box shapes within a cell, in `PriorLayout.shape_names` order.
 SHAPE_PALETTE: tuple[RGB, ...] = (
     (255, 59, 48), (255, 255, 255), (52, 199, 89), (10, 132, 255), (255, 140, 0), (191, 90, 242),
@@ -121,21 +126,28 @@ def draw_detections(
     *,
     scale: float = 1.0,
     show_scores: bool = True,
+    max_labels: int = 25,
 ) -> Image.Image:
     """A copy of `image` (RGB) with each detection's box and "label score" tag, coloured by class.
 
     class_names: names indexed by `class_id - 1`, used for the tags (default: each detection's `label`).
     scale: multiplies the detections' pixel boxes — pass it when drawing on a resized copy of the input.
-    The best-scoring detection is drawn last, so it stays on top.
+    max_labels: only the best this many get a tag (at low thresholds hundreds of tags would bury the photo);
+    the rest are drawn as thin boxes. The best-scoring detection is drawn last, so it stays on top.
     """
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     width = line_width_for(out)
     text_size = max(11, round(min(out.size) / 40))
-    for det in sorted(detections, key=lambda d: d.score):
+    ranked = sorted(detections, key=lambda d: -d.score)
+    for rank in reversed(range(len(ranked))):
+        det = ranked[rank]
+        box = [v * scale for v in det.box]
+        if rank >= max_labels:
+            draw_box(draw, box, class_colour(det.class_id), max(1, width // 2))
+            continue
         name = class_names[det.class_id - 1] if class_names is not None else det.label
         label = f"{name} {det.score:.2f}" if show_scores else name
-        box = [v * scale for v in det.box]
         draw_box(draw, box, class_colour(det.class_id), width, label, text_size)
     return out
 

@@ -20,7 +20,16 @@ from torchvision.ops import box_convert, box_iou
 
 import ssd
 
-from .draw import draw_box, layer_colour, legend_strip, line_width_for, stack_vertical
+from .draw import (
+    FORCED_SWATCH,
+    GT_COLOUR,
+    NEGATIVE_COLOUR,
+    draw_box,
+    layer_colour,
+    legend_strip,
+    line_width_for,
+    stack_vertical,
+)
 
 
 @dataclass
@@ -94,8 +103,9 @@ def draw_matches(
     show_positives: bool = True,
 ) -> Image.Image:
     """Ground truth (white), matched positives coloured by source layer, each GT's forced best prior (thick,
-    dashed) and, if given, the hard negatives (N,) bool mask (thin, dashed red). `image` may be a resized copy
-    of the one `gt` describes; boxes are scaled to it. A legend strip goes underneath."""
+    dashed) and, if given, the hard negatives (N,) bool mask (thin, dashed, in a colour of their own).
+    `image` may be a resized copy of the one `gt` describes; boxes are scaled to it. A legend strip goes
+    underneath."""
     out = image.convert("RGB").copy()
     W, H = out.size
     sx, sy = W / gt.width, H / gt.height
@@ -106,8 +116,8 @@ def draw_matches(
     if negatives is not None:
         neg = negatives.reshape(-1).nonzero().flatten()
         for box in _prior_pixels(cfg, neg, W, H):
-            draw_box(draw, box, (255, 40, 40), max(1, lw // 2), dashed=True)
-        items.append((f"hard negatives ({len(neg)})", (255, 40, 40)))
+            draw_box(draw, box, NEGATIVE_COLOUR, max(1, lw // 2), dashed=True)
+        items.append((f"hard negatives ({len(neg)})", NEGATIVE_COLOUR))
     pos = m.positives[0]
     if show_positives:
         # Coarse layers first, so the many small conv4_3 boxes stay visible on top.
@@ -121,7 +131,7 @@ def draw_matches(
                 items.append((f"{name} ({n})", layer_colour(k)))
     for i, (label, box) in enumerate(zip(gt.labels, gt.boxes)):
         x1, y1, x2, y2 = box
-        draw_box(draw, (x1 * sx, y1 * sy, x2 * sx, y2 * sy), (255, 255, 255), lw + 1, f"GT {i}: {label}",
+        draw_box(draw, (x1 * sx, y1 * sy, x2 * sx, y2 * sy), GT_COLOUR, lw + 1, f"GT {i}: {label}",
                  max(11, round(min(W, H) / 40)))
     forced = m.forced[0].nonzero().flatten()
     for index in forced.tolist():
@@ -129,8 +139,8 @@ def draw_matches(
         (box,) = _prior_pixels(cfg, [index], W, H)
         draw_box(draw, box, layer_colour(k), lw + 2, dashed=True)
     if len(forced):
-        items.append(("thick dashed: forced best prior", (255, 255, 255)))
-    items.append(("GT (white)", (255, 255, 255)))
+        items.append(("thick dashed, in its layer's colour: forced best prior", FORCED_SWATCH))
+    items.append(("GT (white)", GT_COLOUR))
     return stack_vertical(out, legend_strip(items, W))
 
 
