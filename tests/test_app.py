@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import struct
 import zlib
@@ -141,70 +140,107 @@ def test_uploads_are_capped(client, files):
     assert data["detections"]
 
 
-def test_without_weights_the_teaching_tabs_work_and_detect_explains(monkeypatch, tmp_path):
-    """In process (no server): SSD_WEIGHTS points nowhere, as on a fresh checkout without demo weights."""
-    monkeypatch.setenv("SSD_WEIGHTS", str(tmp_path / "missing.safetensors"))
+# In process (no server): the page's parts, built around a model passed in.
+
+@pytest.fixture(scope="module")
+def model(weights):
+    from ui.model import DemoModel
+
+    return DemoModel.load(weights)
+
+
+def click(x, y):
     import gradio as gr
 
-    app = importlib.reload(importlib.import_module("app"))
-    try:
-        assert app.DETECTOR is None and "No model loaded" in app.model_summary()
-        app.build_demo()
-        with pytest.raises(gr.Error, match="No model weights"):
-            app.detect(str(tmp_path / "whatever.jpg"))
-        picture, cell_rows, summary, caption = app.priors_view("SSD300", 0, 19, 19, ["1"], True, "cat")
-        assert picture.width == 600 and summary[-1][-1] == 8732 and "8732" in caption
-        state, rows, _, _ = app.load_match_example("motorcycle")
-        out = app.refresh_matching(state, rows, 0.5, True, None, None)
-        picture, message, table = out[0], out[1], out[2]
-        assert picture is not None and table[-1][3] > 0
-        assert "no model is loaded" in message
-    finally:
-        monkeypatch.delenv("SSD_WEIGHTS")
+    return gr.SelectData(None, {"index": [x, y], "value": None})
 
 
-def test_teaching_tabs_with_a_model(monkeypatch, weights):
-    """In process, with weights: hard negatives, detections as ground truth, click-to-draw, cell picking."""
-    monkeypatch.setenv("SSD_WEIGHTS", str(weights))
+def test_without_weights_the_teaching_tabs_work_and_detect_explains(tmp_path):
+    """As on a fresh checkout without demo weights."""
     import gradio as gr
 
-    app = importlib.reload(importlib.import_module("app"))
+    import app
+    from ui import priors_tab
+    from ui.detect_tab import DetectTab
+    from ui.matching_tab import MatchingTab
+    from ui.model import DemoModel
 
-    def click(x, y):
-        return gr.SelectData(None, {"index": [x, y], "value": None})
+    model = DemoModel.load(tmp_path / "missing.safetensors")
+    assert model.detector is None and "No model loaded" in model.summary()
+    app.build_demo(model)
+    with pytest.raises(gr.Error, match="No model weights"):
+        DetectTab(model).detect(str(tmp_path / "whatever.jpg"))
+    picture, cell_rows, summary, caption = priors_tab.priors_view("SSD300", 0, 19, 19, ["1"], True, "cat")
+    assert picture.width == 600 and summary[-1][-1] == 8732 and "8732" in caption
+    matching = MatchingTab(model)
+    state, rows, _, _ = matching.load_example("motorcycle")
+    out = matching.refresh(state, rows, 0.5, True, None, None)
+    picture, message, table = out[0], out[1], out[2]
+    assert picture is not None and table[-1][3] > 0
+    assert "no model is loaded" in message
 
-    try:
-        assert app.DETECTOR is not None
-        state, rows, _, _ = app.load_match_example("astronaut")
-        assert rows == [["person", 20, 15, 380, 512]]
-        out = app.refresh_matching(state, rows, 0.5, True, None, None)
-        assert "Hard negatives" in out[1]
-        positives = out[2][-1][3]
-        assert f"**{3 * positives}**" in out[1]  # 3 negatives per positive
-        # Two clicks on the picture add a box (in the photo's pixels: the astronaut is shown at 512 px).
-        _, pending, message = app.on_match_click(state, rows, "dog", None, click(100, 50))
-        assert pending == (100, 50) and "opposite corner" in message
-        new_rows, pending, _ = app.on_match_click(state, rows, "dog", pending, click(40, 200))
-        assert new_rows[-1] == ["dog", 40, 50, 100, 200] and pending is None
-        assert app.refresh_matching(state, new_rows, 0.5, False, None, None)[2][-1][4] == 2  # two forced priors
-        # A bad row is reported, not raised.
-        bad = app.refresh_matching(state, rows + [["cup", 1, 2, 3, 4]], 0.5, False, None, None)
-        assert "unknown class 'cup'" in bad[1]
-        # The model's detections become ground truth.
-        det_rows, message = app.detections_as_gt(state, 0.05, 0.45)
-        assert det_rows and all(r[0] in app.CLASS_NAMES for r in det_rows)
-        # Default boxes: a click picks the cell under it; switching to SSD512 offers its 7 feature maps.
-        assert app.on_priors_click("SSD300", 1, click(315, 150)) == (4, 9)
-        layer, row, col = app.on_config("SSD512", 1)
-        assert len(layer.choices) == 7 and row.maximum == 31
-        # The 1x1 maps (conv11_2 of SSD300, conv12_2 of SSD512) have one cell: locked sliders, no crash.
-        for config_name, last in (("SSD300", 5), ("SSD512", 6)):
-            for row, col in (app.on_layer(config_name, last), app.on_config(config_name, last)[1:]):
-                assert (row.value, col.value, row.interactive, col.interactive) == (0, 0, False, False)
-        picture, cell_rows, summary, caption = app.priors_view("SSD512", 6, 0, 0, None, True, "coffee")
-        assert summary[-1][-1] == 24564 and len(cell_rows) == 4
-    finally:
-        monkeypatch.delenv("SSD_WEIGHTS")
+
+def test_a_card_that_does_not_fit_its_weights_is_refused_at_start(weights, tmp_path):
+    import json
+    import shutil
+
+    from ui.model import DemoModel
+
+    copy = tmp_path / weights.name
+    shutil.copy(weights, copy)
+    card = json.loads(weights.with_suffix(".json").read_text())
+    card["config"]["image_size"] = 512
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    model = DemoModel.load(copy)
+    assert model.detector is None and "does not fit its network" in model.summary()
+
+
+def test_teaching_tabs_with_a_model(model):
+    """Hard negatives, detections as ground truth, click-to-draw, cell picking."""
+    from ui import priors_tab
+    from ui.matching_tab import MatchingTab
+
+    matching = MatchingTab(model)
+    state, rows, _, _ = matching.load_example("astronaut")
+    assert rows == [["person", 20, 15, 380, 512]]
+    out = matching.refresh(state, rows, 0.5, True, None, None)
+    assert "Hard negatives" in out[1]
+    positives = out[2][-1][3]
+    assert f"**{3 * positives}**" in out[1]  # 3 negatives per positive
+    # Two clicks on the picture add a box (in the photo's pixels: the astronaut is shown at 512 px).
+    _, pending, message = matching.on_click(state, rows, "dog", None, click(100, 50))
+    assert pending == (100, 50) and "opposite corner" in message
+    new_rows, pending, _ = matching.on_click(state, rows, "dog", pending, click(40, 200))
+    assert new_rows[-1] == ["dog", 40, 50, 100, 200] and pending is None
+    assert matching.refresh(state, new_rows, 0.5, False, None, None)[2][-1][4] == 2  # two forced priors
+    # A bad row is reported, not raised.
+    bad = matching.refresh(state, rows + [["cup", 1, 2, 3, 4]], 0.5, False, None, None)
+    assert "unknown class 'cup'" in bad[1]
+    # The model's detections become ground truth.
+    det_rows, message = matching.detections_as_gt(state, 0.05, 0.45)
+    assert det_rows and all(r[0] in model.class_names for r in det_rows)
+    # Default boxes: a click picks the cell under it; switching to SSD512 offers its 7 feature maps.
+    assert priors_tab.on_priors_click("SSD300", 1, click(315, 150)) == (4, 9)
+    layer, row, col = priors_tab.on_config("SSD512", 1)
+    assert len(layer.choices) == 7 and row.maximum == 31
+    # The 1x1 maps (conv11_2 of SSD300, conv12_2 of SSD512) have one cell: locked sliders, no crash.
+    for config_name, last in (("SSD300", 5), ("SSD512", 6)):
+        for row, col in (priors_tab.on_layer(config_name, last), priors_tab.on_config(config_name, last)[1:]):
+            assert (row.value, col.value, row.interactive, col.interactive) == (0, 0, False, False)
+    picture, cell_rows, summary, caption = priors_tab.priors_view("SSD512", 6, 0, 0, None, True, "coffee")
+    assert summary[-1][-1] == 24564 and len(cell_rows) == 4
+
+
+def test_picking_the_same_example_after_an_upload_reloads_it(model, files):
+    import gradio as gr
+
+    from ui.matching_tab import MatchingTab
+
+    matching = MatchingTab(model)
+    state, rows, _, photo = matching.load_upload(str(files / "photo.jpg"))
+    assert rows == [] and state.name == "photo.jpg"
+    assert isinstance(photo, gr.Dropdown) and photo.value is None  # so "motorcycle" is a change again
+    assert matching.load_example(None) == (gr.skip(),) * 4
 
 
 def test_bad_parameters_get_a_message_that_names_them(client, files):
@@ -223,64 +259,71 @@ def test_bad_parameters_get_a_message_that_names_them(client, files):
     assert {d["label"] for d in only["detections"]} == {label}
 
 
-@pytest.fixture()
-def app_module(monkeypatch, weights):
-    monkeypatch.setenv("SSD_WEIGHTS", str(weights))
-    yield importlib.reload(importlib.import_module("app"))
-    monkeypatch.delenv("SSD_WEIGHTS")
-
-
-def test_the_api_endpoint_keeps_no_session_state_and_the_page_keeps_a_small_one(app_module):
+def test_the_api_endpoint_keeps_no_session_state_and_the_page_keeps_a_small_one(model):
     import gradio as gr
 
-    demo = app_module.build_demo()
+    import app
+    from ui.detect_tab import DetectTab
+    from ui.settings import STATE_TTL_S
+
+    demo = app.build_demo(model)
     (api,) = [d for d in demo.fns.values() if d.api_name == "detect"]
     assert not any(isinstance(block, gr.State) for block in api.outputs)
     # The two states that hold pictures and network outputs (Detect, Matching) expire; the others are tiny.
     expiring = [b.time_to_live for b in demo.blocks.values() if isinstance(b, gr.State)
                 and b.time_to_live != float("inf")]
-    assert expiring == [app_module.STATE_TTL_S] * 2
+    assert expiring == [STATE_TTL_S] * 2
+    tab = DetectTab(model)
     photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (1024, 1024, 3), dtype=np.uint8))
-    *_, state = app_module.detect_with_state(photo, 0.01, 0.45, 200, [])
+    *_, state = tab.detect_with_state(photo, 0.01, 0.45, 200, [])
     size = len(state.jpeg) + sum(t.numel() * t.element_size() for t in (state.raw.loc, state.raw.conf))
     assert size < 1_500_000, size  # noise is the worst case for JPEG; a photo is smaller still
-    again = app_module.render_detections(state, 0.01, 0.45, 200)
+    again = tab.render(state, 0.01, 0.45, 200)
     assert again[2]["detections_after_nms"] > 0 and again[0].size == (1024, 1024)
 
 
-def test_not_a_number_is_refused(app_module):
+def test_not_a_number_is_refused():
     import gradio as gr
 
+    from ui.inputs import check_parameters
+
+    names = ["cat", "dog"]
     with pytest.raises(gr.Error, match="nms_threshold .* got nan"):  # JSON cannot carry NaN; Python callers can
-        app_module.check_parameters(0.5, float("nan"), 10, None)
-    assert app_module.check_parameters("0.3", 0.45, 7.0, "cat") == (0.3, 0.45, 7, ["cat"])
+        check_parameters(0.5, float("nan"), 10, None, names, 200)
+    assert check_parameters("0.3", 0.45, 7.0, "cat", names, 200) == (0.3, 0.45, 7, ["cat"])
 
 
-def test_a_data_url_meets_the_upload_limit_and_leaves_no_file(app_module, monkeypatch, tmp_path):
+def test_a_data_url_meets_the_upload_limit_and_leaves_no_file(monkeypatch, tmp_path):
     import base64
     import tempfile
 
     import gradio as gr
 
+    from ui import inputs
+
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, "PNG")
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    assert app_module.read_upload({"url": url}).size == (64, 48)
+    assert inputs.read_upload({"url": url}).size == (64, 48)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(app_module, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(inputs, "MAX_FILE_BYTES", 100)
     with pytest.raises(gr.Error, match="larger than this demo's upload limit"):
-        app_module.read_upload({"url": url})
+        inputs.read_upload({"url": url})
 
 
-def test_every_network_run_shares_one_limit(app_module, monkeypatch):
+def test_every_network_run_shares_one_limit(model, monkeypatch):
     # Detect, hard negatives and detections-as-ground-truth all run the network; together they never exceed
     # SSD_CONCURRENCY forward passes at once.
     import threading
     import time
 
+    from ui.detect_tab import DetectTab
+    from ui.matching_tab import MatchingTab
+    from ui.settings import CONCURRENCY
+
     running, peak, lock = [0], [0], threading.Lock()
-    real = app_module.DETECTOR.predict
+    real = model.detector.predict
 
     def slow_predict(image):
         with lock:
@@ -291,25 +334,30 @@ def test_every_network_run_shares_one_limit(app_module, monkeypatch):
             running[0] -= 1
         return real(image)
 
-    monkeypatch.setattr(app_module.DETECTOR, "predict", slow_predict)
+    monkeypatch.setattr(model.detector, "predict", slow_predict)
+    detect, matching = DetectTab(model), MatchingTab(model)
     photo = Image.new("RGB", (120, 90), (90, 60, 30))
-    state, rows, _, _ = app_module.load_match_example("astronaut")
-    jobs = [lambda: app_module.detect(photo, 0.5),
-            lambda: app_module.detections_as_gt(dict(state), 0.5, 0.45),
-            lambda: app_module.refresh_matching(dict(state), rows, 0.5, True, None, None)] * 3
+    jobs = []
+    for _ in range(3):
+        state, rows, _, _ = matching.load_example("astronaut")  # a fresh state each: no cached confidences
+        jobs += [lambda: detect.detect(photo, 0.5), lambda s=state: matching.detections_as_gt(s, 0.5, 0.45),
+                 lambda s=state, r=rows: matching.refresh(s, r, 0.5, True, None, None)]
     threads = [threading.Thread(target=job) for job in jobs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert peak[0] == app_module.CONCURRENCY
+    assert peak[0] == CONCURRENCY
 
 
-def test_detections_as_ground_truth_says_what_it_did_after_the_refresh(app_module):
-    state, rows, _, _ = app_module.load_match_example("cat")
-    _, note = app_module.detections_as_gt(state, 1.0, 0.45)  # nothing scores above 1
+def test_detections_as_ground_truth_says_what_it_did_after_the_refresh(model):
+    from ui.matching_tab import MatchingTab
+
+    matching = MatchingTab(model)
+    state, rows, _, _ = matching.load_example("cat")
+    _, note = matching.detections_as_gt(state, 1.0, 0.45)  # nothing scores above 1
     assert "nothing" in note and "Detect tab's score threshold" in note
-    message = app_module.refresh_matching(state, rows, 0.5, False, None, None, None, note)[1]
+    message = matching.refresh(state, rows, 0.5, False, None, None, None, note)[1]
     assert message.startswith(note)
     assert "1 ground-truth box at IoU" in message  # singular: the cat example has one box
 

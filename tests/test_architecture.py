@@ -1,5 +1,6 @@
-"""Dependencies point one way (docs/architecture.md): app.py and detect.py -> visualize -> ssd; train -> ssd.
-train/ draws its curves with visualize.plots and nothing else of visualize/; ssd/ imports none of the others."""
+"""Dependencies point one way (docs/architecture.md): app.py -> ui -> visualize -> ssd; detect.py -> visualize;
+train -> ssd. train/ draws its curves with visualize.plots and nothing else of visualize/; ssd/ imports none of
+the others."""
 
 import ast
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"ssd", "train", "visualize", "app", "detect", "bench", "tests"}
+PROJECT = {"ssd", "train", "visualize", "ui", "app", "detect", "bench", "tests"}
 
 
 def project_imports(package: str) -> dict[str, set[str]]:
@@ -28,6 +29,7 @@ def project_imports(package: str) -> dict[str, set[str]]:
     ("ssd", {"ssd"}),
     ("visualize", {"ssd", "visualize"}),
     ("train", {"ssd", "train", "visualize.plots"}),
+    ("ui", {"ssd", "visualize", "ui"}),
 ])
 def test_dependencies_point_downward(package, allowed):
     for path, modules in project_imports(package).items():

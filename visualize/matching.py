@@ -62,6 +62,35 @@ class GroundTruth:
         return torch.tensor(ids, dtype=torch.long)
 
 
+def parse_ground_truth(rows, class_names: Sequence[str], width: int, height: int) -> tuple[GroundTruth, list[str]]:
+    """Table rows [class, x1, y1, x2, y2] (pixels of a width x height image) -> (GroundTruth, problems). Boxes are
+    clipped to the image; bad rows are skipped and reported, never raised."""
+    labels, boxes, problems = [], [], []
+    W, H = width, height
+    for i, row in enumerate(rows or []):
+        if row is None or all(v in (None, "") for v in row):
+            continue
+        row = list(row) + [None] * (5 - len(row))
+        name = str(row[0] or "").strip()
+        if name not in class_names:
+            problems.append(f"row {i + 1}: unknown class {name!r} (use one of: {', '.join(class_names)})")
+            continue
+        try:
+            x1, y1, x2, y2 = (float(v) for v in row[1:5])
+        except (TypeError, ValueError):
+            problems.append(f"row {i + 1}: x1, y1, x2, y2 must be numbers (pixels), got {row[1:5]}")
+            continue
+        x1, x2 = sorted((min(max(x1, 0), W), min(max(x2, 0), W)))
+        y1, y2 = sorted((min(max(y1, 0), H), min(max(y2, 0), H)))
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            problems.append(f"row {i + 1}: the box ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}) has no area inside "
+                            f"the {W}×{H} image")
+            continue
+        labels.append(name)
+        boxes.append((x1, y1, x2, y2))
+    return GroundTruth(labels, boxes, W, H), problems
+
+
 def match_ground_truth(cfg: ssd.SSDConfig, gt: GroundTruth, class_names: Sequence[str],
                        threshold: float | None = None) -> ssd.MatchResult:
     """`ssd.match` for one image (batch of 1) at `threshold` (default: the config's 0.5)."""

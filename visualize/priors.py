@@ -21,6 +21,10 @@ PICTURE_SHAPE_LABELS = {"1'": "1' (s'k)"}
 PAGE_SHAPE_LABELS = {"1": "1 (sₖ)", "1'": "1′ (extra box at s′ₖ = √(sₖ·sₖ₊₁))"}
 
 
+# The side of the square picture `draw_cell_default_boxes` draws by default (the legend goes below it).
+CANVAS_SIZE = 600
+
+
 def shape_choices(cfg: ssd.SSDConfig) -> list[tuple[str, str]]:
     """(label, shape name) of every default-box shape some layer of `cfg` has, in the layout's order."""
     layout = ssd.prior_layout(cfg)
@@ -71,7 +75,7 @@ def draw_cell_default_boxes(
     show_grid: bool = True,
     highlight_cell: bool = True,
     legend: bool = True,
-    canvas_size: int = 600,
+    canvas_size: int = CANVAS_SIZE,
     dim: float = 0.35,
 ) -> Image.Image:
     """`image` warped to a `canvas_size` square with the default boxes of cell (row, col) of source `layer`.

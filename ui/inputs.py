@@ -1,0 +1,136 @@
+"""Everything a visitor or an API script sends, checked: uploaded files (and images pasted as data URLs) under
+the same limits, detection parameters with messages that name the bad value. And every picture sent back
+gets a unique id (`served`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import os
+import uuid
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image, UnidentifiedImageError
+
+from ssd.image import to_rgb
+
+from .settings import MAX_FILE_BYTES, MAX_FILE_SIZE, MAX_PIXELS
+
+
+def upload_source(value) -> tuple[str | io.BytesIO, str] | None:
+    """(what to open, a name to show) from an image input's raw payload, or None when there is no image.
+
+    The image events run with `preprocess=False`, so Gradio hands over its upload record (a file it received
+    under the upload size limit) without decoding the picture itself: a broken or hostile file then reaches
+    `read_upload` and gets a clear message instead of Gradio's generic error. An image sent as a data URL is
+    decoded in memory under the same size limit; nothing is written to disk.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str | Path):
+        return str(value), Path(value).name
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        if value.get("path"):
+            return value["path"], value.get("orig_name") or Path(value["path"]).name
+        url = value.get("url") or ""
+        if url.startswith("data:"):
+            payload = url.split(",", 1)[1] if "," in url else ""
+            if len(payload) * 3 // 4 > MAX_FILE_BYTES:
+                raise gr.Error(f"The pasted image is larger than this demo's upload limit ({MAX_FILE_SIZE}).")
+            try:
+                data = base64.b64decode(payload, validate=False)
+            except (ValueError, binascii.Error) as e:
+                raise gr.Error(f"The image data URL could not be decoded ({e}).") from e
+            return io.BytesIO(data), "pasted image"
+    raise gr.Error(f"Expected an uploaded image file, got {type(value).__name__}.")
+
+
+def read_upload(value) -> Image.Image:
+    """An uploaded file -> upright RGB image, or a gr.Error that says what is wrong with the file."""
+    if isinstance(value, Image.Image):
+        return to_rgb(value)
+    source = upload_source(value)
+    if source is None:
+        raise gr.Error("No image: upload a photo (JPEG, PNG, WebP …) or pick an example.")
+    source, name = source
+    if isinstance(source, str):
+        if not os.path.isfile(source):
+            raise gr.Error(f"'{name}' was not received; please upload it again.")
+        size = os.path.getsize(source)
+    else:
+        size = source.getbuffer().nbytes
+    if size == 0:
+        raise gr.Error(f"'{name}' is empty (0 bytes). Upload a photo (JPEG, PNG, WebP …).")
+    try:
+        with Image.open(source) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise gr.Error(f"'{name}' is {w}×{h} pixels ({w * h / 1e6:.0f} megapixels); this demo accepts up to "
+                               f"{MAX_PIXELS / 1e6:.0f} megapixels. Please resize it first.")
+            im.load()
+            image = to_rgb(im)
+    except gr.Error:
+        raise
+    except Image.DecompressionBombError as e:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise gr.Error(f"'{name}' declares an enormous image (over {limit:.0f} megapixels: a decompression bomb?); "
+                       f"this demo accepts up to {MAX_PIXELS / 1e6:.0f} megapixels.") from e
+    except UnidentifiedImageError as e:
+        raise gr.Error(f"'{name}' is not an image this demo can read. Upload a JPEG, PNG, WebP, BMP, GIF or TIFF "
+                       "photo.") from e
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError) as e:
+        raise gr.Error(f"'{name}' could not be decoded — the file looks truncated or corrupt ({e}).") from e
+    except MemoryError as e:
+        raise gr.Error(f"'{name}' needs more memory to decode than this demo has.") from e
+    return image
+
+
+def check_parameters(score_threshold, nms_threshold, top_k, classes, class_names, max_top_k: int
+                     ) -> tuple[float, float, int, list[str]]:
+    """The detection parameters as numbers and class names, or a gr.Error that names the bad value (API users
+    can send anything)."""
+    def number(name, value, low, high):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {value!r}.") from None
+        if not (math.isfinite(v) and low <= v <= high):
+            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {value!r}.")
+        return v
+
+    score = number("score_threshold", score_threshold, 0, 1)
+    nms = number("nms_threshold", nms_threshold, 0, 1)
+    k = number("top_k", top_k, 1, max_top_k)
+    if k != int(k):
+        raise gr.Error(f"top_k must be a whole number from 1 to {max_top_k}, got {top_k!r}.")
+    if classes is None or classes == "":
+        classes = []
+    elif isinstance(classes, str):
+        classes = [classes]  # one class name, not its letters
+    if not isinstance(classes, list | tuple) or not all(isinstance(c, str) for c in classes):
+        raise gr.Error(f"classes must be a list of class names, got {classes!r}.")
+    unknown = [c for c in classes if c not in class_names]
+    if unknown:
+        raise gr.Error(f"Unknown classes {unknown}: this model detects {', '.join(class_names)}.")
+    return score, nms, int(k), sorted(set(classes))
+
+
+def served(picture: Image.Image) -> Image.Image:
+    """`picture` with a unique id in its metadata (EXIF ImageUniqueID for JPEG, a text chunk for PNG).
+
+    Gradio stores an output picture in a cache file named by the hash of its bytes, and rewrites that file in
+    place; when two visitors get the same picture at once (the same photo and sliders, or every page load's
+    default pictures), one of them can be served a half-written file. A unique id gives every answer a file of
+    its own. (Old files are removed by the `delete_cache` schedule in `build_demo`.)
+    """
+    uid = uuid.uuid4().hex
+    exif = picture.getexif()
+    exif[0xA420] = uid  # ImageUniqueID
+    picture.info["exif"] = exif.tobytes()
+    picture.info["ImageUniqueID"] = uid
+    return picture

@@ -1,0 +1,251 @@
+"""The Matching tab: which default boxes become positives for given ground truth (forced best prior + IoU ≥
+threshold), IoU heat maps, the 3:1 hard negatives of a real forward pass, one positive's encoded offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import torch
+from PIL import Image
+
+from visualize.draw import draw_marker, fit
+from visualize.examples import example_annotations, example_image, example_names
+from visualize.matching import (
+    POSITIVES_HEADERS,
+    draw_matches,
+    draw_offsets,
+    hard_negatives_from_logits,
+    iou_heatmaps,
+    match_ground_truth,
+    offsets_markdown,
+    parse_ground_truth,
+    positive_choices,
+    positives_per_layer,
+)
+
+from .detect_tab import Controls
+from .inputs import check_parameters, read_upload, served, upload_source
+from .model import NO_MODEL, DemoModel
+from .settings import MATCH_SIDE, STATE_TTL_S
+
+GT_HEADERS = ["class", "x1", "y1", "x2", "y2"]
+INTRO = ("Training assigns each ground-truth box its best default box (forced), plus every default box with IoU ≥ "
+         "the threshold. Positives are coloured by the source layer they come from.")
+
+
+@dataclass
+class MatchState:
+    """The photo being matched, per browser session: the picture as shown, its scale from the photo's pixels,
+    the photo's size, and the network's confidences once hard negatives asked for them (one forward pass per
+    photo, half precision)."""
+
+    display: Image.Image
+    scale: float
+    width: int
+    height: int
+    name: str
+    conf: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, image: Image.Image, name: str) -> MatchState:
+        display, scale = fit(image, MATCH_SIDE)
+        return cls(display, scale, image.width, image.height, name)
+
+
+class MatchingTab:
+    def __init__(self, model: DemoModel):
+        self.model = model
+
+    @property
+    def cfg(self):
+        return self.model.config
+
+    def ground_truth(self, state: MatchState, rows):
+        return parse_ground_truth(rows, self.model.class_names, state.width, state.height)
+
+    def load_example(self, name):
+        if name is None:  # the dropdown was cleared by an upload of one's own photo
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        rows = [[label, *box] for label, box in example_annotations(name)]
+        return MatchState.of(example_image(name), name), rows, None, gr.Image(value=None)
+
+    def load_upload(self, value):
+        if value is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        image = read_upload(value)
+        # The example dropdown lets go of its photo, so that picking that example again loads it.
+        return MatchState.of(image, upload_source(value)[1]), [], None, gr.Dropdown(value=None)
+
+    def hard_negatives(self, state: MatchState, m):
+        if self.model.detector is None:
+            return None, "Hard negatives need the model's confidences (a real forward pass), and no model is loaded."
+        if state.conf is None:  # one forward pass per photo; the ground truth does not change it
+            state.conf = self.model.predict(state.display).conf.half().cpu()
+        neg = hard_negatives_from_logits(self.cfg, state.conf, m)
+        pos = int(m.positives.sum())
+        return neg, (f"Hard negatives: the **{int(neg.sum())}** background default boxes with the highest "
+                     f"confidence loss in this model's forward pass ({self.cfg.neg_pos_ratio}:1 for {pos} "
+                     "positives).")
+
+    def refresh(self, state, rows, threshold, show_negatives, gt_choice, pos_choice, pending=None, note=None):
+        """Everything on the tab that depends on the photo, the ground truth and the threshold. `note`: a
+        message from the step before (e.g. detections used as ground truth), shown first and then cleared."""
+        if state is None:
+            return (gr.skip(),) * 10
+        cfg = self.cfg
+        gt, problems = self.ground_truth(state, rows)
+        notes = [f"⚠️ {p}" for p in problems]
+        m = match_ground_truth(cfg, gt, self.model.class_names, threshold)
+        negatives = None
+        if show_negatives and gt.boxes:
+            negatives, message = self.hard_negatives(state, m)
+            notes.append(message)
+        picture = draw_matches(state.display, cfg, m, gt, negatives=negatives)
+        if pending is not None:  # the first corner of a box being drawn
+            picture = draw_marker(picture, (pending[0] * state.scale, pending[1] * state.scale))
+        headers, table = positives_per_layer(cfg, m)
+        if not gt.boxes:
+            notes.insert(0, "No ground truth yet: pick an example, type boxes into the table, click two opposite "
+                            "corners on the picture, or use the current detections.")
+        else:
+            n_gt = len(gt.boxes)
+            notes.insert(0, f"**{int(m.positives.sum())}** positives for {n_gt} ground-truth "
+                            f"box{'es' * (n_gt != 1)} at IoU ≥ {float(threshold):.2f}; each ground truth's best "
+                            "default box is forced positive (thick dashed), whatever its IoU.")
+        if note:
+            notes.insert(0, note)
+        if pending is not None:
+            notes.insert(0, f"➕ First corner at ({pending[0]:.0f}, {pending[1]:.0f}): click the opposite corner to "
+                            "add a box.")
+        gt_choices = [(f"GT {i}: {label}", i) for i, label in enumerate(gt.labels)]
+        gt_value = gt_choice if gt_choice is not None and gt_choice < len(gt.labels) else (0 if gt.labels else None)
+        pos = positive_choices(cfg, m)
+        pos_ids = [i for _, i in pos]
+        pos_value = pos_choice if pos_choice in pos_ids else (pos_ids[0] if pos_ids else None)
+        heat = self.heatmap(gt, gt_value, threshold)
+        offsets_md, offsets_img = self.offsets(state, gt, m, pos_value)
+        return (served(picture), "\n\n".join(notes), table, gr.Dropdown(choices=gt_choices, value=gt_value), heat,
+                gr.Dropdown(choices=pos, value=pos_value), offsets_md, offsets_img, state, None)
+
+    def heatmap(self, gt, index, threshold):
+        if index is None or index >= len(gt.boxes):
+            return None
+        return served(iou_heatmaps(self.cfg, gt.normalised()[index], float(threshold)))
+
+    def offsets(self, state: MatchState, gt, m, index):
+        if index is None:
+            return "No positive default box to encode.", None
+        return offsets_markdown(self.cfg, m, index), served(draw_offsets(state.display, self.cfg, m, gt, index))
+
+    def heatmap_only(self, state, rows, threshold, gt_choice):
+        if state is None or gt_choice is None:
+            return None
+        gt, _ = self.ground_truth(state, rows)
+        return self.heatmap(gt, int(gt_choice), threshold)
+
+    def offsets_only(self, state, rows, threshold, pos_choice):
+        if state is None or pos_choice is None:
+            return gr.skip(), gr.skip()
+        gt, _ = self.ground_truth(state, rows)
+        m = match_ground_truth(self.cfg, gt, self.model.class_names, threshold)
+        if not bool(m.positives[0, int(pos_choice)]):
+            return gr.skip(), gr.skip()
+        return self.offsets(state, gt, m, int(pos_choice))
+
+    def on_click(self, state, rows, draw_class, pending, evt: gr.SelectData):
+        """Two clicks on the picture = two opposite corners of a new ground-truth box."""
+        if state is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        x, y = evt.index[0], evt.index[1]
+        if y >= state.display.height:  # the legend strip under the picture
+            return gr.skip(), gr.skip(), gr.skip()
+        px, py = x / state.scale, y / state.scale
+        if pending is None:
+            return gr.skip(), (px, py), f"First corner at ({px:.0f}, {py:.0f}); click the opposite corner."
+        (qx, qy) = pending
+        row = [draw_class, round(min(px, qx)), round(min(py, qy)), round(max(px, qx)), round(max(py, qy))]
+        return [list(r) for r in (rows or []) if any(v not in (None, "") for v in r)] + [row], None, \
+            f"Added {draw_class} ({row[1]}, {row[2]}, {row[3]}, {row[4]})."
+
+    def detections_as_gt(self, state, score_threshold, nms_threshold):
+        """The model's detections on this photo, at the Detect tab's thresholds, as ground-truth rows; and a
+        note that says what was done (shown by the refresh that follows)."""
+        if state is None:
+            return gr.skip(), "Pick an image first."
+        if self.model.detector is None:
+            return gr.skip(), NO_MODEL
+        score_threshold, nms_threshold, _, _ = check_parameters(score_threshold, nms_threshold, self.cfg.top_k, None,
+                                                                self.model.class_names, self.cfg.top_k)
+        dets = self.model.detector.postprocess(self.model.predict(state.display), score_threshold, nms_threshold)
+        where = f"score ≥ {score_threshold:.2f}, the Detect tab's score threshold"
+        if not dets:
+            return gr.skip(), (f"⚠️ The model finds nothing here ({where}): lower that slider on the Detect tab "
+                               "and try again.")
+        rows = [[d.label, *(round(v / state.scale) for v in d.box)] for d in dets]
+        return rows, f"Using the model's {len(rows)} detection{'s' * (len(rows) != 1)} ({where}) as ground truth."
+
+    def build(self, detect: Controls):
+        """The tab's widgets and events (inside a gr.Blocks). Returns the events the page's load event chains:
+        (load_example inputs, outputs), (refresh inputs, outputs)."""
+        cfg, names = self.cfg, self.model.class_names
+        gr.Markdown(INTRO)
+        state = gr.State(None, time_to_live=STATE_TTL_S)
+        pending = gr.State(None)
+        note = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=2, min_width=280):
+                photo = gr.Dropdown(example_names(), value="motorcycle",
+                                    label="Example photo (with hand-made ground truth)")
+                upload = gr.Image(type="filepath", image_mode=None, label="…or your own photo",
+                                  sources=["upload", "clipboard"], height=160)
+                gt_table = gr.Dataframe(headers=GT_HEADERS, datatype=["str", "number", "number", "number", "number"],
+                                        type="array", interactive=True, column_count=5,
+                                        label="Ground truth (pixels; edit, add rows, or click two corners on the "
+                                              "picture)")
+                with gr.Row():
+                    draw_class = gr.Dropdown(names, value="person" if "person" in names else names[0],
+                                             label="Class of drawn boxes", scale=2)
+                    clear = gr.Button("Clear ground truth", scale=1)
+                use_dets = gr.Button("Use current detections as ground truth")
+                threshold = gr.Slider(0.1, 0.9, value=cfg.match_threshold, step=0.05,
+                                      label="IoU threshold for positives")
+                show_neg = gr.Checkbox(value=False, label=f"Show the {cfg.neg_pos_ratio}:1 hard negatives (one "
+                                                          "forward pass of the model)")
+            with gr.Column(scale=3):
+                image = gr.Image(label="Matched default boxes (click two corners to add a box)", interactive=False,
+                                 elem_id="match-output", format="jpeg")
+                message = gr.Markdown(elem_id="match-message")
+                table = gr.Dataframe(headers=list(POSITIVES_HEADERS), interactive=False,
+                                     label="Positives per source layer", elem_id="match-table")
+        with gr.Row():
+            gt_pick = gr.Dropdown([], label="IoU heat map of ground truth", scale=1, min_width=200)
+            heat = gr.Image(label="IoU with every default box, per feature map", interactive=False, format="png",
+                            show_label=False, scale=5, elem_id="match-heatmap")
+        with gr.Row():
+            with gr.Column(scale=2):
+                pos_pick = gr.Dropdown([], label="One positive: its encoded offsets")
+                offsets_text = gr.Markdown()
+            with gr.Column(scale=2):
+                offsets_image = gr.Image(label="Default box, ground truth, decode(encode(g))", interactive=False,
+                                         format="jpeg")
+        refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note]
+        refresh_out = [image, message, table, gt_pick, heat, pos_pick, offsets_text, offsets_image, state, note]
+        load_out = [state, gt_table, pending, upload]
+        kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
+        photo.change(self.load_example, [photo], load_out, **kw).then(self.refresh, refresh_in, refresh_out, **kw)
+        upload.upload(self.load_upload, [upload], [state, gt_table, pending, photo], preprocess=False, **kw).then(
+            self.refresh, refresh_in, refresh_out, **kw)
+        clear.click(lambda: ([], None), None, [gt_table, pending], **kw).then(self.refresh, refresh_in, refresh_out,
+                                                                              **kw)
+        use_dets.click(self.detections_as_gt, [state, detect.score, detect.nms], [gt_table, note], **kw).then(
+            self.refresh, refresh_in, refresh_out, **kw)
+        image.select(self.on_click, [state, gt_table, draw_class, pending], [gt_table, pending, message], **kw).then(
+            self.refresh, refresh_in, refresh_out, **kw)
+        gt_table.input(self.refresh, refresh_in, refresh_out, trigger_mode="always_last", **kw)
+        for control in (threshold, show_neg):
+            control.change(self.refresh, refresh_in, refresh_out, trigger_mode="always_last", show_progress="hidden",
+                           **kw)
+        gt_pick.input(self.heatmap_only, [state, gt_table, threshold, gt_pick], [heat], **kw)
+        pos_pick.input(self.offsets_only, [state, gt_table, threshold, pos_pick], [offsets_text, offsets_image], **kw)
+        return ([photo], load_out), (refresh_in, refresh_out)

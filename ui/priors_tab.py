@@ -1,0 +1,108 @@
+"""The Default boxes tab: the 4 or 6 default boxes of any cell of any source feature map, at true scale, for
+SSD300 or SSD512. It needs no model."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+import ssd
+from visualize.examples import example_image, example_names
+from visualize.priors import (
+    CANVAS_SIZE,
+    cell_at,
+    cell_default_boxes,
+    draw_cell_default_boxes,
+    feature_map_choices,
+    layer_label,
+    layer_summary,
+    shape_choices,
+    summary_formula,
+)
+
+from .inputs import served
+
+CONFIGS = {"SSD300": ssd.SSD300_VOC, "SSD512": ssd.SSD512_VOC}
+SHAPE_CHOICES = shape_choices(ssd.SSD512_VOC)  # both configs have every shape
+INTRO = ("Every cell of every source feature map carries 4 or 6 *default boxes*, centred on the cell: ratio 1 at "
+         "scale sₖ, an extra ratio-1 box at s′ₖ = √(sₖ·sₖ₊₁), and ratios 2, ½ (and 3, ⅓). Click the picture to "
+         "pick a cell.")
+
+
+def priors_view(config_name, layer, row, col, shapes, grid, photo):
+    cfg = CONFIGS[config_name]
+    layer = min(int(layer), len(cfg.feature_maps) - 1)  # the layer list may lag a switch from SSD512 to SSD300
+    f = cfg.feature_maps[layer]
+    row, col = min(int(row), f - 1), min(int(col), f - 1)
+    image = example_image(photo)
+    picture = draw_cell_default_boxes(image, cfg, layer, row, col, shapes, show_grid=grid)
+    boxes = cell_default_boxes(cfg, layer, row, col)
+    rows = [[b["shape"], round(b["w_px"], 1), round(b["h_px"], 1), round(b["cx"] * cfg.image_size, 1),
+             round(b["cy"] * cfg.image_size, 1), b["index"]] for b in boxes]
+    headers, summary = layer_summary(cfg)
+    caption = (f"**{cfg.name.split('_')[0]}**: {summary_formula(cfg)} default boxes. "
+               f"Cell ({row}, {col}) of {layer_label(cfg, layer)} holds boxes #{boxes[0]['index']}–"
+               f"#{boxes[-1]['index']}. The photo is warped to the {cfg.image_size}×{cfg.image_size} input, as SSD "
+               "sees it; box sizes are in input pixels.")
+    return served(picture), rows, summary, caption
+
+
+def cell_slider(f: int) -> gr.Slider:
+    """A row/column slider for an f×f map. A 1×1 map has one cell, and a Gradio slider needs min < max, so
+    its slider spans 0–1, stays at 0 and is locked."""
+    if f == 1:
+        return gr.Slider(minimum=0, maximum=1, value=0, interactive=False)
+    return gr.Slider(minimum=0, maximum=f - 1, value=f // 2, interactive=True)
+
+
+def on_config(config_name, layer):
+    cfg = CONFIGS[config_name]
+    layer = min(int(layer), len(cfg.feature_maps) - 1)
+    choices = [(label, k) for k, label in enumerate(feature_map_choices(cfg))]
+    f = cfg.feature_maps[layer]
+    return gr.Dropdown(choices=choices, value=layer), cell_slider(f), cell_slider(f)
+
+
+def on_layer(config_name, layer):
+    f = CONFIGS[config_name].feature_maps[int(layer)]
+    return cell_slider(f), cell_slider(f)
+
+
+def on_priors_click(config_name, layer, evt: gr.SelectData):
+    x, y = evt.index[0], evt.index[1]
+    if y >= CANVAS_SIZE:  # the legend below the picture is not part of the grid
+        return gr.skip(), gr.skip()
+    row, col = cell_at(CONFIGS[config_name], int(layer), x, y, CANVAS_SIZE, CANVAS_SIZE)
+    return row, col
+
+
+def build():
+    """The tab's widgets and events (inside a gr.Blocks). Returns (inputs, outputs) of the first drawing, for
+    the page's load event."""
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column(scale=2, min_width=280):
+            config = gr.Radio(list(CONFIGS), value="SSD300", label="Model")
+            layer = gr.Dropdown([(c, k) for k, c in enumerate(feature_map_choices(ssd.SSD300_VOC))], value=1,
+                                label="Feature map")
+            row = gr.Slider(0, 18, value=7, step=1, label="Cell row i")
+            col = gr.Slider(0, 18, value=9, step=1, label="Cell column j")
+            shapes = gr.CheckboxGroup(SHAPE_CHOICES, value=[v for _, v in SHAPE_CHOICES], label="Aspect ratios")
+            grid = gr.Checkbox(value=True, label="Show the grid of cell centres")
+            photo = gr.Dropdown(example_names(), value="astronaut", label="Photo")
+            cell = gr.Dataframe(headers=["shape", "w (px)", "h (px)", "cx (px)", "cy (px)", "#"], interactive=False,
+                                label="This cell's default boxes")
+        with gr.Column(scale=3):
+            image = gr.Image(label="Default boxes of one cell (click to choose a cell)", interactive=False,
+                             elem_id="priors-output", format="jpeg")
+            caption = gr.Markdown()
+    summary = gr.Dataframe(headers=layer_summary(ssd.SSD300_VOC)[0], interactive=False,
+                           label="Default boxes per source layer", elem_id="priors-summary")
+    inputs = [config, layer, row, col, shapes, grid, photo]
+    outputs = [image, cell, summary, caption]
+    config.input(on_config, [config, layer], [layer, row, col], api_visibility="private")
+    layer.input(on_layer, [config, layer], [row, col], api_visibility="private")
+    for control in inputs:
+        control.change(priors_view, inputs, outputs, api_visibility="private", show_progress="hidden",
+                       trigger_mode="always_last", concurrency_limit=4, concurrency_id="pictures")
+    image.select(on_priors_click, [config, layer], [row, col], api_visibility="private")
+    return inputs, outputs

@@ -1,0 +1,24 @@
+"""The demo's limits, from the environment (README, "The demo app")."""
+
+from __future__ import annotations
+
+import os
+
+
+def _bytes(size: str) -> int:
+    """'20mb' -> bytes, as Gradio reads its upload limit (1 kb = 1024 bytes)."""
+    number, unit = size.strip().lower().rstrip("b") or "0", 1
+    for suffix, factor in (("k", 1024), ("m", 1024 ** 2), ("g", 1024 ** 3)):
+        if number.endswith(suffix):
+            number, unit = number[:-1], factor
+    return int(float(number) * unit)
+
+
+MAX_PIXELS = int(float(os.environ.get("SSD_MAX_MEGAPIXELS", "40")) * 1_000_000)  # larger uploads are refused
+MAX_FILE_SIZE = os.environ.get("SSD_MAX_FILE_SIZE", "20mb")  # upload cap: Gradio's for files, ours for data URLs
+MAX_FILE_BYTES = _bytes(MAX_FILE_SIZE)
+CONCURRENCY = int(os.environ.get("SSD_CONCURRENCY", "2"))  # network runs at once, all tabs together
+QUEUE_SIZE = int(os.environ.get("SSD_QUEUE_SIZE", "64"))
+STATE_TTL_S = int(os.environ.get("SSD_STATE_TTL_S", "900"))  # a session's cached outputs live this long
+DISPLAY_SIDE = 1024  # pictures sent back to the browser are at most this big
+MATCH_SIDE = 800  # the Matching tab's picture
