@@ -173,7 +173,7 @@ def test_without_weights_the_teaching_tabs_work_and_detect_explains(tmp_path):
     picture, cell_rows, summary, caption = priors_tab.priors_view("SSD300", 0, 19, 19, ["1"], True, "cat")
     assert picture.width == 600 and summary[-1][-1] == 8732 and "8732" in caption
     matching = MatchingTab(model)
-    state, rows, _, _ = matching.load_example("motorcycle")
+    state, rows, *_ = matching.load_example("motorcycle")
     out = matching.refresh(state, rows, 0.5, True, None, None)
     picture, message, table = out[0], out[1], out[2]
     assert picture is not None and table[-1][3] > 0
@@ -201,7 +201,7 @@ def test_teaching_tabs_with_a_model(model):
     from ui.matching_tab import MatchingTab
 
     matching = MatchingTab(model)
-    state, rows, _, _ = matching.load_example("astronaut")
+    state, rows, *_ = matching.load_example("astronaut")
     assert rows == [["person", 20, 15, 380, 512]]
     out = matching.refresh(state, rows, 0.5, True, None, None)
     assert "Hard negatives" in out[1]
@@ -240,7 +240,8 @@ def test_picking_the_same_example_after_an_upload_reloads_it(model, files):
     state, rows, _, photo = matching.load_upload(str(files / "photo.jpg"))
     assert rows == [] and state.name == "photo.jpg"
     assert isinstance(photo, gr.Dropdown) and photo.value is None  # so "motorcycle" is a change again
-    assert matching.load_example(None) == (gr.skip(),) * 4
+    assert matching.load_example(None) == (gr.skip(),) * 5
+    assert matching.load_example("cat")[4]["value"] == "cat"  # drawn boxes start as the example's class
 
 
 def test_bad_parameters_get_a_message_that_names_them(client, files):
@@ -339,7 +340,7 @@ def test_every_network_run_shares_one_limit(model, monkeypatch):
     photo = Image.new("RGB", (120, 90), (90, 60, 30))
     jobs = []
     for _ in range(3):
-        state, rows, _, _ = matching.load_example("astronaut")  # a fresh state each: no cached confidences
+        state, rows, *_ = matching.load_example("astronaut")  # a fresh state each: no cached confidences
         jobs += [lambda: detect.detect(photo, 0.5), lambda s=state: matching.detections_as_gt(s, 0.5, 0.45),
                  lambda s=state, r=rows: matching.refresh(s, r, 0.5, True, None, None)]
     threads = [threading.Thread(target=job) for job in jobs]
@@ -354,7 +355,7 @@ def test_detections_as_ground_truth_says_what_it_did_after_the_refresh(model):
     from ui.matching_tab import MatchingTab
 
     matching = MatchingTab(model)
-    state, rows, _, _ = matching.load_example("cat")
+    state, rows, *_ = matching.load_example("cat")
     _, note = matching.detections_as_gt(state, 1.0, 0.45)  # nothing scores above 1
     assert "nothing" in note and "Detect tab's score threshold" in note
     message = matching.refresh(state, rows, 0.5, False, None, None, None, note)[1]

@@ -65,10 +65,13 @@ class MatchingTab:
         return parse_ground_truth(rows, self.model.class_names, state.width, state.height)
 
     def load_example(self, name):
+        """(state, ground-truth rows, pending corner, cleared upload, class of drawn boxes): boxes drawn on an
+        example start as the class of its first object (a cat for the cat), not always "person"."""
         if name is None:  # the dropdown was cleared by an upload of one's own photo
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * 5
         rows = [[label, *box] for label, box in example_annotations(name)]
-        return MatchState.of(example_image(name), name), rows, None, gr.Image(value=None)
+        draw_class = gr.update(value=rows[0][0]) if rows else gr.skip()
+        return MatchState.of(example_image(name), name), rows, None, gr.Image(value=None), draw_class
 
     def load_upload(self, value):
         if value is None:
@@ -231,7 +234,7 @@ class MatchingTab:
                                          format="jpeg")
         refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note]
         refresh_out = [image, message, table, gt_pick, heat, pos_pick, offsets_text, offsets_image, state, note]
-        load_out = [state, gt_table, pending, upload]
+        load_out = [state, gt_table, pending, upload, draw_class]
         kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
         photo.change(self.load_example, [photo], load_out, **kw).then(self.refresh, refresh_in, refresh_out, **kw)
         upload.upload(self.load_upload, [upload], [state, gt_table, pending, photo], preprocess=False, **kw).then(
