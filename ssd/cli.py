@@ -155,4 +155,3 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
     if args.json:
         print(json.dumps(results, indent=2))
     return EXIT_FAILED if failed else EXIT_OK
-
