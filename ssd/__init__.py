@@ -12,6 +12,8 @@ from .config import (
     SSDConfig,
 )
 from .detector import Detection, Detections, Detector, RawPrediction, export_weights
+from .export import export_onnx
+from .graph import InferenceGraph
 from .loss import MultiBoxLoss, confidence_loss, hard_negatives, multibox_loss
 from .matching import MatchResult, match
 from .model import SSD, build_ssd
@@ -20,6 +22,7 @@ from .priors import PriorLayout, default_boxes, prior_layout
 __all__ = [
     "PRESETS", "SSD", "SSD300_COCO", "SSD300_LITE0_VOC", "SSD300_VOC", "SSD512_COCO", "SSD512_VOC", "VOC_CLASSES",
     "Detection", "Detections", "Detector", "MatchResult", "MultiBoxLoss", "PriorLayout", "RawPrediction",
-    "SSDConfig", "build_ssd", "confidence_loss", "decode", "default_boxes", "encode", "export_weights",
+    "InferenceGraph", "SSDConfig", "build_ssd", "confidence_loss", "decode", "default_boxes", "encode", "export_onnx",
+    "export_weights",
     "hard_negatives", "match", "multibox_loss", "prior_layout",
 ]

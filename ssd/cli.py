@@ -1,7 +1,7 @@
 """Command line: detect objects in images.
 
     python -m ssd IMAGE_OR_DIR [IMAGE_OR_DIR ...] [--weights P] [--score S] [--nms IOU] [--top-k K]
-                  [--json] [--device cpu|cuda]
+                  [--json] [--device cpu|cuda] [--backend torch|onnxruntime|auto]
     python detect.py ... [--out DIR]     (or the installed `ssd-detect`: the same, and it draws)
 
 Directories expand to the image files directly inside them. Without --json, one readable line per detection;
@@ -55,8 +55,8 @@ def _parser(prog: str | None, draws: bool) -> argparse.ArgumentParser:
                                 "images.")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or directories of images")
     p.add_argument("--weights", type=Path, default=None,
-                   help="weights (.safetensors with its .json model card beside it); default: the shipped demo "
-                        "weights")
+                   help="weights (.safetensors with its .json model card beside it, or an .onnx file from "
+                        "`python -m ssd.export`); default: the shipped demo weights")
     p.add_argument("--score", type=float, default=None,
                    help="confidence threshold (default: the one the weights' model card recommends)")
     p.add_argument("--nms", type=float, default=None,
@@ -67,6 +67,9 @@ def _parser(prog: str | None, draws: bool) -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=None, help="write annotated copies of the images here")
     p.add_argument("--json", action="store_true", help="print the detections as JSON")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "auto"), default=None,
+                   help="what runs the network: torch (default for weights), onnxruntime (CPU; the default for an "
+                        ".onnx file), or auto (onnxruntime on the CPU when it is installed)")
     return p
 
 
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
         _fail("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu")
         return EXIT_FAILED
     try:
-        detector = Detector.load(args.weights, device=args.device)
+        detector = Detector.load(args.weights, device=args.device, backend=args.backend)
     except FileNotFoundError as e:
         _fail(str(e) + ("" if args.weights else " From the command line: --weights PATH."))
         return EXIT_FAILED

@@ -4,6 +4,7 @@ return detections in the input's pixels."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,11 +13,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .backends import OnnxRuntimeBackend, TorchBackend, resolve_backend
 from .config import SSDConfig
-from .image import normalise, to_rgb
+from .image import to_rgb
 from .model import build_ssd
-from .postprocess import ImageDetections, postprocess
+from .postprocess import ImageDetections, select_detections
 from .priors import prior_layout
+
+log = logging.getLogger("ssd")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssd300_lite0_voc07.safetensors"
@@ -50,10 +54,11 @@ class Detections(list):
 
 @dataclass
 class RawPrediction:
-    """Network outputs for one image, kept so thresholds can change without re-running the network."""
+    """The inference graph's outputs for one image (`ssd.graph`), kept so thresholds can change without
+    re-running the network."""
 
-    loc: torch.Tensor  # (1, N, 4)
-    conf: torch.Tensor  # (1, N, C+1)
+    boxes: torch.Tensor  # (1, N, 4) decoded, normalised xyxy
+    scores: torch.Tensor  # (1, N, C+1) softmax, background at 0
     width: int
     height: int
     seconds: float  # network time, preprocessing included
@@ -95,29 +100,61 @@ def check_fits(model: torch.nn.Module, cfg: SSDConfig, where) -> None:
 
 
 class Detector:
-    def __init__(self, model: torch.nn.Module, config: SSDConfig, class_names, device=None, card=None):
+    """model: the PyTorch network, run by `backend` ("torch", "onnxruntime": its ONNX export, or "auto":
+    onnxruntime on the CPU when installed, else torch), or a ready backend object (`ssd.backends`)."""
+
+    def __init__(self, model, config: SSDConfig, class_names, device=None, card=None, backend: str = "torch"):
         if len(class_names) != config.num_classes:
             raise ValueError(f"{len(class_names)} class names for a {config.num_classes}-class config")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # Half precision only where it is fast (GPU); CPU kernels are fastest in fp32.
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.model = model.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
         self.config = config
         self.class_names = tuple(class_names)
         self.card = card or {}
         # The card's recommended threshold (best F1 on held-out images, written by training): the default of
         # detect(), the app's slider and the CLI's --score.
         self.score_threshold = float(self.card.get("score_threshold", FALLBACK_SCORE_THRESHOLD))
-        layout = prior_layout(config)
-        self.priors = layout.boxes.to(self.device)
-        self._prior_layer = layout.layer.tolist()
+        if isinstance(model, torch.nn.Module):
+            device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            if resolve_backend(backend, device) == "onnxruntime":
+                from .export import export_bytes
+
+                self.backend = OnnxRuntimeBackend(export_bytes(model, config, self.class_names, self.card))
+            else:
+                self.backend = TorchBackend(model, config, device)
+        else:
+            self.backend = model
+        # The PyTorch network (None when the backend runs an ONNX file): what `ssd.export` exports.
+        self.model = self.backend.graph.network if isinstance(self.backend, TorchBackend) else None
+        self.device = self.backend.device
+        self._prior_layer = prior_layout(config).layer.tolist()
 
     @classmethod
-    def load(cls, path=None, device=None) -> Detector:
-        """Shipped demo weights (path=None) or any weights file written by `export_weights`."""
+    def load(cls, path=None, device=None, backend: str | None = None) -> Detector:
+        """Shipped demo weights (path=None), any weights file written by `export_weights`, or an ONNX file
+        written by `ssd.export` (always run by onnxruntime). backend: see `Detector` (default: torch for weights);
+        onnxruntime exports the weights once and keeps the file in a cache (`ssd.export.cached_export`)."""
+        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        if path.suffix == ".onnx":
+            return cls._load_onnx(path, device, backend)
+        backend = backend or "torch"
+        model, cfg, card = cls._load_weights(path)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        chosen = resolve_backend(backend, device)
+        if chosen == "onnxruntime":
+            from .export import cached_export
+
+            try:
+                runner = OnnxRuntimeBackend(cached_export(path, model, cfg, card["classes"], card))
+                return cls(runner, cfg, card["classes"], card=card)
+            except Exception as e:  # "auto" promises a working detector, not the fastest one
+                if backend != "auto":
+                    raise
+                log.warning("onnxruntime backend failed (%s: %s); running on torch", type(e).__name__, e)
+        return cls(model, cfg, card["classes"], device=device, card=card)
+
+    @staticmethod
+    def _load_weights(path: Path):
         from safetensors.torch import load_file
 
-        path = Path(path) if path is not None else DEFAULT_WEIGHTS
         if not path.exists() or not card_path(path).exists():
             missing = path if not path.exists() else card_path(path)
             hint = ("No demo weights are shipped yet. Train them with `python -m train` (README, 'Train your "
@@ -130,33 +167,50 @@ class Detector:
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
         model.load_state_dict(state)
         check_fits(model, cfg, card_path(path))
-        return cls(model, cfg, card["classes"], device=device, card=card)
+        return model, cfg, card
 
-    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        """Warp to the network's square input (SSD ignores aspect ratio) and normalise."""
+    @classmethod
+    def _load_onnx(cls, path: Path, device, backend: str | None) -> Detector:
+        from .export import card_from_metadata
+
+        if backend == "torch" or (device is not None and torch.device(device).type != "cpu"):
+            raise ValueError(f"{path}: an ONNX file runs on onnxruntime on the CPU (backend='onnxruntime' or "
+                             f"'auto', device 'cpu')")
+        resolve_backend("onnxruntime", torch.device("cpu"))  # says so if onnxruntime is missing
+        if not path.exists():
+            raise FileNotFoundError(f"ONNX file not found: {path}")
+        runner = OnnxRuntimeBackend(path)
+        card = card_from_metadata(runner.metadata, path)
+        cfg = SSDConfig.from_dict(card["config"])
+        if runner.num_boxes != cfg.num_default_boxes:
+            raise ValueError(f"{path}: the graph predicts {runner.num_boxes} boxes, its config "
+                             f"{cfg.num_default_boxes} default boxes")
+        return cls(runner, cfg, card["classes"], card=card)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def preprocess(self, images: list[Image.Image]) -> np.ndarray:
+        """Warp to the network's square input (SSD ignores aspect ratio): uint8 (B, S, S, 3), the graph's input."""
         s = self.config.image_size
-        arrays = [np.asarray(im.resize((s, s), Image.BILINEAR)) for im in images]
-        x = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
-        return normalise(x, self.config, self.dtype).contiguous(memory_format=torch.channels_last)
+        return np.stack([np.asarray(im.resize((s, s), Image.BILINEAR)) for im in images])
 
-    @torch.inference_mode()
     def predict(self, image) -> RawPrediction:
         start = time.perf_counter()
         image = to_rgb(image)
-        loc, conf = self.model(self.preprocess([image]))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return RawPrediction(loc, conf, image.width, image.height, time.perf_counter() - start)
+        boxes, scores = self.backend(self.preprocess([image]))
+        return RawPrediction(boxes, scores, image.width, image.height, time.perf_counter() - start)
 
     @torch.inference_mode()
     def postprocess(self, raw: RawPrediction, score_threshold=None, nms_threshold=None, top_k=None,
                     classes=None) -> Detections:
-        """Detections of cached network outputs, best first. Thresholds left as None take the model card's
+        """Detections of cached graph outputs, best first. Thresholds left as None take the model card's
         recommended score threshold and the config's NMS IoU and top-k. `classes`: the class names to keep
         (None: all), chosen before the top-k cut."""
         score_threshold = self.score_threshold if score_threshold is None else score_threshold
-        (det,) = postprocess(raw.loc, raw.conf, self.priors, self.config, score_threshold, nms_threshold, top_k,
-                             classes=self._class_ids(classes))
+        (det,) = select_detections(raw.boxes, raw.scores, self.config, score_threshold, nms_threshold, top_k,
+                                   classes=self._class_ids(classes))
         return self._to_detections(det, raw.width, raw.height)
 
     def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None) -> Detections:
@@ -170,11 +224,10 @@ class Detector:
         out = []
         for i in range(0, len(images), batch_size):
             chunk = [to_rgb(im) for im in images[i:i + batch_size]]
-            loc, conf = self.model(self.preprocess(chunk))
-            dets = postprocess(loc, conf, self.priors, self.config, score_threshold, nms_threshold, top_k)
+            boxes, scores = self.backend(self.preprocess(chunk))
+            dets = select_detections(boxes, scores, self.config, score_threshold, nms_threshold, top_k)
             out += [self._to_detections(d, im.width, im.height) for d, im in zip(dets, chunk)]
         return out
-
     def _class_ids(self, names):
         if names is None:
             return None

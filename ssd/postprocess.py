@@ -1,4 +1,4 @@
-"""Inference post-processing (paper §3): decode, confidence threshold, per-class NMS, keep the top k.
+"""Inference post-processing (paper §3): decode, softmax, confidence threshold, per-class NMS, keep the top k.
 
 Batched over images and classes on the predictions' device: one `batched_nms` call for the whole batch (rarely
 more, see `postprocess`), with image and class folded into the NMS group id.
@@ -63,17 +63,34 @@ def postprocess(
     pre_nms_top_k: int = PRE_NMS_TOP_K,
     classes=None,
 ) -> list[ImageDetections]:
-    """loc (B, N, 4), conf (B, N, C+1) raw network outputs -> per-image detections.
+    """loc (B, N, 4), conf (B, N, C+1) raw network outputs -> per-image detections: `select_detections` of the
+    decoded boxes and softmax scores."""
+    boxes = decode(loc.float(), priors_cxcywh.to(loc.device), cfg.variances)
+    return select_detections(boxes, conf.float().softmax(dim=-1), cfg, score_threshold, nms_threshold, top_k,
+                             pre_nms_top_k, classes)
+
+
+def select_detections(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    cfg: SSDConfig,
+    score_threshold: float | None = None,
+    nms_threshold: float | None = None,
+    top_k: int | None = None,
+    pre_nms_top_k: int = PRE_NMS_TOP_K,
+    classes=None,
+) -> list[ImageDetections]:
+    """boxes (B, N, 4) decoded xyxy, scores (B, N, C+1) softmax with background at 0 -> per-image detections.
 
     Equal to: per image and class, the `pre_nms_top_k` best scores above `score_threshold`, NMS, then the
-    `top_k` best of all classes. Thresholds left as None are the config's (paper §3), and so are the
-    variances. `classes` (ids in 1..C) keeps only those classes, before the top-k cut.
+    `top_k` best of all classes. Thresholds left as None are the config's (paper §3). `classes` (ids in 1..C)
+    keeps only those classes, before the top-k cut. The exported ONNX graph ends where this begins.
     """
     score_threshold = cfg.conf_threshold if score_threshold is None else score_threshold
     nms_threshold = cfg.nms_threshold if nms_threshold is None else nms_threshold
     top_k = cfg.top_k if top_k is None else top_k
-    B, _, C1 = conf.shape
-    scores = conf.float().softmax(dim=-1)[..., 1:]
+    B, _, C1 = scores.shape
+    scores = scores.float()[..., 1:]
     if classes is not None:
         wanted = torch.zeros(C1 - 1, dtype=torch.bool, device=scores.device)
         wanted[[c - 1 for c in classes]] = True
@@ -86,13 +103,13 @@ def postprocess(
     window = max(4 * top_k, 1)
     while True:
         image, prior, label, score, complete = best_candidates(scores, score_threshold, pre_nms_top_k, window)
-        boxes = decode(loc[image, prior].float(), priors_cxcywh[prior].to(loc.device), cfg.variances)
-        keep = batched_nms(boxes, score, image * C1 + label, nms_threshold)  # sorted by score, descending
+        candidate_boxes = boxes[image, prior].float()
+        keep = batched_nms(candidate_boxes, score, image * C1 + label, nms_threshold)  # sorted by score, descending
         survivors = torch.bincount(image[keep], minlength=B)
         if ((survivors >= top_k) | complete).all():
             break
         window *= 2
-    image, prior, label, score, boxes = image[keep], prior[keep], label[keep], score[keep], boxes[keep]
+    image, prior, label, score, boxes = image[keep], prior[keep], label[keep], score[keep], candidate_boxes[keep]
     # Top k per image: a stable sort by image keeps the score order inside each image.
     order = image.argsort(stable=True)
     image, prior, label, score, boxes = image[order], prior[order], label[order], score[order], boxes[order]

@@ -128,3 +128,18 @@ def test_detect_py_runs_as_a_script(weights, images, tmp_path):
     assert (tmp_path / "drawn" / "c.png").exists()
     assert "usage: detect.py" in subprocess.run([sys.executable, "detect.py", "--help"], cwd=ROOT,
                                                 capture_output=True, text=True, timeout=120).stdout
+
+
+def test_an_onnx_file_detects_as_its_weights_do(weights, images, tmp_path):
+    onnx_path = ssd.export_onnx(ssd.Detector.load(weights, device="cpu"), tmp_path / "w.onnx")
+    common = [images / "c.png", "--score", "0.05", "--top-k", "5", "--json"]
+    torch_run = run_cli(*common, "--weights", weights, "--device", "cpu")
+    onnx_run = run_cli(*common, "--weights", onnx_path)
+    assert torch_run.returncode == 0 and onnx_run.returncode == 0, onnx_run.stderr
+
+    def found(r):
+        return [(d["label"], d["prior_index"]) for d in json.loads(r.stdout)[0]["detections"]]
+
+    assert found(onnx_run) == found(torch_run) and found(torch_run)
+    refused = run_cli(*common, "--weights", onnx_path, "--backend", "torch")
+    assert refused.returncode == 1 and "onnxruntime" in refused.stderr

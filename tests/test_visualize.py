@@ -17,7 +17,7 @@ from visualize.matching import (
     GroundTruth,
     draw_matches,
     draw_offsets,
-    hard_negatives_from_logits,
+    hard_negatives_from_scores,
     iou_heatmaps,
     iou_with_priors,
     match_ground_truth,
@@ -229,7 +229,7 @@ def test_hard_negatives_are_the_highest_background_loss_three_per_positive():
     conf = torch.zeros(1, N, 21)
     # Background logit decreasing with index: the highest background loss sits at the largest indices.
     conf[0, :, 0] = torch.linspace(5, -5, N)
-    neg = hard_negatives_from_logits(CFG, conf, m)
+    neg = hard_negatives_from_scores(CFG, conf.softmax(-1)[..., 0], m)
     assert int(neg.sum()) == 3 * P and not (neg & m.positives[0]).any()
     negatives_by_loss = [i for i in range(N - 1, -1, -1) if not bool(m.positives[0, i])][: 3 * P]
     assert sorted(neg.nonzero().flatten().tolist()) == sorted(negatives_by_loss)
@@ -245,7 +245,7 @@ def test_hard_negatives_from_a_real_forward_pass():
     gt = gt_of([(30, 40, 200, 280)])
     m = match_ground_truth(cfg, gt, ssd.VOC_CLASSES)
     raw = detector.predict(Image.new("RGB", (300, 300), (120, 80, 40)))
-    neg = hard_negatives_from_logits(cfg, raw.conf, m)
+    neg = hard_negatives_from_scores(cfg, raw.scores[..., 0], m)
     assert neg.shape == (cfg.num_default_boxes,)
     assert int(neg.sum()) == 3 * int(m.positives.sum())
 

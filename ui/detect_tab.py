@@ -24,7 +24,7 @@ TABLE_HEADERS = ["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map"
 @dataclass
 class DetectState:
     """What the sliders need to redraw without running the network again, kept per browser session: the
-    network's outputs in half precision and the picture as JPEG (about 0.7 MB for a 1024-pixel photo, where
+    graph's boxes and its scores in half precision, and the picture as JPEG (about 0.7 MB for a 1024-pixel photo, where
     full-precision outputs and a raw picture took 5 MB). Sessions let go of it after STATE_TTL_S."""
 
     raw: ssd.RawPrediction
@@ -35,7 +35,7 @@ class DetectState:
     def of(cls, raw: ssd.RawPrediction, display: Image.Image, scale: float) -> DetectState:
         buf = io.BytesIO()
         display.save(buf, "JPEG", quality=90)
-        small = ssd.RawPrediction(raw.loc.half().cpu(), raw.conf.half().cpu(), raw.width, raw.height, raw.seconds)
+        small = ssd.RawPrediction(raw.boxes.cpu(), raw.scores.half().cpu(), raw.width, raw.height, raw.seconds)
         return cls(small, buf.getvalue(), scale)
 
     def display(self) -> Image.Image:

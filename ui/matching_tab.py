@@ -15,7 +15,7 @@ from visualize.matching import (
     POSITIVES_HEADERS,
     draw_matches,
     draw_offsets,
-    hard_negatives_from_logits,
+    hard_negatives_from_scores,
     iou_heatmaps,
     match_ground_truth,
     offsets_markdown,
@@ -37,15 +37,15 @@ INTRO = ("Training assigns each ground-truth box its best default box (forced), 
 @dataclass
 class MatchState:
     """The photo being matched, per browser session: the picture as shown, its scale from the photo's pixels,
-    the photo's size, and the network's confidences once hard negatives asked for them (one forward pass per
-    photo, half precision)."""
+    the photo's size, and the model's background probabilities once hard negatives asked for them (one forward
+    pass per photo)."""
 
     display: Image.Image
     scale: float
     width: int
     height: int
     name: str
-    conf: torch.Tensor | None = None
+    background: torch.Tensor | None = None  # (1, N)
 
     @classmethod
     def of(cls, image: Image.Image, name: str) -> MatchState:
@@ -83,9 +83,9 @@ class MatchingTab:
     def hard_negatives(self, state: MatchState, m):
         if self.model.detector is None:
             return None, "Hard negatives need the model's confidences (a real forward pass), and no model is loaded."
-        if state.conf is None:  # one forward pass per photo; the ground truth does not change it
-            state.conf = self.model.predict(state.display).conf.half().cpu()
-        neg = hard_negatives_from_logits(self.cfg, state.conf, m)
+        if state.background is None:  # one forward pass per photo; the ground truth does not change it
+            state.background = self.model.predict(state.display).scores[..., 0].cpu()
+        neg = hard_negatives_from_scores(self.cfg, state.background, m)
         pos = int(m.positives.sum())
         return neg, (f"Hard negatives: the **{int(neg.sum())}** background default boxes with the highest "
                      f"confidence loss in this model's forward pass ({self.cfg.neg_pos_ratio}:1 for {pos} "

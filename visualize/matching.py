@@ -234,11 +234,12 @@ def _rect(x, y, w, h, colour, linewidth, linestyle="-"):
     return Rectangle((x, y), w, h, fill=False, edgecolor=colour, linewidth=linewidth, linestyle=linestyle)
 
 
-def hard_negatives_from_logits(cfg: ssd.SSDConfig, conf: torch.Tensor, m: ssd.MatchResult) -> torch.Tensor:
-    """(N,) bool: the negatives the MultiBox loss would keep for `conf` (1, N, C+1) — the highest background
-    cross-entropy, `cfg.neg_pos_ratio` per positive (`ssd.hard_negatives`)."""
-    ce = ssd.confidence_loss(conf.detach().cpu(), m.labels.cpu())
-    return ssd.hard_negatives(ce, m.positives.cpu(), cfg.neg_pos_ratio)[0]
+def hard_negatives_from_scores(cfg: ssd.SSDConfig, background: torch.Tensor, m: ssd.MatchResult) -> torch.Tensor:
+    """(N,) bool: the negatives the MultiBox loss would keep given the model's background probabilities
+    (1, N) — the highest background cross-entropy -log p(background), `cfg.neg_pos_ratio` per positive
+    (`ssd.hard_negatives`)."""
+    loss = -background.detach().float().cpu().clamp_min(1e-30).log()
+    return ssd.hard_negatives(loss, m.positives.cpu(), cfg.neg_pos_ratio)[0]
 
 
 def positive_choices(cfg: ssd.SSDConfig, m: ssd.MatchResult) -> list[tuple[str, int]]:

@@ -1,0 +1,83 @@
+"""Where the inference graph runs: PyTorch (CPU or GPU) or onnxruntime (CPU). A backend takes a batch of
+resized uint8 images (B, S, S, 3) and returns the graph's (boxes, scores) as torch tensors on its device."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import SSDConfig
+from .graph import InferenceGraph
+
+BACKENDS = ("torch", "onnxruntime", "auto")
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """'auto' -> onnxruntime on the CPU when it is installed (it runs our graphs faster there: bench/inference.py),
+    else torch. An explicit choice is checked against the device."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "onnxruntime" if device.type == "cpu" and onnxruntime_available() else "torch"
+    if backend == "onnxruntime":
+        if device.type != "cpu":
+            raise ValueError(f"the onnxruntime backend runs on the CPU only, not {device}")
+        if not onnxruntime_available():
+            raise ImportError("the onnxruntime backend needs the onnxruntime package: pip install onnxruntime")
+    return backend
+
+
+class TorchBackend:
+    """The graph in PyTorch eager mode: half precision on a GPU (fast there), float32 on the CPU."""
+
+    name = "torch"
+
+    def __init__(self, network: nn.Module, cfg: SSDConfig, device: torch.device):
+        self.device = torch.device(device)
+        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        network = network.eval().to(self.device, dtype, memory_format=torch.channels_last)
+        self.graph = InferenceGraph(network, cfg, dtype).to(self.device)
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = self.graph(torch.from_numpy(images).to(self.device))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # so that timings include the GPU's work
+        return boxes, scores
+
+
+class OnnxRuntimeBackend:
+    """An exported graph (`ssd.export`) in an onnxruntime session on the CPU. `model`: an .onnx path or its bytes.
+    threads: onnxruntime's intra-op threads (default: as many as PyTorch uses, so the two compare alike)."""
+
+    name = "onnxruntime"
+    device = torch.device("cpu")
+
+    def __init__(self, model, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        model = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def num_boxes(self):
+        """N of the `boxes` output (B, N, 4) as the file declares it."""
+        return next(o.shape[1] for o in self.session.get_outputs() if o.name == "boxes")
+
+    def __call__(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = self.session.run(["boxes", "scores"], {"images": np.ascontiguousarray(images)})
+        return torch.from_numpy(boxes), torch.from_numpy(scores)
