@@ -2,6 +2,7 @@
 
     python app.py                 # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
     SSD_WEIGHTS=path.safetensors python app.py   # other weights (their model card .json must sit beside them)
+    SSD_BACKEND=torch python app.py              # what runs the network: auto (default), torch, onnxruntime
 
 This file only puts the page together; each tab is built in `ui/` and wires widgets to `ssd` (the detector)
 and `visualize` (the pictures).
@@ -30,7 +31,7 @@ its default boxes, how they are matched to objects, and what the loss trains on.
 
 def build_demo(model: DemoModel | None = None) -> gr.Blocks:
     """The page, for `model` (default: the weights named by SSD_WEIGHTS, else the shipped ones)."""
-    model = model or DemoModel.load(os.environ.get("SSD_WEIGHTS") or None)
+    model = model or DemoModel.load(os.environ.get("SSD_WEIGHTS") or None, os.environ.get("SSD_BACKEND") or "auto")
     detect, matching = DetectTab(model), MatchingTab(model)
     # Output pictures older than an hour are removed from Gradio's cache every half hour (ui.inputs.served).
     with gr.Blocks(title="SSD: Single Shot MultiBox Detector", delete_cache=(1800, 3600)) as demo:

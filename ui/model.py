@@ -33,11 +33,12 @@ class DemoModel:
     network: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(CONCURRENCY))
 
     @classmethod
-    def load(cls, path=None) -> DemoModel:
-        """The weights at `path` (None: the shipped ones). Never raises: a missing, corrupt or mismatched file
-        leaves the teaching tabs serving, with a message."""
+    def load(cls, path=None, backend: str = "auto") -> DemoModel:
+        """The weights at `path` (None: the shipped ones), run by onnxruntime on the CPU where it is installed
+        (faster there) and else by PyTorch (`ssd.Detector`'s backends). Never raises: a missing, corrupt or
+        mismatched file leaves the teaching tabs serving, with a message."""
         try:
-            return cls(ssd.Detector.load(path))
+            return cls(ssd.Detector.load(path, backend=backend))
         except FileNotFoundError as e:
             return cls(None, f"⚠️ **No model loaded** — {e} The *Default boxes* and *Matching* tabs work without "
                              "one.")
@@ -75,6 +76,7 @@ class DemoModel:
         det, cfg = self.detector, self.detector.config
         card = det.card
         device = torch.cuda.get_device_name(det.device) if det.device.type == "cuda" else det.device.type.upper()
+        device += f" ({det.backend_name})"
         if cfg.backbone == "vgg16":
             base = f"VGG16 base{' with BatchNorm' if cfg.batch_norm else ''}, width ×{cfg.width:g}"
         else:
