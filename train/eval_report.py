@@ -13,6 +13,8 @@ Kinds of false positive, after Hoiem, Chodpathumwan and Dai, "Diagnosing error i
   * background: no box at IoU >= 0.1;
   * localisation: that box is of its own class (0.1 <= IoU < the threshold: the right object, a poor box);
   * confusion: that box is of another class (it calls that object by the wrong name).
+Hoiem et al. let "localisation" win whenever the detection's own class overlaps it by 0.1 or more; here the box
+it overlaps most decides, so that the kind always agrees with the ground truth (and best IoU) listed beside it.
 """
 
 from __future__ import annotations
