@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 import torch
@@ -31,13 +32,14 @@ class DemoModel:
     # Every path that runs the network (detect, hard negatives, detections as ground truth) takes one of these,
     # so at most CONCURRENCY forward passes run at once, whatever the page's events are.
     network: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(CONCURRENCY))
+    weights: Path | None = None  # the file the detector came from: the Model tab reads what lies beside it
 
     @classmethod
     def load(cls, path=None) -> DemoModel:
         """The weights at `path` (None: the shipped ones). Never raises: a missing, corrupt or mismatched file
         leaves the teaching tabs serving, with a message."""
         try:
-            return cls(ssd.Detector.load(path))
+            return cls(ssd.Detector.load(path), weights=Path(path) if path else ssd.detector.DEFAULT_WEIGHTS)
         except FileNotFoundError as e:
             return cls(None, f"⚠️ **No model loaded** — {e} The *Default boxes* and *Matching* tabs work without "
                              "one.")
