@@ -22,6 +22,7 @@ from ui import priors_tab  # noqa: E402
 from ui.detect_tab import DetectTab  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
 from ui.model import DemoModel  # noqa: E402
+from ui.model_tab import ModelTab  # noqa: E402
 from ui.settings import CONCURRENCY, MAX_FILE_SIZE, QUEUE_SIZE  # noqa: E402
 
 INTRO = """# SSD: Single Shot MultiBox Detector
@@ -44,6 +45,8 @@ def build_demo(model: DemoModel | None = None) -> gr.Blocks:
                 priors_in, priors_out = priors_tab.build()
             with gr.Tab("Matching", id="matching"):
                 (load_in, load_out), (refresh_in, refresh_out) = matching.build(controls)
+            with gr.Tab("Model", id="model"):
+                ModelTab(model).build()
         demo.load(priors_tab.priors_view, priors_in, priors_out, api_visibility="private").then(
             matching.load_example, load_in, load_out, api_visibility="private").then(
             matching.refresh, refresh_in, refresh_out, api_visibility="private")

@@ -62,7 +62,8 @@ TRAINED = GIVEN_WEIGHTS is not None and GIVEN_WEIGHTS.exists()
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     weights = GIVEN_WEIGHTS if TRAINED else export_random_weights(tmp_path_factory.mktemp("weights"))
-    with running_app(weights, tmp_path_factory.mktemp("app") / "app.log") as url:
+    # SSD_VOC_ROOT="": the Model tab never draws VOC photos into a screenshot (they must not be committed).
+    with running_app(weights, tmp_path_factory.mktemp("app") / "app.log", SSD_VOC_ROOT="") as url:
         yield url
 
 
@@ -142,6 +143,19 @@ def test_upload_detect_and_screenshot_every_tab(page, tmp_path):
     wait_for_text(page, "match-message", "positives for")
     wait_for_image(page, "match-heatmap")
     paths.append(save_screenshot(page, "matching", until="match-heatmap"))
+
+    # Model: the card; for weights with a training log and an evaluation report beside them (the shipped ones),
+    # also the curves, the AP and PR charts and the table of the worst false positives.
+    page.get_by_role("tab", name="Model").click()
+    wait_for_text(page, "model-files", "Read beside")
+    wait_for_text(page, "model-card", "SSD300")
+    until = "model-card"
+    if page.locator("#model-fp-table").count():
+        for elem_id in ("model-curves", "model-ap", "model-pr"):
+            wait_for_image(page, elem_id)
+        wait_for_text(page, "model-fp-table", "kind of error")
+        until = "model-fp-table"
+    paths.append(save_screenshot(page, "model", until=until))
 
     # A file that is not an image: the page shows the app's message (no stack trace) and keeps working.
     page.get_by_role("tab", name="Detect").click()

@@ -331,3 +331,18 @@ def test_an_error_mid_run_saves_a_checkpoint_first(tmp_path, shapes, monkeypatch
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["state"]["step"] == 3
     resumed = _trainer(tmp_path, shapes)
     assert resumed.resumed and resumed.state.step == 3
+
+
+def test_export_writes_the_training_log_beside_the_weights(tmp_path, shapes):
+    """The app's Model tab draws the curves of the weights it serves from `<stem>.log.csv` beside them: the same
+    rows as the run's log.csv."""
+    import csv
+
+    t = _trainer(tmp_path / "run", shapes)
+    t.train(stop_after_steps=3)
+    path = t.export(tmp_path / "shipped" / "model.safetensors")
+    beside = tmp_path / "shipped" / "model.log.csv"
+    assert engine.log_path(path) == beside
+    rows = list(csv.DictReader(beside.open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert rows == list(csv.DictReader((tmp_path / "run" / engine.LOG_CSV).open()))

@@ -40,6 +40,8 @@ def test_the_wheel_holds_the_three_packages_the_weights_and_the_commands(install
     for module in ("ssd/detector.py", "ssd/efficientnet_lite.py", "train/engine.py", "visualize/draw.py", "detect.py"):
         assert module in names
     assert any(n.startswith("ssd/weights/") and n.endswith(".safetensors") for n in names)
+    # The demo weights' training log and evaluation report travel with them (the Model tab reads them).
+    assert {"ssd/weights/ssd300_lite0_voc07.log.csv", "ssd/weights/ssd300_lite0_voc07.eval.json"} <= set(names)
     (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     for command in ("ssd-detect", "ssd-train", "ssd-evaluate", "ssd-pack"):

@@ -112,3 +112,35 @@ def test_training_curves_before_any_validation_or_any_rows():
     assert "no validation" in " ".join(t.get_text() for t in fig.axes[1].texts)
     fig = plot_training_curves([])
     assert isinstance(fig, Figure)
+
+
+def test_class_ap_bars_best_on_top_with_the_map_line(tmp_path):
+    from visualize.plots import plot_class_ap
+
+    before = _pyplot_figures()
+    path = tmp_path / "ap.png"
+    fig = plot_class_ap(_voc_result(), path, figsize=(6, 4), dpi=50)
+    assert _png_size(path) == (300, 200)
+    assert _pyplot_figures() == before
+    (ax,) = fig.axes
+    # cat 5/9 and owl 1 (see _voc_result); dog has no ground truth and gets no bar. barh draws bottom-up.
+    widths = [p.get_width() for p in ax.patches]
+    np.testing.assert_allclose(widths, [100 * 5 / 9, 100])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat (3)", "owl (1)"]
+    (line,) = ax.get_lines()
+    assert line.get_xdata()[0] == pytest.approx(100 * (5 / 9 + 1) / 2)
+    assert line.get_label() == "mAP 77.8"
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "55.6" in texts and "100.0" in texts and "1 class without ground truth not drawn" in texts
+
+
+def test_class_ap_from_a_model_cards_val_and_from_nothing():
+    from visualize.plots import plot_class_ap
+
+    val = {"map_area": 0.5, "per_class": {"cat": {"ap_area": 0.25, "npos": 4}, "dog": {"ap_area": 0.75, "npos": 2}}}
+    (ax,) = plot_class_ap(val).axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat (4)", "dog (2)"]
+    fig = plot_class_ap({"map_area": None, "per_class": {"cat": {"ap_area": None, "npos": 0}}})
+    assert "no class has ground truth" in " ".join(t.get_text() for t in fig.axes[0].texts)
+    with pytest.raises(TypeError, match="per_class"):
+        plot_class_ap({"map_area": 0.5})

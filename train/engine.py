@@ -34,6 +34,8 @@ from train.datasets import DatasetError, DetectionDataset, collate
 CHECKPOINT = "last.ckpt"
 IMAGE_CHECK_CACHE = "checked_images.json"
 LOG_CSV = "log.csv"
+# The export writes the log beside the weights too (ssd300_lite0_voc07.log.csv), for the app's Model tab.
+LOG_SUFFIX = ".log.csv"
 LOG_FIELDS = ["step", "epoch", "elapsed_s", "img_per_s", "loss", "loc_loss", "conf_loss", "lr", "skipped",
               "val_map", "val_map_area"]
 
@@ -200,11 +202,21 @@ def base_weights_info(cfg: SSDConfig) -> dict | str:
     return imagenet_weights_info()
 
 
-def write_log(run_dir: Path, rows: list[dict]):
-    with open(run_dir / LOG_CSV, "w", newline="") as f:
+def log_path(weights) -> Path:
+    """The training log that goes with exported weights: `<stem>.log.csv` beside them."""
+    weights = Path(weights)
+    return weights.with_name(weights.stem + LOG_SUFFIX)
+
+
+def write_log_csv(path: Path, rows: list[dict]):
+    with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
+
+
+def write_log(run_dir: Path, rows: list[dict]):
+    write_log_csv(run_dir / LOG_CSV, rows)
     try:
         from visualize.plots import plot_training_curves
 
@@ -528,7 +540,8 @@ class Trainer:
             progress.write(json.dumps(row))
 
     def export(self, path=None, evaluation: dict | None = None, **extra) -> Path | None:
-        """The shipped format: fp16 safetensors + model card with what the run was and what it measured."""
+        """The shipped format: fp16 safetensors + model card with what the run was and what it measured, and the
+        training log beside them (`<stem>.log.csv`, the same rows as the run's log.csv)."""
         if not self.is_main:
             return None
         st, r = self.state, self.recipe
@@ -558,4 +571,6 @@ class Trainer:
                 # The default of the app's slider and the CLI's --score (Detector.score_threshold).
                 card["score_threshold"] = math.floor(best["score"] * 100) / 100
         path = Path(path) if path else self.run_dir / "weights.safetensors"
-        return export_weights(self.model, self.cfg, self.class_names, path, **card)
+        path = export_weights(self.model, self.cfg, self.class_names, path, **card)
+        write_log_csv(log_path(path), st.log)  # the curves of how these weights were trained
+        return path

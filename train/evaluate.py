@@ -15,6 +15,7 @@ import numpy as np
 
 from train.coco_eval import COCO_STAT_NAMES, evaluate_coco
 from train.eval_inputs import image_detections
+from train.eval_report import build_report, report_path, sha256, write_report
 from train.voc_eval import ClassAP, VOCResult, evaluate_voc, format_percent, json_number, voc_ap
 
 __all__ = [
@@ -117,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.5, help="VOC IoU threshold (default 0.5)")
     p.add_argument("--json", help="write every number (and the PR curves) to this JSON file")
     p.add_argument("--plot", help="save the precision-recall curves to this PNG")
+    p.add_argument("--report", nargs="?", const="", metavar="FILE",
+                   help="write the evaluation report the app's Model tab shows (per-class AP, PR curves, the "
+                        "worst false positives and their kinds); FILE defaults to <weights stem>.eval.json beside "
+                        "the weights")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -146,6 +151,30 @@ def _load(args):
         dataset = datasets.VOCDataset(args.data_root, args.image_set, classes=detector.class_names,
                                       keep_difficult=True)
     return dataset, detector
+
+
+def write_evaluation_report(args, argv, dataset, detector, result: VOCResult) -> Path:
+    """`--report`: the evaluation report (train.eval_report) beside the weights, or at the path given."""
+    import shlex
+
+    import torch
+
+    from ssd.detector import DEFAULT_WEIGHTS
+
+    weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+    n = result.num_images
+    sizes = [dataset.annotation(i)[3:5] for i in range(n)]
+    cfg = detector.config
+    words = sys.argv[1:] if argv is None else list(argv)
+    device = torch.cuda.get_device_name(detector.device) if detector.device.type == "cuda" else "CPU"
+    report = build_report(
+        result, dataset.classes, dataset.ids[:n], sizes,
+        weights=weights.name, weights_sha256=sha256(weights),
+        data=str(args.pack or args.coco_ann or f"{Path(args.data_root).name} {args.image_set}"),
+        command="python -m train.evaluate " + " ".join(shlex.quote(w) for w in words),
+        inference={"conf_threshold": cfg.conf_threshold, "nms_threshold": cfg.nms_threshold, "top_k": cfg.top_k},
+        device=device)
+    return write_report(args.report or report_path(weights), report)
 
 
 def main(argv=None) -> int:
@@ -185,6 +214,9 @@ def main(argv=None) -> int:
         # Compact: with PR curves of thousands of points an indented file would run to a million lines.
         Path(args.json).write_text(json.dumps(report) + "\n")
         print(f"wrote {args.json}")
+    if args.report is not None:
+        path = write_evaluation_report(args, argv, dataset, detector, result)
+        print(f"wrote {path}")
     if args.plot:
         from visualize.plots import plot_pr_curves
 

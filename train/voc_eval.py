@@ -35,7 +35,7 @@ from torchvision.ops import box_iou
 
 from train.eval_inputs import flatten, image_detections, image_ground_truth
 
-__all__ = ["ClassAP", "VOCResult", "evaluate_voc", "voc_ap"]
+__all__ = ["ClassAP", "DetectionOutcomes", "VOCResult", "evaluate_voc", "voc_ap"]
 
 # Pairs of (detection, ground truth) compared per box_iou call; bounds memory, keeps calls few.
 _IOU_CHUNK = 16_000
@@ -95,6 +95,39 @@ class ClassAP:
 
 
 @dataclass
+class DetectionOutcomes:
+    """What the matching made of every detection, in input order (image 0's detections, then image 1's, ...),
+    with the ground truth flattened the same way, so that an error analysis reads the matching's verdicts
+    instead of matching again.
+
+    status: TRUE_POSITIVE, FALSE_POSITIVE or IGNORED (matched a difficult box; neither). best_iou / best_gt:
+    the highest IoU with a ground-truth box of the same image and class (-1 when there is none) and that box's
+    row in gt_*. A false positive with best_iou >= the IoU threshold is a duplicate: a higher-ranked detection
+    claimed that box first."""
+
+    TRUE_POSITIVE = 1
+    FALSE_POSITIVE = 0
+    IGNORED = -1
+
+    image: np.ndarray  # [D] image index
+    boxes: np.ndarray  # [D, 4] pixel xyxy
+    scores: np.ndarray  # [D]
+    labels: np.ndarray  # [D] 1..C
+    status: np.ndarray  # [D] int8
+    best_iou: np.ndarray  # [D]
+    best_gt: np.ndarray  # [D] row in gt_*, -1 if none
+    gt_image: np.ndarray  # [G]
+    gt_boxes: np.ndarray  # [G, 4]
+    gt_labels: np.ndarray  # [G]
+    gt_difficult: np.ndarray  # [G] bool
+
+    def false_positives(self) -> np.ndarray:
+        """Rows of the false positives, highest score first (stable: input order on ties)."""
+        rows = np.flatnonzero(self.status == self.FALSE_POSITIVE)
+        return rows[np.argsort(-self.scores[rows], kind="stable")]
+
+
+@dataclass
 class VOCResult:
     """mAP over classes with ground truth (nan when no class has any); per_class keyed by class name (or by
     class id 1..C when no names were given)."""
@@ -106,6 +139,7 @@ class VOCResult:
     num_images: int
     eval_seconds: float
     detect_seconds: float | None = None  # set by evaluate_detector: time spent loading + detecting
+    outcomes: DetectionOutcomes | None = field(default=None, repr=False)  # every detection's verdict
 
     def to_dict(self, curves: bool = False) -> dict:
         return {
@@ -258,4 +292,10 @@ def evaluate_voc(detections, ground_truths, num_classes: int, iou_threshold: flo
     evaluable = [v for v in per_class.values() if v.npos > 0]
     map07 = float(np.mean([v.ap_11pt for v in evaluable])) if evaluable else float("nan")
     map_area = float(np.mean([v.ap_area for v in evaluable])) if evaluable else float("nan")
-    return VOCResult(map07, map_area, per_class, iou_threshold, len(detections), time.perf_counter() - start)
+    status = np.where(ignored, DetectionOutcomes.IGNORED, DetectionOutcomes.FALSE_POSITIVE).astype(np.int8)
+    status[order[tp_sorted]] = DetectionOutcomes.TRUE_POSITIVE
+    outcomes = DetectionOutcomes(np.repeat(np.arange(len(det_counts)), det_counts), det_boxes, det_scores,
+                                 det_labels, status, best_iou, best_gt,
+                                 np.repeat(np.arange(len(gt_counts)), gt_counts), gt_boxes, gt_labels, gt_difficult)
+    return VOCResult(map07, map_area, per_class, iou_threshold, len(detections), time.perf_counter() - start,
+                     outcomes=outcomes)

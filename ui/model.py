@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 import torch
@@ -31,6 +32,7 @@ class DemoModel:
     # Every path that runs the network (detect, hard negatives, detections as ground truth) takes one of these,
     # so at most CONCURRENCY forward passes run at once, whatever the page's events are.
     network: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(CONCURRENCY))
+    weights: Path | None = None  # the file the detector came from: the Model tab reads what lies beside it
 
     @classmethod
     def load(cls, path=None, backend: str = "auto") -> DemoModel:
@@ -38,7 +40,8 @@ class DemoModel:
         (faster there) and else by PyTorch (`ssd.Detector`'s backends). Never raises: a missing, corrupt or
         mismatched file leaves the teaching tabs serving, with a message."""
         try:
-            return cls(ssd.Detector.load(path, backend=backend))
+            return cls(ssd.Detector.load(path, backend=backend),
+                       weights=Path(path) if path else ssd.detector.DEFAULT_WEIGHTS)
         except FileNotFoundError as e:
             return cls(None, f"⚠️ **No model loaded** — {e} The *Default boxes* and *Matching* tabs work without "
                              "one.")
@@ -85,7 +88,7 @@ class DemoModel:
                  f"{len(self.class_names)} classes, on {device}."]
         val = card.get("val") or {}
         if isinstance(val.get("map_area"), int | float):
-            parts.append(f"Measured on {val.get('images', '?')} held-out images: mAP@0.5 "
+            parts.append(f"Measured on {val.get('images', '?')} held-out images: mAP at IoU 0.5 "
                          f"{100 * val['map_area']:.1f} (VOC07 11-point {100 * val['map_11pt']:.1f}). Default score "
                          f"threshold {det.score_threshold:.2f} (best F1 there).")
         if card.get("note"):

@@ -1,4 +1,4 @@
-"""Training curves and precision-recall curves (matplotlib, Agg canvas).
+"""Training curves, precision-recall curves and per-class AP (matplotlib, Agg canvas).
 
 Figures are built with `matplotlib.figure.Figure` on an Agg canvas, never through `pyplot`, so nothing is
 registered in pyplot's global figure list and no backend is switched: safe in servers, threads and tests.
@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_pr_curves", "plot_training_curves"]
+__all__ = ["plot_class_ap", "plot_pr_curves", "plot_training_curves"]
 
 
 def _new_figure(figsize, dpi) -> Figure:
@@ -104,6 +104,51 @@ def plot_pr_curves(result, class_names=None, path=None, *, figsize=(9.0, 6.0), d
         ax.text(0.5, 0.5, "no class has ground truth", ha="center", va="center", transform=ax.transAxes)
     if len(curves) > len(shown):
         ax.text(1.0, -0.09, f"{len(curves) - len(shown)} more classes not drawn", ha="right",
+                transform=ax.transAxes, fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_class_ap(result, path=None, *, figsize=(9.0, 6.0), dpi=100) -> Figure:
+    """Each class's AP (area under the PR curve, in percent) as a horizontal bar, best at the top, with its
+    number of ground-truth objects beside its name and the mAP as a dashed line.
+
+    result: anything with `per_class` {name: {ap_area, npos, ...}} and `map_area`: a `VOCResult`, its
+    `to_dict()`, the evaluation report beside the weights, or a model card's `val`. Classes without ground truth
+    (AP nan / None) are left out and counted below the chart.
+    """
+    per_class = _get(result, "per_class")
+    if per_class is None:
+        raise TypeError(f"expected a VOC evaluation result with per_class AP, got {type(result).__name__}")
+    bars = []
+    for name, c in per_class.items():
+        ap = _float(_get(c, "ap_area"))
+        if not math.isnan(ap):
+            bars.append((100 * ap, str(name), _get(c, "npos")))
+    bars.sort(key=lambda t: t[0])  # barh draws bottom-up: the best ends on top
+    fig = _new_figure(figsize, dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    if not bars:
+        ax.text(0.5, 0.5, "no class has ground truth", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _finish(fig, path)
+    y = np.arange(len(bars))
+    ax.barh(y, [b[0] for b in bars], color="tab:blue", height=0.7)
+    ax.set_yticks(y, [name if npos is None else f"{name} ({npos})" for _, name, npos in bars], fontsize=8)
+    for k, (ap, _, _) in enumerate(bars):
+        ax.text(ap + 0.8, k, f"{ap:.1f}", va="center", fontsize=8)
+    m = _float(_get(result, "map_area"))
+    if not math.isnan(m):
+        ax.axvline(100 * m, color="0.25", ls="--", lw=1.2, label=f"mAP {100 * m:.1f}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(-0.6, len(bars) - 0.4)
+    ax.set_xlabel("AP (%, area under the PR curve)")
+    ax.grid(axis="x", alpha=0.3)
+    iou = _float(_get(result, "iou_threshold", 0.5))
+    ax.set_title(f"AP per class at IoU {iou:g} (ground-truth objects in brackets)", fontsize=10)
+    missing = len(per_class) - len(bars)
+    if missing:
+        ax.text(1.0, -0.1, f"{missing} class{'es' * (missing != 1)} without ground truth not drawn", ha="right",
                 transform=ax.transAxes, fontsize=8)
     return _finish(fig, path)
 
