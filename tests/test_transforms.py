@@ -3,7 +3,12 @@ objects whose centres it contains, and each geometric / photometric step does wh
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
+import PIL
 import pytest
 import torch
 from hypothesis import given, settings
@@ -223,3 +228,67 @@ def test_dataloader_workers_draw_different_augmentations_reproducibly():
     first = epoch()
     assert len({x.numpy().tobytes() for x in first}) == 6  # 2 workers x 3 items, no repeats
     assert torch.equal(first, epoch())
+
+
+# ------------------------------------------------------------------------------- unchanged for fixed seeds
+# Reference outputs of the training transform, computed from the code as it was before the augmentation view
+# shared its steps (train.transforms.augment). For fixed seeds, every output must stay bit for bit the same:
+# boxes and labels exactly, the image by its SHA-256 (the resampling is Pillow's, so a Pillow upgrade that
+# changes bilinear resizing would show up here; the version the file was written with is recorded in it).
+# Rewrite only when a change to the augmentation is intended: python -m tests.test_transforms --write-reference
+REFERENCE = Path(__file__).parent / "data" / "ssd_augmentation_reference.json"
+
+
+def _reference_cases():
+    """(size, constructor seed, call seed or None, image, boxes, labels), covering every crop mode, expand,
+    flip and photometric draw, images without boxes, and the transform's own generator over two calls."""
+    for case in range(80):
+        g = np.random.default_rng(1000 + case)
+        w, h = int(g.integers(40, 520)), int(g.integers(40, 520))
+        image = g.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        n = int(g.integers(0, 6))
+        x1, y1 = g.uniform(0, w - 2, n), g.uniform(0, h - 2, n)
+        boxes = np.stack([x1, y1, g.uniform(x1 + 1, w), g.uniform(y1 + 1, h)], 1).astype(np.float32)
+        labels = g.integers(1, 21, n)
+        size = 300 if case % 2 == 0 else 64
+        call_seed = case if case % 4 != 3 else None  # every 4th case: the constructor's generator
+        yield size, 7 * case + 1, call_seed, image, boxes, labels
+
+
+def _reference_outputs() -> list[dict]:
+    out = []
+    for size, ctor_seed, call_seed, image, boxes, labels in _reference_cases():
+        aug = SSDAugmentation(size, rng=ctor_seed)
+        for _ in range(2 if call_seed is None else 1):
+            rng = None if call_seed is None else np.random.default_rng(call_seed)
+            img, b, lab = aug(image, boxes, labels, rng=rng)
+            out.append({"image_sha256": hashlib.sha256(img.tobytes()).hexdigest(), "shape": list(img.shape),
+                        "boxes": b.astype(float).tolist(), "labels": lab.tolist()})
+    return out
+
+
+def test_training_transform_is_unchanged_for_fixed_seeds():
+    reference = json.loads(REFERENCE.read_text())
+    outputs = _reference_outputs()
+    assert len(outputs) == len(reference["outputs"])
+    pillow = f"written with Pillow {reference['pillow']}, running {PIL.__version__}"
+    for k, (got, want) in enumerate(zip(outputs, reference["outputs"], strict=True)):
+        assert got["labels"] == want["labels"], f"output {k}"
+        np.testing.assert_array_equal(np.float32(got["boxes"]).reshape(-1, 4),
+                                      np.float32(want["boxes"]).reshape(-1, 4), err_msg=f"output {k}")
+        assert got["shape"] == want["shape"], f"output {k}"
+        assert got["image_sha256"] == want["image_sha256"], f"output {k}: image differs ({pillow})"
+
+
+def write_reference():
+    REFERENCE.parent.mkdir(exist_ok=True)
+    REFERENCE.write_text(json.dumps({"pillow": PIL.__version__, "numpy": np.__version__,
+                                     "outputs": _reference_outputs()}, indent=None) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--write-reference"]:
+        write_reference()
+        print(f"wrote {REFERENCE}")
