@@ -37,7 +37,9 @@ makes the whole stream reproducible.
 
 One step at a time. `SSDAugmentation.draw` makes every random choice of one example (in the order above) and
 returns them as `Draws`; `render` builds the training output from them in one resample; the box steps
-(`expand_boxes`, `crop_boxes`, `flip_boxes`) are module functions.
+(`expand_boxes`, `crop_boxes`, `flip_boxes`) are module functions. `augment` runs the same draws and box steps
+and also builds each intermediate picture (coloured photo, zoomed-out canvas, patch, flip) for the app's
+Augmentation view; its last step is exactly what `SSDAugmentation` returns for the same generator.
 """
 
 from __future__ import annotations
@@ -45,13 +47,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-__all__ = ["Draws", "Resize", "SSDAugmentation", "color_matrix", "crop_boxes", "expand_boxes", "flip_boxes"]
+__all__ = ["CROP_CHOICES", "AugmentStep", "Draws", "Resize", "SSDAugmentation", "augment", "color_matrix",
+           "crop_boxes", "expand_boxes", "flip_boxes"]
 
 _CROP_MODES = (None, 0.1, 0.3, 0.5, 0.7, 0.9, "any")
 # RGB <-> YIQ (NTSC). Y is luma; I, Q span the chroma plane in which a hue shift is a rotation.
@@ -349,3 +353,123 @@ class Resize:
 
     def __repr__(self) -> str:
         return f"Resize({self.size})"
+
+
+# ------------------------------------------------------------------------------------ one step at a time
+# The crop's minimum overlap, as `augment` takes it: "random" draws it as training does (one of `_CROP_MODES`);
+# None never crops; "any" samples a patch with no overlap constraint; a number is the minimum IoU.
+CROP_CHOICES = ("random",) + _CROP_MODES
+
+
+class AugmentStep(NamedTuple):
+    """One step of `augment`: its name, the picture after it (HxWx3 uint8), the boxes in that picture's pixels
+    (xyxy float32), their labels, and what was drawn (a sentence)."""
+
+    name: str
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    detail: str
+
+
+def _describe_color(c: dict | None, p: float) -> str:
+    if c is None:
+        return f"No colour op was drawn (each happens with p = {p:g})."
+    ops = []
+    if c["brightness"] != 0.0:
+        ops.append(f"brightness {c['brightness']:+.1f}")
+    if c["contrast"] != 1.0:
+        ops.append(f"contrast ×{c['contrast']:.2f} ({'before' if c['contrast_first'] else 'after'} the colour ops)")
+    if c["saturation"] != 1.0:
+        ops.append(f"saturation ×{c['saturation']:.2f}")
+    if c["hue_deg"] != 0.0:
+        ops.append(f"hue {c['hue_deg']:+.1f}°")
+    if tuple(c["perm"]) != (0, 1, 2):
+        ops.append("channels swapped to " + "".join("RGB"[i] for i in c["perm"]))
+    return ", ".join(ops) + "."
+
+
+def augment(image, boxes, labels, *, seed, min_iou="random", expand_ratio: float | None = None, size: int = 300,
+            mean=(123.675, 116.28, 103.53)) -> list[AugmentStep]:
+    """SSD's augmentation of one example, one step at a time, with training's code: the input, then photometric
+    distortion, zoom-out, min-IoU crop, horizontal flip and the resize to size x size.
+
+    image: HxWx3 uint8 RGB; boxes: [M, 4] pixel xyxy; labels: [M]. seed: the draws come from
+    `np.random.default_rng(seed)`, so the same seed gives the same pictures. min_iou: one of `CROP_CHOICES`
+    ("random": drawn as in training). expand_ratio: the zoom-out ratio in [1, 4] (always applied; 1 is none),
+    or None to draw it as in training (p = 0.5, ratio ~ U(1, 4)). With both left random, the last step is exactly
+    `SSDAugmentation(size, mean)(image, boxes, labels, rng=np.random.default_rng(seed))` (boxes in pixels).
+
+    The intermediate pictures apply the colours to the photo before zooming out, as the paper's recipe does;
+    training applies the same colour map after its one resample, which differs only where values clip.
+    """
+    aug = SSDAugmentation(size, mean)
+    if min_iou not in CROP_CHOICES:
+        raise ValueError(f"min_iou must be one of {CROP_CHOICES}, got {min_iou!r}")
+    if min_iou != "random":
+        aug.crop_modes = (min_iou,)
+    if expand_ratio is not None:
+        r = float(expand_ratio)
+        if not 1.0 <= r <= 4.0:
+            raise ValueError(f"expand_ratio must be in [1, 4] (or None: random), got {expand_ratio!r}")
+        aug.p_expand, aug.expand_range = 1.0, (r, r)
+    image = _check_image(image)
+    boxes, labels = _as_arrays(boxes, labels)
+    height, width = image.shape[:2]
+    d = aug.draw(width, height, boxes, np.random.default_rng(seed))
+    steps = [AugmentStep("input", image, boxes, labels, f"The {width}×{height} photo and its {len(boxes)} "
+                                                        f"object{'s' * (len(boxes) != 1)}.")]
+
+    # 1. colours: pointwise, the boxes do not move
+    coloured = np.asarray(_apply_color(Image.fromarray(image), d.color_matrix))
+    steps.append(AugmentStep("photometric distortion", coloured, boxes, labels,
+                             _describe_color(d.color, aug.p_photometric)))
+
+    # 2. zoom out: the photo at (left, top) of a canvas filled with the mean colour
+    cw, ch, left, top = d.canvas
+    canvas = np.empty((ch, cw, 3), np.uint8)
+    canvas[:] = aug.mean
+    canvas[top:top + height, left:left + width] = coloured
+    shifted = expand_boxes(boxes, left, top)
+    if (cw, ch) == (width, height):
+        detail = ("No zoom-out (ratio 1)." if expand_ratio is not None
+                  else f"No zoom-out was drawn (it happens with p = {aug.p_expand:g}).")
+    else:
+        detail = (f"Zoom out ×{cw / width:.2f}: a {cw}×{ch} canvas filled with the mean colour, the photo at "
+                  f"({left}, {top}). Relative to the picture, every object keeps {width / cw:.0%} of its width "
+                  f"and {height / ch:.0%} of its height.")
+    steps.append(AugmentStep("zoom out", canvas, shifted, labels, detail))
+
+    # 3. the min-IoU patch: objects whose centre is inside are kept, clipped to it
+    px1, py1, px2, py2 = d.patch
+    pw, ph = px2 - px1, py2 - py1
+    cropped = canvas[py1:py2, px1:px2]
+    normalised, kept = crop_boxes(shifted, labels, d.patch, d.keep)
+    scale = np.array([pw, ph, pw, ph], np.float32)
+    how = "drawn at random, as in training" if min_iou == "random" else "as chosen"
+    if len(boxes) == 0:
+        detail = "An image without objects is never cropped."
+    elif d.crop_mode is None:
+        detail = f"No crop ({how}): the whole canvas."
+    else:
+        want = "Any patch, no overlap constraint" if d.crop_mode == "any" else f"Minimum IoU {d.crop_mode:g}"
+        if d.cropped:
+            detail = (f"{want} ({how}): a {pw}×{ph} patch at ({px1}, {py1}); it keeps {len(kept)} of {len(boxes)} "
+                      f"object{'s' * (len(boxes) != 1)} (those whose centre it contains).")
+        else:
+            detail = (f"{want} ({how}): none of the {aug.crop_trials} sampled patches was acceptable, so the whole "
+                      "canvas is kept.")
+    steps.append(AugmentStep("min-IoU crop", cropped, normalised * scale, kept, detail))
+
+    # 4. horizontal flip
+    if d.flip:
+        normalised = flip_boxes(normalised)
+        cropped = cropped[:, ::-1]
+    steps.append(AugmentStep("horizontal flip", np.ascontiguousarray(cropped), normalised * scale, kept,
+                             "Mirrored left to right." if d.flip else f"Not flipped (a flip happens with p = "
+                                                                      f"{aug.p_flip:g})."))
+
+    # 5. the network's input: training's own rendering of these draws
+    steps.append(AugmentStep("resize", aug.render(image, d), normalised * np.float32(size), kept,
+                             f"Warped to {size}×{size} (bilinear): the picture training feeds the network."))
+    return steps
