@@ -34,16 +34,13 @@ def test_augmentation_tab_shows_six_steps_and_their_positives(no_model):
 
     tab = AugmentTab(no_model)
     pictures, message, rows = tab.render("motorcycle", "SSD300", "random, as in training", False, 3.0, 7)
-    assert len(pictures) == 6 and all(isinstance(p, Image.Image) for p, _ in pictures)
-    assert [caption.split(":")[0] for _, caption in pictures] == [
-        "0 · input", "1 · photometric distortion", "2 · zoom out", "3 · min-IoU crop", "4 · horizontal flip",
-        "5 · resize"]
+    assert len(pictures) == 6 and all(isinstance(p, Image.Image) for p in pictures)
     assert [r[0] for r in rows] == [*ssd.SSD300_VOC.source_layers, "total"]
     assert rows[-1][2] == sum(r[2] for r in rows[:-1]) > 0
     assert "Zoom out ×3.00" in message and "**SSD300_VOC**, seed 7" in message
     # Same seed, same pictures; the ratio slider is ignored when the zoom-out is random.
     again = tab.render("motorcycle", "SSD300", "random, as in training", False, 3.0, 7)
-    for (a, _), (b, _) in zip(pictures, again[0]):
+    for a, b in zip(pictures, again[0]):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     random_zoom = tab.render("motorcycle", "SSD300", "random, as in training", True, 1.0, 7)
     assert random_zoom[1] == tab.render("motorcycle", "SSD300", "random, as in training", True, 4.0, 7)[1]

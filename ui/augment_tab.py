@@ -13,7 +13,6 @@ from visualize.augment import (
     draw_step,
     match_step,
     positives_by_step,
-    step_title,
     steps_markdown,
 )
 from visualize.examples import example_annotations, example_image, example_names
@@ -32,13 +31,16 @@ MIN_IOU = {
     "any patch (no IoU constraint)": "any",
 }
 MAX_SEED = 2**31 - 1
+# The first view: the motorbike zoomed out 3x (its positives move to the fine layers), then a crop with IoU >= 0.3
+# that makes it large again (coarse layers), then a flip.
+DEFAULT_SEED = 6
 STEP_NAMES = ("input", "photometric distortion", "zoom out", "min-IoU crop", "horizontal flip", "resize")
 INTRO = """**Data augmentation** (paper §2.2) shows the network every training photo differently in every epoch.
 In the paper's Table 2 it is worth **+8.8 mAP** (65.5 → 74.3 on VOC2007 test). Each photo goes through:
 1. **photometric distortion**: brightness, contrast, saturation, hue and channel order, each with p = ½;
 2. **zoom out** ("expansion", §3.6): the photo on a canvas up to 4× as wide and high, filled with the mean colour
-   (p = ½). Objects become small and match the fine layers such as conv4_3; the paper gained 2–3 mAP with it,
-   mostly on small objects;
+   (p = ½). Objects become small and match the fine layers (the first source layer: conv4_3 in the paper's
+   VGG16); the paper gained 2–3 mAP with it, mostly on small objects;
 3. **min-IoU crop**: a patch (sides 0.3–1 of the picture's, aspect ½–2) whose IoU with some object reaches 0.1, 0.3,
    0.5, 0.7 or 0.9, or any patch, or no crop (one of these drawn at random). Objects become large and match the
    coarse layers; those whose centre is outside the patch are dropped;
@@ -88,8 +90,8 @@ class AugmentTab:
         steps = augmentation_steps(image, gt, cfg, names, seed=seed, min_iou=MIN_IOU[min_iou], expand_ratio=ratio)
         matched = [match_step(cfg, step, names, cfg.match_threshold) for step in steps]
         matches = [m for _, m in matched]
-        pictures = [(served(draw_step(i, step, cfg, g, m)), step_title(i, step, m))
-                    for i, (step, (g, m)) in enumerate(zip(steps, matched))]
+        # Each picture carries its title (step_title) in a strip above it, so the gallery needs no captions.
+        pictures = [served(draw_step(i, step, cfg, g, m)) for i, (step, (g, m)) in enumerate(zip(steps, matched))]
         notes = [f"⚠️ {p}" for p in problems]
         if not gt.boxes:
             notes.append("No ground truth: nothing to match, and an image without objects is never cropped.")
@@ -107,18 +109,19 @@ class AugmentTab:
                 photo = gr.Dropdown(example_names() + [FROM_MATCHING] * from_matching, value="motorcycle",
                                     label="Photo with ground truth", elem_id="augment-photo")
                 config = gr.Radio(list(self.configs), value=mine, label="Network input (size, default boxes)")
-                min_iou = gr.Dropdown(list(MIN_IOU), value="random, as in training",
+                min_iou = gr.Dropdown(list(MIN_IOU), value="0.3",
                                       label="Crop: minimum IoU of the patch with an object", elem_id="augment-min-iou")
                 expand_random = gr.Checkbox(value=False, label="Zoom out at random, as in training (p = ½, ratio 1–4)")
                 expand = gr.Slider(1, 4, value=3, step=0.1, label="Zoom-out ratio (canvas side / photo side)",
                                    elem_id="augment-expand")
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
+                    seed = gr.Number(value=DEFAULT_SEED, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
                                      elem_id="augment-seed", scale=2)
-                    reroll = gr.Button("🎲 Another seed", scale=1)
+                    reroll = gr.Button("Another seed", scale=1)
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Each step: ground truth (white) and matched default boxes", columns=3,
-                                     format="jpeg", object_fit="contain", height="auto", elem_id="augment-gallery")
+                                     format="jpeg", object_fit="contain", height="fit-content",
+                                     elem_id="augment-gallery")
         table = gr.Dataframe(headers=["source layer", "feature map", *(f"{i} · {n}" for i, n in enumerate(STEP_NAMES))],
                              interactive=False, label="Positives per source layer after each step",
                              elem_id="augment-table")
