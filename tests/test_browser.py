@@ -143,6 +143,14 @@ def test_upload_detect_and_screenshot_every_tab(page, tmp_path):
     wait_for_image(page, "match-heatmap")
     paths.append(save_screenshot(page, "matching", until="match-heatmap"))
 
+    # Augmentation: drawn when the tab is shown; six steps, each with its matched default boxes.
+    page.get_by_role("tab", name="Augmentation").click()
+    wait_for_text(page, "augment-message", "Warped to")
+    wait_for_text(page, "augment-table", "total")
+    page.wait_for_function("() => { const i = [...document.querySelectorAll('#augment-gallery img')]; "
+                           "return i.length >= 6 && i.every(x => x.complete && x.naturalWidth > 0); }")
+    paths.append(save_screenshot(page, "augmentation", until="augment-table"))
+
     # A file that is not an image: the page shows the app's message (no stack trace) and keeps working.
     page.get_by_role("tab", name="Detect").click()
     bad = tmp_path / "notes.png"
