@@ -19,6 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: t
 import gradio as gr  # noqa: E402
 
 from ui import priors_tab  # noqa: E402
+from ui.augment_tab import AugmentTab  # noqa: E402
 from ui.detect_tab import DetectTab  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
 from ui.model import DemoModel  # noqa: E402
@@ -45,6 +46,11 @@ def build_demo(model: DemoModel | None = None) -> gr.Blocks:
                 priors_in, priors_out = priors_tab.build()
             with gr.Tab("Matching", id="matching"):
                 (load_in, load_out), (refresh_in, refresh_out) = matching.build(controls)
+            with gr.Tab("Augmentation", id="augmentation") as augment_tab:  # drawn when shown (six pictures)
+                augment = AugmentTab(model)
+                augment_in, augment_out = augment.build(matching)
+            augment_tab.select(augment.render, augment_in, augment_out, api_visibility="private",
+                               concurrency_limit=4, concurrency_id="pictures")
             with gr.Tab("Model", id="model"):
                 ModelTab(model).build()
         demo.load(priors_tab.priors_view, priors_in, priors_out, api_visibility="private").then(

@@ -1,6 +1,6 @@
 """Dependencies point one way (docs/architecture.md): app.py -> ui -> visualize -> ssd; detect.py -> visualize;
 train -> ssd. train/ draws its curves with visualize.plots and nothing else of visualize/; ssd/ imports none of
-the others."""
+the others. The one way up: visualize/augment.py shows training's augmentation with train.transforms itself."""
 
 import ast
 from pathlib import Path
@@ -27,7 +27,7 @@ def project_imports(package: str) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("package, allowed", [
     ("ssd", {"ssd"}),
-    ("visualize", {"ssd", "visualize"}),
+    ("visualize", {"ssd", "visualize", "train.transforms"}),
     ("train", {"ssd", "train", "visualize.plots"}),
     ("ui", {"ssd", "visualize", "ui"}),
 ])
@@ -40,3 +40,22 @@ def test_dependencies_point_downward(package, allowed):
 def test_the_checker_sees_lazy_imports():
     # train/engine.py imports visualize.plots inside a function: the walk must find it, or the test above is blind.
     assert "visualize.plots" in project_imports("train")["train/engine.py"]
+
+
+def test_only_the_augmentation_view_imports_train_and_only_its_transforms():
+    users = {path for path, modules in project_imports("visualize").items()
+             if any(m.startswith("train") for m in modules)}
+    assert users == {"visualize/augment.py"}
+    assert {m for m in project_imports("visualize")["visualize/augment.py"] if m.startswith("train")} == {
+        "train.transforms"}
+    # What the app then loads of train/: the package's __init__ (a docstring) and transforms, which needs only
+    # what the app has anyway (numpy, torch, torchvision, Pillow) — no dataset, pack or engine code.
+    assert project_imports("train")["train/__init__.py"] == set()
+    third_party = set()
+    for node in ast.walk(ast.parse((ROOT / "train" / "transforms.py").read_text())):
+        if isinstance(node, ast.Import):
+            third_party |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            third_party.add(node.module.split(".")[0])
+    assert third_party <= {"__future__", "math", "os", "dataclasses", "typing", "numpy", "torch", "torchvision",
+                           "PIL"}, third_party

@@ -144,6 +144,13 @@ def test_upload_detect_and_screenshot_every_tab(page, tmp_path):
     wait_for_image(page, "match-heatmap")
     paths.append(save_screenshot(page, "matching", until="match-heatmap"))
 
+    # Augmentation: drawn when the tab is shown; six steps, each with its matched default boxes.
+    page.get_by_role("tab", name="Augmentation").click()
+    wait_for_text(page, "augment-message", "Warped to")
+    wait_for_text(page, "augment-table", "total")
+    page.wait_for_function("() => { const i = [...document.querySelectorAll('#augment-gallery img')]; "
+                           "return i.length >= 6 && i.every(x => x.complete && x.naturalWidth > 0); }")
+    paths.append(save_screenshot(page, "augmentation", until="augment-table"))
     # Model: the card; for weights with a training log and an evaluation report beside them (the shipped ones),
     # also the curves, the AP and PR charts and the table of the worst false positives.
     page.get_by_role("tab", name="Model").click()

@@ -3,15 +3,21 @@ objects whose centres it contains, and each geometric / photometric step does wh
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
+import PIL
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from train.datasets import DetectionDataset, Sample, collate
-from train.transforms import Resize, SSDAugmentation, color_matrix
+from train.transforms import CROP_CHOICES, Resize, SSDAugmentation, augment, color_matrix
 
 
 def _only(aug: SSDAugmentation, *, photometric=0.0, expand=0.0, crop_modes=(None,), flip=0.0):
@@ -223,3 +229,196 @@ def test_dataloader_workers_draw_different_augmentations_reproducibly():
     first = epoch()
     assert len({x.numpy().tobytes() for x in first}) == 6  # 2 workers x 3 items, no repeats
     assert torch.equal(first, epoch())
+
+
+
+# ----------------------------------------------------------------------------- augment: one step at a time
+STEP_NAMES = ["input", "photometric distortion", "zoom out", "min-IoU crop", "horizontal flip", "resize"]
+
+
+def _photo(w=160, h=120, seed=0):
+    """A photo with smooth structure (so resampling differences stay small) and three objects, label k = box k."""
+    y, x = np.mgrid[0:h, 0:w]
+    image = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], 2).astype(np.uint8)
+    boxes = np.array([[10, 10, 60, 50], [40, 20, 150, 115], [120, 5, 140, 25]], np.float32)
+    return image, boxes, np.array([1, 2, 3])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_augment_ends_with_exactly_the_training_output(seed):
+    image, boxes, labels = _photo()
+    steps = augment(image, boxes, labels, seed=seed, size=96)
+    assert [s.name for s in steps] == STEP_NAMES
+    out, out_boxes, out_labels = SSDAugmentation(96)(image, boxes, labels, rng=np.random.default_rng(seed))
+    last = steps[-1]
+    np.testing.assert_array_equal(last.image, out)
+    np.testing.assert_allclose(last.boxes, out_boxes * 96, atol=1e-4)
+    assert last.labels.tolist() == out_labels.tolist()
+    # The pictures in between are built step by step: resizing the flipped patch gives training's picture,
+    # up to resampling and clipping differences.
+    before = np.asarray(Image.fromarray(steps[-2].image).resize((96, 96), Image.BILINEAR), np.float32)
+    assert np.abs(before - out.astype(np.float32)).mean() < 4.0
+
+
+@pytest.mark.parametrize("min_iou", CROP_CHOICES)
+def test_augment_keeps_boxes_inside_and_labels_with_their_boxes(min_iou):
+    image, boxes, labels = _photo()
+    for seed in range(10):
+        steps = augment(image, boxes, labels, seed=seed, min_iou=min_iou, expand_ratio=None, size=64)
+        for step in steps:
+            h, w = step.image.shape[:2]
+            assert step.image.dtype == np.uint8 and step.image.shape[2] == 3
+            assert step.boxes.shape == (len(step.labels), 4) and step.boxes.dtype == np.float32
+            assert (step.boxes >= 0).all() and (step.boxes[:, [0, 2]] <= w + 1e-3).all()
+            assert (step.boxes[:, [1, 3]] <= h + 1e-3).all()
+            assert (step.boxes[:, 2] > step.boxes[:, 0]).all() and (step.boxes[:, 3] > step.boxes[:, 1]).all()
+            assert set(step.labels.tolist()) <= {1, 2, 3} and len(set(step.labels.tolist())) == len(step.labels)
+            assert step.detail
+        # Up to the crop, boxes only move; a crop may clip them; the resize scales them. A box that touches no
+        # edge of its picture keeps its input size (times the resize's scale), so a label on the wrong box shows.
+        crop_h, crop_w = steps[3].image.shape[:2]
+        for step in steps:
+            h, w = step.image.shape[:2]
+            sx, sy = (64 / crop_w, 64 / crop_h) if step.name == "resize" else (1.0, 1.0)
+            src = boxes[step.labels - 1]
+            inner = (step.boxes[:, 0] > 0.01) & (step.boxes[:, 1] > 0.01) & (step.boxes[:, 2] < w - 0.01) & (
+                step.boxes[:, 3] < h - 0.01)
+            np.testing.assert_allclose((step.boxes[inner, 2] - step.boxes[inner, 0]),
+                                       (src[inner, 2] - src[inner, 0]) * sx, rtol=1e-3, atol=1e-3)
+            np.testing.assert_allclose((step.boxes[inner, 3] - step.boxes[inner, 1]),
+                                       (src[inner, 3] - src[inner, 1]) * sy, rtol=1e-3, atol=1e-3)
+        if steps[4].detail.startswith("Mirrored"):  # a flip mirrors the boxes in the same picture
+            np.testing.assert_allclose(steps[4].boxes[:, [2, 0]], crop_w - steps[3].boxes[:, [0, 2]], atol=1e-3)
+        else:
+            np.testing.assert_array_equal(steps[4].boxes, steps[3].boxes)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1.5, 2.0, 3.3, 4.0])
+def test_augment_zooms_out_by_the_chosen_ratio(ratio):
+    image, boxes, labels = _photo()
+    for seed in range(4):
+        steps = augment(image, boxes, labels, seed=seed, min_iou=None, expand_ratio=ratio)
+        coloured, canvas = steps[1].image, steps[2].image
+        assert canvas.shape == (int(120 * ratio), int(160 * ratio), 3)
+        left, top = steps[2].boxes[0, :2] - boxes[0, :2]  # where the photo went
+        assert left == int(left) and top == int(top)
+        np.testing.assert_allclose(steps[2].boxes, boxes + [left, top, left, top])
+        left, top = int(left), int(top)
+        np.testing.assert_array_equal(canvas[top:top + 120, left:left + 160], coloured)
+        mean = np.zeros(canvas.shape[:2], bool)
+        mean[top:top + 120, left:left + 160] = True
+        assert (canvas[~mean] == [124, 116, 104]).all()  # the mean colour, rounded
+        assert steps[3].image.shape == canvas.shape  # min_iou None: no crop
+    with pytest.raises(ValueError, match="expand_ratio"):
+        augment(image, boxes, labels, seed=0, expand_ratio=4.5)
+
+
+@pytest.mark.parametrize("min_iou", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_augment_crop_honours_the_minimum_iou(min_iou):
+    # Without zoom-out the canvas is the photo, so each kept box's IoU with the patch can be worked out from the
+    # input box (its label says which), its clipped part and the patch's size.
+    image, boxes, labels = _photo()
+    cropped = 0
+    for seed in range(30):
+        steps = augment(image, boxes, labels, seed=seed, min_iou=min_iou, expand_ratio=1)
+        crop = steps[3]
+        ph, pw = crop.image.shape[:2]
+        if (ph, pw) == (120, 160):
+            assert "none of the 50 sampled patches" in crop.detail
+            continue
+        cropped += 1
+        src = boxes[crop.labels - 1]
+        area = (src[:, 2] - src[:, 0]) * (src[:, 3] - src[:, 1])
+        inter = (crop.boxes[:, 2] - crop.boxes[:, 0]) * (crop.boxes[:, 3] - crop.boxes[:, 1])
+        iou = inter / (area + pw * ph - inter)
+        assert iou.max() >= min_iou - 1e-4, (seed, iou)
+        assert f"Minimum IoU {min_iou:g}" in crop.detail
+    assert cropped >= (20 if min_iou < 0.9 else 1)  # IoU 0.9 is rare: 50 trials mostly find nothing
+
+
+def test_augment_without_crop_or_with_any_patch():
+    image, boxes, labels = _photo()
+    for seed in range(8):
+        whole = augment(image, boxes, labels, seed=seed, min_iou=None, expand_ratio=1)
+        assert whole[3].image.shape == (120, 160, 3) and whole[3].labels.tolist() == [1, 2, 3]
+        anyp = augment(image, boxes, labels, seed=seed, min_iou="any", expand_ratio=1)
+        assert anyp[3].image.shape != (120, 160, 3) and len(anyp[3].labels) >= 1
+    none = augment(image, np.zeros((0, 4)), np.zeros(0), seed=0, min_iou=0.9)
+    assert none[3].image.shape == none[2].image.shape and "never cropped" in none[3].detail
+    with pytest.raises(ValueError, match="min_iou"):
+        augment(image, boxes, labels, seed=0, min_iou=0.4)
+
+
+def test_augment_same_seed_same_pictures():
+    image, boxes, labels = _photo()
+    a, b, c = (augment(image, boxes, labels, seed=s, min_iou="random", expand_ratio=2.5) for s in (5, 5, 6))
+    for x, y in zip(a, b, strict=True):
+        assert x.name == y.name and x.detail == y.detail
+        np.testing.assert_array_equal(x.image, y.image)
+        np.testing.assert_array_equal(x.boxes, y.boxes)
+        np.testing.assert_array_equal(x.labels, y.labels)
+    assert any(not np.array_equal(x.image, y.image) for x, y in zip(a[1:], c[1:]))
+
+
+# ------------------------------------------------------------------------------- unchanged for fixed seeds
+# Reference outputs of the training transform, computed from the code as it was before the augmentation view
+# shared its steps (train.transforms.augment). For fixed seeds, every output must stay bit for bit the same:
+# boxes and labels exactly, the image by its SHA-256 (the resampling is Pillow's, so a Pillow upgrade that
+# changes bilinear resizing would show up here; the version the file was written with is recorded in it).
+# Rewrite only when a change to the augmentation is intended: python -m tests.test_transforms --write-reference
+REFERENCE = Path(__file__).parent / "data" / "ssd_augmentation_reference.json"
+
+
+def _reference_cases():
+    """(size, constructor seed, call seed or None, image, boxes, labels), covering every crop mode, expand,
+    flip and photometric draw, images without boxes, and the transform's own generator over two calls."""
+    for case in range(80):
+        g = np.random.default_rng(1000 + case)
+        w, h = int(g.integers(40, 520)), int(g.integers(40, 520))
+        image = g.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        n = int(g.integers(0, 6))
+        x1, y1 = g.uniform(0, w - 2, n), g.uniform(0, h - 2, n)
+        boxes = np.stack([x1, y1, g.uniform(x1 + 1, w), g.uniform(y1 + 1, h)], 1).astype(np.float32)
+        labels = g.integers(1, 21, n)
+        size = 300 if case % 2 == 0 else 64
+        call_seed = case if case % 4 != 3 else None  # every 4th case: the constructor's generator
+        yield size, 7 * case + 1, call_seed, image, boxes, labels
+
+
+def _reference_outputs() -> list[dict]:
+    out = []
+    for size, ctor_seed, call_seed, image, boxes, labels in _reference_cases():
+        aug = SSDAugmentation(size, rng=ctor_seed)
+        for _ in range(2 if call_seed is None else 1):
+            rng = None if call_seed is None else np.random.default_rng(call_seed)
+            img, b, lab = aug(image, boxes, labels, rng=rng)
+            out.append({"image_sha256": hashlib.sha256(img.tobytes()).hexdigest(), "shape": list(img.shape),
+                        "boxes": b.astype(float).tolist(), "labels": lab.tolist()})
+    return out
+
+
+def test_training_transform_is_unchanged_for_fixed_seeds():
+    reference = json.loads(REFERENCE.read_text())
+    outputs = _reference_outputs()
+    assert len(outputs) == len(reference["outputs"])
+    pillow = f"written with Pillow {reference['pillow']}, running {PIL.__version__}"
+    for k, (got, want) in enumerate(zip(outputs, reference["outputs"], strict=True)):
+        assert got["labels"] == want["labels"], f"output {k}"
+        np.testing.assert_array_equal(np.float32(got["boxes"]).reshape(-1, 4),
+                                      np.float32(want["boxes"]).reshape(-1, 4), err_msg=f"output {k}")
+        assert got["shape"] == want["shape"], f"output {k}"
+        assert got["image_sha256"] == want["image_sha256"], f"output {k}: image differs ({pillow})"
+
+
+def write_reference():
+    REFERENCE.parent.mkdir(exist_ok=True)
+    REFERENCE.write_text(json.dumps({"pillow": PIL.__version__, "numpy": np.__version__,
+                                     "outputs": _reference_outputs()}, indent=None) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--write-reference"]:
+        write_reference()
+        print(f"wrote {REFERENCE}")

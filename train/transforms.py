@@ -34,19 +34,28 @@ None: fresh OS entropy). Inside a DataLoader worker the own generator is re-crea
 (torch's per-worker seed, the constructor seed), so workers never repeat each other's draws, each epoch
 differs (torch draws a new base seed per epoch), and `torch.manual_seed(s)` before building the loader
 makes the whole stream reproducible.
+
+One step at a time. `SSDAugmentation.draw` makes every random choice of one example (in the order above) and
+returns them as `Draws`; `render` builds the training output from them in one resample; the box steps
+(`expand_boxes`, `crop_boxes`, `flip_boxes`) are module functions. `augment` runs the same draws and box steps
+and also builds each intermediate picture (coloured photo, zoomed-out canvas, patch, flip) for the app's
+Augmentation view; its last step is exactly what `SSDAugmentation` returns for the same generator.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-__all__ = ["Resize", "SSDAugmentation", "color_matrix"]
+__all__ = ["CROP_CHOICES", "AugmentStep", "Draws", "Resize", "SSDAugmentation", "augment", "color_matrix",
+           "crop_boxes", "expand_boxes", "flip_boxes"]
 
 _CROP_MODES = (None, 0.1, 0.3, 0.5, 0.7, 0.9, "any")
 # RGB <-> YIQ (NTSC). Y is luma; I, Q span the chroma plane in which a hue shift is a rotation.
@@ -86,11 +95,72 @@ def _as_arrays(boxes, labels):
     return boxes, labels
 
 
+def _check_image(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be HxWx3 uint8, got {image.shape} {image.dtype}")
+    return image
+
+
 def _finish_boxes(boxes, labels):
     """Clip normalised boxes to [0, 1] and drop the degenerate ones (with their labels)."""
     np.clip(boxes, 0.0, 1.0, out=boxes)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     return boxes[keep], labels[keep]
+
+
+def expand_boxes(boxes: np.ndarray, left: int, top: int) -> np.ndarray:
+    """Pixel boxes of the photo -> pixel boxes of the zoomed-out canvas that holds it at (left, top)."""
+    return boxes + np.array([left, top, left, top], np.float32)
+
+
+def crop_boxes(boxes: np.ndarray, labels: np.ndarray, patch, keep: np.ndarray):
+    """Canvas pixel boxes -> the kept ones (`keep`: centre inside the patch) in coordinates normalised to the
+    patch, clipped to it; degenerate ones dropped, labels following their boxes."""
+    px1, py1, px2, py2 = patch
+    boxes, labels = boxes[keep], labels[keep]
+    boxes = (boxes - np.array([px1, py1, px1, py1], np.float32)) / np.array(
+        [px2 - px1, py2 - py1, px2 - px1, py2 - py1], np.float32)
+    return _finish_boxes(boxes, labels)
+
+
+def flip_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Normalised boxes mirrored left to right."""
+    return np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1).reshape(-1, 4)
+
+
+def _apply_color(image: Image.Image, color) -> Image.Image:
+    """PIL applies the 3x4 matrix per pixel in C, rounding and clipping to uint8."""
+    if color is None:
+        return image
+    a, b = color
+    return image.convert("RGB", tuple(np.concatenate([a, b[:, None]], 1).ravel().tolist()))
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Every random choice of one augmented example, as `SSDAugmentation.draw` made them.
+
+    color: the drawn colour ops (keyword arguments of `color_matrix`), or None when none was drawn;
+    canvas: (width, height, left, top) of the zoomed-out canvas and the photo's place in it (the photo's own
+    size and (0, 0) without zoom-out); crop_mode: the minimum overlap drawn (None: no crop, "any", or a number;
+    None too for an image without boxes, which is never cropped); patch: (x1, y1, x2, y2) of the patch in the
+    canvas (the whole canvas when not cropped); keep: which boxes the patch keeps; cropped: whether a patch was
+    taken (False also when none of the trials was acceptable); flip: mirrored left to right.
+    """
+
+    color: dict | None
+    canvas: tuple[int, int, int, int]
+    crop_mode: object
+    patch: tuple[int, int, int, int]
+    keep: np.ndarray
+    cropped: bool
+    flip: bool
+
+    @property
+    def color_matrix(self):
+        """(A, b) of `color_matrix`, or None."""
+        return None if self.color is None else color_matrix(**self.color)
 
 
 class _WorkerAwareRNG:
@@ -141,8 +211,8 @@ class SSDAugmentation:
         self.p_flip = 0.5
 
     # ------------------------------------------------------------------------------------------ pieces
-    def photometric(self, rng: np.random.Generator):
-        """Draw the colour distortion: (A, b) of `color_matrix`, or None when no op was drawn."""
+    def photometric_draw(self, rng: np.random.Generator) -> dict | None:
+        """Draw the colour distortion: keyword arguments of `color_matrix`, or None when no op was drawn."""
         p = self.p_photometric
         brightness = rng.uniform(-self.brightness_delta, self.brightness_delta) if rng.random() < p else 0.0
         contrast_first = rng.random() < 0.5
@@ -152,7 +222,13 @@ class SSDAugmentation:
         perm = _PERMS[rng.integers(len(_PERMS))] if rng.random() < p else (0, 1, 2)
         if brightness == 0.0 and contrast == 1.0 and saturation == 1.0 and hue == 0.0 and perm == (0, 1, 2):
             return None
-        return color_matrix(brightness, contrast, saturation, hue, contrast_first, perm)
+        return {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue_deg": hue,
+                "contrast_first": contrast_first, "perm": perm}
+
+    def photometric(self, rng: np.random.Generator):
+        """Draw the colour distortion: (A, b) of `color_matrix`, or None when no op was drawn."""
+        params = self.photometric_draw(rng)
+        return None if params is None else color_matrix(**params)
 
     def expand(self, width: int, height: int, rng: np.random.Generator):
         """Draw the zoom-out: (canvas_w, canvas_h, left, top) of the photo inside the canvas."""
@@ -163,17 +239,20 @@ class SSDAugmentation:
         left, top = int(rng.uniform(0, cw - width)), int(rng.uniform(0, ch - height))
         return cw, ch, left, top
 
-    def crop(self, boxes: np.ndarray, cw: int, ch: int, rng: np.random.Generator):
-        """Draw the min-IoU patch in a cw x ch canvas holding `boxes` (pixel xyxy):
-        (x1, y1, x2, y2 of the patch, mask of the boxes kept).
+    def crop_mode(self, boxes: np.ndarray, rng: np.random.Generator):
+        """Draw the minimum overlap (one of `crop_modes`); None without drawing for an image without boxes."""
+        if len(boxes) == 0:
+            return None
+        return self.crop_modes[rng.integers(len(self.crop_modes))]
+
+    def patch(self, boxes: np.ndarray, cw: int, ch: int, mode, rng: np.random.Generator):
+        """Draw a patch for overlap `mode` in a cw x ch canvas holding `boxes` (pixel xyxy):
+        (x1, y1, x2, y2 of the patch, mask of the boxes kept), or None when there is no crop to make (`mode`
+        None) or none of the trials is acceptable.
 
         The trials are drawn all at once and the first acceptable one is taken (one box_iou call)."""
-        whole = (0, 0, cw, ch), np.ones(len(boxes), bool)
-        if len(boxes) == 0:
-            return whole
-        mode = self.crop_modes[rng.integers(len(self.crop_modes))]
         if mode is None:
-            return whole
+            return None
         n = self.crop_trials
         lo, hi = self.crop_scale
         w = rng.uniform(lo * cw, hi * cw, n)
@@ -190,27 +269,33 @@ class SSDAugmentation:
             iou = box_iou(torch.from_numpy(rects), torch.from_numpy(boxes)).numpy()  # [n, M]
             ok &= np.where(inside, iou, -1.0).max(1) >= float(mode)
         if not ok.any():
-            return whole
+            return None
         k = int(np.argmax(ok))
         return tuple(int(v) for v in rects[k]), inside[k]
 
-    # ------------------------------------------------------------------------------------------ call
-    def __call__(self, image: np.ndarray, boxes, labels, rng: np.random.Generator | None = None):
-        rng = rng if rng is not None else self._rng.get()
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be HxWx3 uint8, got {image.shape} {image.dtype}")
-        boxes, labels = _as_arrays(boxes, labels)
+    def crop(self, boxes: np.ndarray, cw: int, ch: int, rng: np.random.Generator):
+        """Draw the min-IoU patch in a cw x ch canvas holding `boxes` (pixel xyxy):
+        (x1, y1, x2, y2 of the patch, mask of the boxes kept); the whole canvas when there is no crop."""
+        found = self.patch(boxes, cw, ch, self.crop_mode(boxes, rng), rng)
+        return found if found is not None else ((0, 0, cw, ch), np.ones(len(boxes), bool))
+
+    def draw(self, width: int, height: int, boxes: np.ndarray, rng: np.random.Generator) -> Draws:
+        """Every random choice for a width x height photo with `boxes` (pixel xyxy), in training's order."""
+        color = self.photometric_draw(rng)
+        cw, ch, left, top = self.expand(width, height, rng)
+        shifted = expand_boxes(boxes, left, top)
+        mode = self.crop_mode(shifted, rng)
+        found = self.patch(shifted, cw, ch, mode, rng)
+        patch, keep = found if found is not None else ((0, 0, cw, ch), np.ones(len(boxes), bool))
+        flip = rng.random() < self.p_flip
+        return Draws(color, (cw, ch, left, top), mode, patch, keep, found is not None, flip)
+
+    def render(self, image: np.ndarray, d: Draws) -> np.ndarray:
+        """The size x size training image for `d`, in one resample (see the module docstring)."""
         height, width = image.shape[:2]
         s = self.size
-
-        color = self.photometric(rng)
-        cw, ch, left, top = self.expand(width, height, rng)
-        boxes = boxes + np.array([left, top, left, top], np.float32)
-        (px1, py1, px2, py2), keep = self.crop(boxes, cw, ch, rng)
-        boxes, labels = boxes[keep], labels[keep]
-        flip = rng.random() < self.p_flip
-
+        cw, ch, left, top = d.canvas
+        px1, py1, px2, py2 = d.patch
         # The photo occupies [left, left+W) x [top, top+H) of the canvas; its part inside the patch goes to an
         # integer rectangle of the output, and the source box is taken to match that rectangle exactly.
         sx, sy = s / (px2 - px1), s / (py2 - py1)
@@ -225,19 +310,24 @@ class SSDAugmentation:
             src = (min(max(dx1 / sx + px1 - left, 0.0), width), min(max(dy1 / sy + py1 - top, 0.0), height),
                    min(max(dx2 / sx + px1 - left, 0.0), width), min(max(dy2 / sy + py1 - top, 0.0), height))
             patch = Image.fromarray(image).resize((dx2 - dx1, dy2 - dy1), Image.BILINEAR, box=src)
-            if color is not None:  # PIL applies the 3x4 matrix per pixel in C, rounding and clipping to uint8
-                a, b = color
-                patch = patch.convert("RGB", tuple(np.concatenate([a, b[:, None]], 1).ravel().tolist()))
-            if flip:
+            patch = _apply_color(patch, d.color_matrix)
+            if d.flip:
                 patch = patch.transpose(Image.FLIP_LEFT_RIGHT)
                 dx1, dx2 = s - dx2, s - dx1
             out[dy1:dy2, dx1:dx2] = np.asarray(patch)
+        return out
 
-        boxes = (boxes - np.array([px1, py1, px1, py1], np.float32)) / np.array(
-            [px2 - px1, py2 - py1, px2 - px1, py2 - py1], np.float32)
-        boxes, labels = _finish_boxes(boxes, labels)
-        if flip:
-            boxes = np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1).reshape(-1, 4)
+    # ------------------------------------------------------------------------------------------ call
+    def __call__(self, image: np.ndarray, boxes, labels, rng: np.random.Generator | None = None):
+        rng = rng if rng is not None else self._rng.get()
+        image = _check_image(image)
+        boxes, labels = _as_arrays(boxes, labels)
+        height, width = image.shape[:2]
+        d = self.draw(width, height, boxes, rng)
+        out = self.render(image, d)
+        boxes, labels = crop_boxes(expand_boxes(boxes, *d.canvas[2:]), labels, d.patch, d.keep)
+        if d.flip:
+            boxes = flip_boxes(boxes)
         return out, boxes.astype(np.float32), labels
 
     def __repr__(self) -> str:
@@ -263,3 +353,123 @@ class Resize:
 
     def __repr__(self) -> str:
         return f"Resize({self.size})"
+
+
+# ------------------------------------------------------------------------------------ one step at a time
+# The crop's minimum overlap, as `augment` takes it: "random" draws it as training does (one of `_CROP_MODES`);
+# None never crops; "any" samples a patch with no overlap constraint; a number is the minimum IoU.
+CROP_CHOICES = ("random",) + _CROP_MODES
+
+
+class AugmentStep(NamedTuple):
+    """One step of `augment`: its name, the picture after it (HxWx3 uint8), the boxes in that picture's pixels
+    (xyxy float32), their labels, and what was drawn (a sentence)."""
+
+    name: str
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    detail: str
+
+
+def _describe_color(c: dict | None, p: float) -> str:
+    if c is None:
+        return f"No colour op was drawn (each happens with p = {p:g})."
+    ops = []
+    if c["brightness"] != 0.0:
+        ops.append(f"brightness {c['brightness']:+.1f}")
+    if c["contrast"] != 1.0:
+        ops.append(f"contrast ×{c['contrast']:.2f} ({'before' if c['contrast_first'] else 'after'} the colour ops)")
+    if c["saturation"] != 1.0:
+        ops.append(f"saturation ×{c['saturation']:.2f}")
+    if c["hue_deg"] != 0.0:
+        ops.append(f"hue {c['hue_deg']:+.1f}°")
+    if tuple(c["perm"]) != (0, 1, 2):
+        ops.append("channels swapped to " + "".join("RGB"[i] for i in c["perm"]))
+    return ", ".join(ops) + "."
+
+
+def augment(image, boxes, labels, *, seed, min_iou="random", expand_ratio: float | None = None, size: int = 300,
+            mean=(123.675, 116.28, 103.53)) -> list[AugmentStep]:
+    """SSD's augmentation of one example, one step at a time, with training's code: the input, then photometric
+    distortion, zoom-out, min-IoU crop, horizontal flip and the resize to size x size.
+
+    image: HxWx3 uint8 RGB; boxes: [M, 4] pixel xyxy; labels: [M]. seed: the draws come from
+    `np.random.default_rng(seed)`, so the same seed gives the same pictures. min_iou: one of `CROP_CHOICES`
+    ("random": drawn as in training). expand_ratio: the zoom-out ratio in [1, 4] (always applied; 1 is none),
+    or None to draw it as in training (p = 0.5, ratio ~ U(1, 4)). With both left random, the last step is exactly
+    `SSDAugmentation(size, mean)(image, boxes, labels, rng=np.random.default_rng(seed))` (boxes in pixels).
+
+    The intermediate pictures apply the colours to the photo before zooming out, as the paper's recipe does;
+    training applies the same colour map after its one resample, which differs only where values clip.
+    """
+    aug = SSDAugmentation(size, mean)
+    if min_iou not in CROP_CHOICES:
+        raise ValueError(f"min_iou must be one of {CROP_CHOICES}, got {min_iou!r}")
+    if min_iou != "random":
+        aug.crop_modes = (min_iou,)
+    if expand_ratio is not None:
+        r = float(expand_ratio)
+        if not 1.0 <= r <= 4.0:
+            raise ValueError(f"expand_ratio must be in [1, 4] (or None: random), got {expand_ratio!r}")
+        aug.p_expand, aug.expand_range = 1.0, (r, r)
+    image = _check_image(image)
+    boxes, labels = _as_arrays(boxes, labels)
+    height, width = image.shape[:2]
+    d = aug.draw(width, height, boxes, np.random.default_rng(seed))
+    steps = [AugmentStep("input", image, boxes, labels, f"The {width}×{height} photo and its {len(boxes)} "
+                                                        f"object{'s' * (len(boxes) != 1)}.")]
+
+    # 1. colours: pointwise, the boxes do not move
+    coloured = np.asarray(_apply_color(Image.fromarray(image), d.color_matrix))
+    steps.append(AugmentStep("photometric distortion", coloured, boxes, labels,
+                             _describe_color(d.color, aug.p_photometric)))
+
+    # 2. zoom out: the photo at (left, top) of a canvas filled with the mean colour
+    cw, ch, left, top = d.canvas
+    canvas = np.empty((ch, cw, 3), np.uint8)
+    canvas[:] = aug.mean
+    canvas[top:top + height, left:left + width] = coloured
+    shifted = expand_boxes(boxes, left, top)
+    if (cw, ch) == (width, height):
+        detail = ("No zoom-out (ratio 1)." if expand_ratio is not None
+                  else f"No zoom-out was drawn (it happens with p = {aug.p_expand:g}).")
+    else:
+        detail = (f"Zoom out ×{cw / width:.2f}: a {cw}×{ch} canvas filled with the mean colour, the photo at "
+                  f"({left}, {top}). Relative to the picture, every object keeps {width / cw:.0%} of its width "
+                  f"and {height / ch:.0%} of its height.")
+    steps.append(AugmentStep("zoom out", canvas, shifted, labels, detail))
+
+    # 3. the min-IoU patch: objects whose centre is inside are kept, clipped to it
+    px1, py1, px2, py2 = d.patch
+    pw, ph = px2 - px1, py2 - py1
+    cropped = canvas[py1:py2, px1:px2]
+    normalised, kept = crop_boxes(shifted, labels, d.patch, d.keep)
+    scale = np.array([pw, ph, pw, ph], np.float32)
+    how = "drawn at random, as in training" if min_iou == "random" else "as chosen"
+    if len(boxes) == 0:
+        detail = "An image without objects is never cropped."
+    elif d.crop_mode is None:
+        detail = f"No crop ({how}): the whole canvas."
+    else:
+        want = "Any patch, no overlap constraint" if d.crop_mode == "any" else f"Minimum IoU {d.crop_mode:g}"
+        if d.cropped:
+            detail = (f"{want} ({how}): a {pw}×{ph} patch at ({px1}, {py1}); it keeps {len(kept)} of {len(boxes)} "
+                      f"object{'s' * (len(boxes) != 1)} (those whose centre it contains).")
+        else:
+            detail = (f"{want} ({how}): none of the {aug.crop_trials} sampled patches was acceptable, so the whole "
+                      "canvas is kept.")
+    steps.append(AugmentStep("min-IoU crop", cropped, normalised * scale, kept, detail))
+
+    # 4. horizontal flip
+    if d.flip:
+        normalised = flip_boxes(normalised)
+        cropped = cropped[:, ::-1]
+    steps.append(AugmentStep("horizontal flip", np.ascontiguousarray(cropped), normalised * scale, kept,
+                             "Mirrored left to right." if d.flip else f"Not flipped (a flip happens with p = "
+                                                                      f"{aug.p_flip:g})."))
+
+    # 5. the network's input: training's own rendering of these draws
+    steps.append(AugmentStep("resize", aug.render(image, d), normalised * np.float32(size), kept,
+                             f"Warped to {size}×{size} (bilinear): the picture training feeds the network."))
+    return steps

@@ -9,6 +9,7 @@ import gradio as gr
 import torch
 from PIL import Image
 
+import ssd
 from visualize.draw import draw_marker, fit
 from visualize.examples import example_annotations, example_image, example_names
 from visualize.matching import (
@@ -27,11 +28,28 @@ from visualize.matching import (
 from .detect_tab import Controls
 from .inputs import check_parameters, read_upload, served, upload_source
 from .model import NO_MODEL, DemoModel
+from .priors_tab import CONFIGS
 from .settings import MATCH_SIDE, STATE_TTL_S
 
 GT_HEADERS = ["class", "x1", "y1", "x2", "y2"]
 INTRO = ("Training assigns each ground-truth box its best default box (forced), plus every default box with IoU ≥ "
          "the threshold. Positives are coloured by the source layer they come from.")
+
+
+def same_default_boxes(a: ssd.SSDConfig, b: ssd.SSDConfig) -> bool:
+    return a.feature_maps == b.feature_maps and torch.equal(ssd.default_boxes(a), ssd.default_boxes(b))
+
+
+def config_choices(model_config: ssd.SSDConfig) -> dict[str, ssd.SSDConfig]:
+    """The configs a teaching tab matches against, by label: the Default boxes tab's SSD300 and SSD512, where the
+    one with the model's default boxes is the model's own config (its layer names, its mean colour, and the only
+    one its network has scores for); a model with other default boxes comes first, under its own name."""
+    configs = dict(CONFIGS)
+    own = [label for label, cfg in configs.items() if same_default_boxes(cfg, model_config)]
+    if own:
+        configs[own[0]] = model_config
+        return configs
+    return {model_config.name: model_config, **configs}
 
 
 @dataclass
@@ -56,10 +74,28 @@ class MatchState:
 class MatchingTab:
     def __init__(self, model: DemoModel):
         self.model = model
+        self.configs = config_choices(model.config)
+        self.photo_inputs = None  # (photo state, ground-truth table) once built, for the Augmentation tab
 
     @property
     def cfg(self):
         return self.model.config
+
+    def config_for(self, name) -> ssd.SSDConfig:
+        """The config of a choice (None: the model's)."""
+        return self.configs.get(name, self.cfg) if name is not None else self.cfg
+
+    def config_radio(self) -> gr.Radio:
+        """SSD300 / SSD512, starting at the model's config."""
+        mine = next(label for label, cfg in self.configs.items() if cfg == self.cfg)
+        suffix = " (this model)" if self.model.detector is not None else ""
+        return gr.Radio([(label + suffix * (label == mine), label) for label in self.configs], value=mine,
+                        label="Default boxes of")
+
+    def no_negatives_note(self, cfg: ssd.SSDConfig) -> str:
+        return (f"Hard negatives need the network's scores for every default box, and this model "
+                f"({self.cfg.name}) scores its {self.cfg.num_default_boxes}, not the {cfg.num_default_boxes} of "
+                f"{cfg.name}: switch back to its config to see them.")
 
     def ground_truth(self, state: MatchState, rows):
         return parse_ground_truth(rows, self.model.class_names, state.width, state.height)
@@ -91,17 +127,21 @@ class MatchingTab:
                      f"confidence loss in this model's forward pass ({self.cfg.neg_pos_ratio}:1 for {pos} "
                      "positives).")
 
-    def refresh(self, state, rows, threshold, show_negatives, gt_choice, pos_choice, pending=None, note=None):
-        """Everything on the tab that depends on the photo, the ground truth and the threshold. `note`: a
-        message from the step before (e.g. detections used as ground truth), shown first and then cleared."""
+    def refresh(self, state, rows, threshold, show_negatives, gt_choice, pos_choice, pending=None, note=None,
+                config=None):
+        """Everything on the tab that depends on the photo, the ground truth, the threshold and the config
+        (`config`: a label of `self.configs`; None: the model's). `note`: a message from the step before (e.g.
+        detections used as ground truth), shown first and then cleared."""
         if state is None:
             return (gr.skip(),) * 10
-        cfg = self.cfg
+        cfg = self.config_for(config)
         gt, problems = self.ground_truth(state, rows)
         notes = [f"⚠️ {p}" for p in problems]
         m = match_ground_truth(cfg, gt, self.model.class_names, threshold)
         negatives = None
-        if show_negatives and gt.boxes:
+        if show_negatives and gt.boxes and cfg != self.cfg:
+            notes.append(self.no_negatives_note(cfg))
+        elif show_negatives and gt.boxes:
             negatives, message = self.hard_negatives(state, m)
             notes.append(message)
         picture = draw_matches(state.display, cfg, m, gt, negatives=negatives)
@@ -126,35 +166,37 @@ class MatchingTab:
         pos = positive_choices(cfg, m)
         pos_ids = [i for _, i in pos]
         pos_value = pos_choice if pos_choice in pos_ids else (pos_ids[0] if pos_ids else None)
-        heat = self.heatmap(gt, gt_value, threshold)
-        offsets_md, offsets_img = self.offsets(state, gt, m, pos_value)
+        heat = self.heatmap(gt, gt_value, threshold, cfg)
+        offsets_md, offsets_img = self.offsets(state, gt, m, pos_value, cfg)
         return (served(picture), "\n\n".join(notes), table, gr.Dropdown(choices=gt_choices, value=gt_value), heat,
                 gr.Dropdown(choices=pos, value=pos_value), offsets_md, offsets_img, state, None)
 
-    def heatmap(self, gt, index, threshold):
+    def heatmap(self, gt, index, threshold, cfg=None):
         if index is None or index >= len(gt.boxes):
             return None
-        return served(iou_heatmaps(self.cfg, gt.normalised()[index], float(threshold)))
+        return served(iou_heatmaps(cfg or self.cfg, gt.normalised()[index], float(threshold)))
 
-    def offsets(self, state: MatchState, gt, m, index):
+    def offsets(self, state: MatchState, gt, m, index, cfg=None):
         if index is None:
             return "No positive default box to encode.", None
-        return offsets_markdown(self.cfg, m, index), served(draw_offsets(state.display, self.cfg, m, gt, index))
+        cfg = cfg or self.cfg
+        return offsets_markdown(cfg, m, index), served(draw_offsets(state.display, cfg, m, gt, index))
 
-    def heatmap_only(self, state, rows, threshold, gt_choice):
+    def heatmap_only(self, state, rows, threshold, gt_choice, config=None):
         if state is None or gt_choice is None:
             return None
         gt, _ = self.ground_truth(state, rows)
-        return self.heatmap(gt, int(gt_choice), threshold)
+        return self.heatmap(gt, int(gt_choice), threshold, self.config_for(config))
 
-    def offsets_only(self, state, rows, threshold, pos_choice):
+    def offsets_only(self, state, rows, threshold, pos_choice, config=None):
         if state is None or pos_choice is None:
             return gr.skip(), gr.skip()
+        cfg = self.config_for(config)
         gt, _ = self.ground_truth(state, rows)
-        m = match_ground_truth(self.cfg, gt, self.model.class_names, threshold)
-        if not bool(m.positives[0, int(pos_choice)]):
+        m = match_ground_truth(cfg, gt, self.model.class_names, threshold)
+        if int(pos_choice) >= m.positives.shape[1] or not bool(m.positives[0, int(pos_choice)]):
             return gr.skip(), gr.skip()
-        return self.offsets(state, gt, m, int(pos_choice))
+        return self.offsets(state, gt, m, int(pos_choice), cfg)
 
     def on_click(self, state, rows, draw_class, pending, evt: gr.SelectData):
         """Two clicks on the picture = two opposite corners of a new ground-truth box."""
@@ -211,6 +253,7 @@ class MatchingTab:
                                              label="Class of drawn boxes", scale=2)
                     clear = gr.Button("Clear ground truth", scale=1)
                 use_dets = gr.Button("Use current detections as ground truth")
+                config = self.config_radio()
                 threshold = gr.Slider(0.1, 0.9, value=cfg.match_threshold, step=0.05,
                                       label="IoU threshold for positives")
                 show_neg = gr.Checkbox(value=False, label=f"Show the {cfg.neg_pos_ratio}:1 hard negatives (one "
@@ -232,7 +275,8 @@ class MatchingTab:
             with gr.Column(scale=2):
                 offsets_image = gr.Image(label="Default box, ground truth, decode(encode(g))", interactive=False,
                                          format="jpeg")
-        refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note]
+        refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note, config]
+        self.photo_inputs = (state, gt_table)
         refresh_out = [image, message, table, gt_pick, heat, pos_pick, offsets_text, offsets_image, state, note]
         load_out = [state, gt_table, pending, upload, draw_class]
         kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
@@ -246,9 +290,10 @@ class MatchingTab:
         image.select(self.on_click, [state, gt_table, draw_class, pending], [gt_table, pending, message], **kw).then(
             self.refresh, refresh_in, refresh_out, **kw)
         gt_table.input(self.refresh, refresh_in, refresh_out, trigger_mode="always_last", **kw)
-        for control in (threshold, show_neg):
+        for control in (threshold, show_neg, config):
             control.change(self.refresh, refresh_in, refresh_out, trigger_mode="always_last", show_progress="hidden",
                            **kw)
-        gt_pick.input(self.heatmap_only, [state, gt_table, threshold, gt_pick], [heat], **kw)
-        pos_pick.input(self.offsets_only, [state, gt_table, threshold, pos_pick], [offsets_text, offsets_image], **kw)
+        gt_pick.input(self.heatmap_only, [state, gt_table, threshold, gt_pick, config], [heat], **kw)
+        pos_pick.input(self.offsets_only, [state, gt_table, threshold, pos_pick, config], [offsets_text, offsets_image],
+                       **kw)
         return ([photo], load_out), (refresh_in, refresh_out)

@@ -1,9 +1,12 @@
 """The Default boxes tab: the 4 or 6 default boxes of any cell of any source feature map, at true scale, for
-SSD300 or SSD512. It needs no model."""
+SSD300 or SSD512, on an example photo or one's own. It needs no model."""
 
 from __future__ import annotations
 
+import io
+
 import gradio as gr
+from PIL import Image
 
 import ssd
 from visualize.examples import example_image, example_names
@@ -19,7 +22,7 @@ from visualize.priors import (
     summary_formula,
 )
 
-from .inputs import served
+from .inputs import read_upload, served
 
 CONFIGS = {"SSD300": ssd.SSD300_VOC, "SSD512": ssd.SSD512_VOC}
 SHAPE_CHOICES = shape_choices(ssd.SSD512_VOC)  # both configs have every shape
@@ -28,12 +31,30 @@ INTRO = ("Every cell of every source feature map carries 4 or 6 *default boxes*,
          "pick a cell.")
 
 
-def priors_view(config_name, layer, row, col, shapes, grid, photo):
+def photo_of(photo, upload) -> Image.Image:
+    """The example `photo`, else the uploaded one (JPEG bytes from `load_upload`), else the astronaut."""
+    if photo is None and upload is not None:
+        return Image.open(io.BytesIO(upload)).convert("RGB")
+    return example_image(photo or "astronaut")
+
+
+def load_upload(value):
+    """An upload -> (the photo warped to the canvas, as JPEG bytes: a small session state, read again by every
+    redraw; the example dropdown let go of its photo)."""
+    if value is None:
+        return gr.skip(), gr.skip()
+    image = read_upload(value).resize((CANVAS_SIZE, CANVAS_SIZE), Image.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue(), gr.Dropdown(value=None)
+
+
+def priors_view(config_name, layer, row, col, shapes, grid, photo, upload=None):
     cfg = CONFIGS[config_name]
     layer = min(int(layer), len(cfg.feature_maps) - 1)  # the layer list may lag a switch from SSD512 to SSD300
     f = cfg.feature_maps[layer]
     row, col = min(int(row), f - 1), min(int(col), f - 1)
-    image = example_image(photo)
+    image = photo_of(photo, upload)
     picture = draw_cell_default_boxes(image, cfg, layer, row, col, shapes, show_grid=grid)
     boxes = cell_default_boxes(cfg, layer, row, col)
     rows = [[b["shape"], round(b["w_px"], 1), round(b["h_px"], 1), round(b["cx"] * cfg.image_size, 1),
@@ -89,6 +110,9 @@ def build():
             shapes = gr.CheckboxGroup(SHAPE_CHOICES, value=[v for _, v in SHAPE_CHOICES], label="Aspect ratios")
             grid = gr.Checkbox(value=True, label="Show the grid of cell centres")
             photo = gr.Dropdown(example_names(), value="astronaut", label="Photo")
+            upload = gr.Image(type="filepath", image_mode=None, label="…or your own photo",
+                              sources=["upload", "clipboard"], height=140, elem_id="priors-upload")
+            uploaded = gr.State(None)
             cell = gr.Dataframe(headers=["shape", "w (px)", "h (px)", "cx (px)", "cy (px)", "#"], interactive=False,
                                 label="This cell's default boxes")
         with gr.Column(scale=3):
@@ -97,12 +121,16 @@ def build():
             caption = gr.Markdown()
     summary = gr.Dataframe(headers=layer_summary(ssd.SSD300_VOC)[0], interactive=False,
                            label="Default boxes per source layer", elem_id="priors-summary")
-    inputs = [config, layer, row, col, shapes, grid, photo]
+    inputs = [config, layer, row, col, shapes, grid, photo, uploaded]
     outputs = [image, cell, summary, caption]
     config.input(on_config, [config, layer], [layer, row, col], api_visibility="private")
     layer.input(on_layer, [config, layer], [row, col], api_visibility="private")
-    for control in inputs:
+    for control in inputs[:-1]:
         control.change(priors_view, inputs, outputs, api_visibility="private", show_progress="hidden",
                        trigger_mode="always_last", concurrency_limit=4, concurrency_id="pictures")
+    upload.upload(load_upload, [upload], [uploaded, photo], preprocess=False, api_visibility="private").then(
+        priors_view, inputs, outputs, api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
+    photo.input(lambda: gr.Image(value=None), None, [upload], api_visibility="private")
+    upload.clear(lambda: (None, "astronaut"), None, [uploaded, photo], api_visibility="private")
     image.select(on_priors_click, [config, layer], [row, col], api_visibility="private")
     return inputs, outputs

@@ -1,0 +1,139 @@
+"""The Augmentation tab: one training photo through SSD's data augmentation, step by step (photometric
+distortion, zoom out, min-IoU crop, flip, resize), with the default boxes its ground truth matches after each step.
+The steps are training's own code (`train.transforms.augment`, through `visualize.augment`). It needs no model."""
+
+from __future__ import annotations
+
+import random
+
+import gradio as gr
+
+from visualize.augment import (
+    augmentation_steps,
+    draw_step,
+    match_step,
+    positives_by_step,
+    steps_markdown,
+)
+from visualize.examples import example_annotations, example_image, example_names
+from visualize.matching import GroundTruth, parse_ground_truth
+
+from .inputs import served
+from .matching_tab import MatchingTab, config_choices
+from .model import DemoModel
+
+FROM_MATCHING = "the Matching tab's photo and ground truth"
+# The crop's minimum IoU, as the dropdown shows it -> train.transforms.augment's min_iou.
+MIN_IOU = {
+    "random, as in training": "random",
+    "no crop (the whole picture)": None,
+    **{f"{v:g}": v for v in (0.1, 0.3, 0.5, 0.7, 0.9)},
+    "any patch (no IoU constraint)": "any",
+}
+MAX_SEED = 2**31 - 1
+# The first view: the motorbike zoomed out 3x (its positives move to the fine layers), then a crop with IoU >= 0.3
+# that makes it large again (coarse layers), then a flip.
+DEFAULT_SEED = 6
+STEP_NAMES = ("input", "photometric distortion", "zoom out", "min-IoU crop", "horizontal flip", "resize")
+INTRO = """**Data augmentation** (paper §2.2) shows the network every training photo differently in every epoch.
+In the paper's Table 2 it is worth **+8.8 mAP** (65.5 → 74.3 on VOC2007 test). Each photo goes through:
+1. **photometric distortion**: brightness, contrast, saturation, hue and channel order, each with p = ½;
+2. **zoom out** ("expansion", §3.6): the photo on a canvas up to 4× as wide and high, filled with the mean colour
+   (p = ½). Objects become small and match the fine layers (the first source layer: conv4_3 in the paper's
+   VGG16); the paper gained 2–3 mAP with it, mostly on small objects;
+3. **min-IoU crop**: a patch (sides 0.3–1 of the picture's, aspect ½–2) whose IoU with some object reaches 0.1, 0.3,
+   0.5, 0.7 or 0.9, or any patch, or no crop (one of these drawn at random). Objects become large and match the
+   coarse layers; those whose centre is outside the patch are dropped;
+4. **horizontal flip** (p = ½), then 5. the **resize** to the network's square input.
+
+After each step: the ground truth (white) and the default boxes it matches at IoU ≥ 0.5 (the Matching tab's
+matching), coloured by source layer. This runs `train.transforms`, the code training runs: with the crop and the
+zoom-out left random, the last picture is exactly a training input. Same seed, same pictures."""
+
+
+class AugmentTab:
+    def __init__(self, model: DemoModel):
+        self.model = model
+        self.configs = config_choices(model.config)
+
+    def source(self, photo, match_state=None, match_rows=None) -> tuple:
+        """(image, GroundTruth, notes) of an example or of the Matching tab's photo (as shown there: at most
+        800 px) and its ground-truth table."""
+        names = self.model.class_names
+        if photo == FROM_MATCHING:
+            if match_state is None:
+                raise gr.Error("The Matching tab has no photo yet: open it and pick or upload one.")
+            gt, problems = parse_ground_truth(match_rows, names, match_state.width, match_state.height)
+            image, s = match_state.display, match_state.scale
+            W, H = image.size
+            boxes = [(min(x1 * s, W), min(y1 * s, H), min(x2 * s, W), min(y2 * s, H)) for x1, y1, x2, y2 in gt.boxes]
+            return image, GroundTruth(gt.labels, boxes, W, H), problems
+        name = photo if photo in example_names() else "motorcycle"
+        image = example_image(name)
+        rows = [[label, *box] for label, box in example_annotations(name)]
+        gt, problems = parse_ground_truth(rows, names, image.width, image.height)
+        return image, gt, problems
+
+    def render(self, photo, config_name, min_iou, expand_random, expand_ratio, seed, match_state=None,
+               match_rows=None):
+        """(gallery of the steps' pictures, notes and what each step drew, positives per layer and step)."""
+        cfg = self.configs.get(config_name) or self.model.config
+        if min_iou not in MIN_IOU:
+            raise gr.Error(f"Unknown crop choice {min_iou!r}; choose one of {list(MIN_IOU)}.")
+        try:
+            seed = min(max(int(seed), 0), MAX_SEED)
+            ratio = None if expand_random else min(max(float(expand_ratio), 1.0), 4.0)
+        except (TypeError, ValueError):
+            raise gr.Error("The seed and the zoom-out ratio must be numbers.") from None
+        image, gt, problems = self.source(photo, match_state, match_rows)
+        names = self.model.class_names
+        steps = augmentation_steps(image, gt, cfg, names, seed=seed, min_iou=MIN_IOU[min_iou], expand_ratio=ratio)
+        matched = [match_step(cfg, step, names, cfg.match_threshold) for step in steps]
+        matches = [m for _, m in matched]
+        # Each picture carries its title (step_title) in a strip above it, so the gallery needs no captions.
+        pictures = [served(draw_step(i, step, cfg, g, m)) for i, (step, (g, m)) in enumerate(zip(steps, matched))]
+        notes = [f"⚠️ {p}" for p in problems]
+        if not gt.boxes:
+            notes.append("No ground truth: nothing to match, and an image without objects is never cropped.")
+        notes.append(f"**{cfg.name}**, seed {seed}:\n\n" + steps_markdown(cfg, steps, matches))
+        return pictures, "\n\n".join(notes), positives_by_step(cfg, steps, matches)[1]
+
+    def build(self, matching: MatchingTab | None = None):
+        """The tab's widgets and events (inside a gr.Blocks). `matching`: the built Matching tab, whose photo and
+        ground truth can be used here. Returns (inputs, outputs) of `render`, for the event that shows the tab."""
+        gr.Markdown(INTRO)
+        from_matching = matching is not None and matching.photo_inputs is not None
+        mine = next(label for label, cfg in self.configs.items() if cfg == self.model.config)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=260):
+                photo = gr.Dropdown(example_names() + [FROM_MATCHING] * from_matching, value="motorcycle",
+                                    label="Photo with ground truth", elem_id="augment-photo")
+                config = gr.Radio(list(self.configs), value=mine, label="Network input (size, default boxes)")
+                min_iou = gr.Dropdown(list(MIN_IOU), value="0.3",
+                                      label="Crop: minimum IoU of the patch with an object", elem_id="augment-min-iou")
+                expand_random = gr.Checkbox(value=False, label="Zoom out at random, as in training (p = ½, ratio 1–4)")
+                expand = gr.Slider(1, 4, value=3, step=0.1, label="Zoom-out ratio (canvas side / photo side)",
+                                   elem_id="augment-expand")
+                with gr.Row():
+                    seed = gr.Number(value=DEFAULT_SEED, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
+                                     elem_id="augment-seed", scale=2)
+                    reroll = gr.Button("Another seed", scale=1)
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(label="Each step: ground truth (white) and matched default boxes", columns=3,
+                                     format="jpeg", object_fit="contain", height="fit-content",
+                                     elem_id="augment-gallery")
+        table = gr.Dataframe(headers=["source layer", "feature map", *(f"{i} · {n}" for i, n in enumerate(STEP_NAMES))],
+                             interactive=False, label="Positives per source layer after each step",
+                             elem_id="augment-table")
+        message = gr.Markdown(elem_id="augment-message")
+        inputs = [photo, config, min_iou, expand_random, expand, seed]
+        if from_matching:
+            inputs += list(matching.photo_inputs)
+        outputs = [gallery, message, table]
+        kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
+        for control in inputs[:6]:
+            control.change(self.render, inputs, outputs, trigger_mode="always_last", show_progress="hidden", **kw)
+        expand_random.change(lambda r: gr.Slider(interactive=not r), [expand_random], [expand],
+                             api_visibility="private")
+        reroll.click(lambda: random.randint(0, MAX_SEED), None, [seed], api_visibility="private")
+        return inputs, outputs
