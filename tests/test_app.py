@@ -372,3 +372,20 @@ def test_identical_answers_get_files_of_their_own(client, files):
     a, b = Image.open(first), Image.open(second)
     assert a.size == b.size == (320, 240)
     assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 2  # the same picture otherwise
+
+
+def test_a_live_webcam_frame_gets_its_detections_and_keeps_nothing(model):
+    import gradio as gr
+
+    from ui.detect_tab import DetectTab
+    from ui.settings import LIVE_SIDE
+
+    tab = DetectTab(model)
+    frame = np.random.default_rng(2).integers(0, 256, (720, 1280, 3), dtype=np.uint8)  # an HD webcam frame
+    picture, summary = tab.live(frame, 0.01, 0.45, 5, [])
+    assert max(picture.size) == LIVE_SIDE and picture.size[0] > picture.size[1]
+    found, timing = summary.split(" · ")
+    assert len(found.split(", ")) == 5 and "network" in timing  # "label 0.xx" for each of the top 5
+    none, text = tab.live(frame, 1.0, 0.45, 5, [])
+    assert "nothing above the score threshold" in text
+    assert tab.live(None, 0.5, 0.45, 5, []) == (gr.skip(), gr.skip())

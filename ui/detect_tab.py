@@ -11,12 +11,13 @@ import gradio as gr
 from PIL import Image
 
 import ssd
+from ssd.image import to_rgb
 from visualize.draw import draw_detections, fit
 from visualize.examples import write_examples
 
 from .inputs import check_parameters, read_upload, served
 from .model import NO_MODEL, DemoModel
-from .settings import DISPLAY_SIDE, STATE_TTL_S
+from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, STATE_TTL_S
 
 TABLE_HEADERS = ["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map", "default box"]
 
@@ -131,6 +132,21 @@ class DetectTab:
             return None, [], None, "", None
         return self.detect_with_state(image, score_threshold, nms_threshold, top_k, classes)
 
+    def live(self, frame, score_threshold, nms_threshold, top_k, classes):
+        """One webcam frame of the live view: (the frame with its detections, a one-line summary). Nothing is
+        kept between frames."""
+        if frame is None:
+            return gr.skip(), gr.skip()
+        score_threshold, nms_threshold, top_k, wanted = self.parameters(score_threshold, nms_threshold, top_k,
+                                                                        classes)
+        detector = self.model.require()
+        picture, _ = fit(to_rgb(frame), LIVE_SIDE)
+        raw = self.model.predict(picture)
+        dets = detector.postprocess(raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
+        found = ", ".join(f"{d.label} {d.score:.2f}" for d in dets[:5]) or "nothing above the score threshold"
+        return (served(draw_detections(picture, dets)),
+                f"{found} · network {raw.seconds * 1000:.0f} ms on {picture.width}×{picture.height} frames")
+
     def rerender(self, state, score_threshold, nms_threshold, top_k, classes):
         if state is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -144,8 +160,8 @@ class DetectTab:
             gr.Markdown(f"⚠️ {NO_MODEL}", elem_id="no-model")
         with gr.Row():
             with gr.Column(scale=2, min_width=280):
-                image_in = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                                    elem_id="detect-input", height=320)
+                image_in = gr.Image(type="filepath", image_mode=None, label="Image",
+                                    sources=["upload", "webcam", "clipboard"], elem_id="detect-input", height=320)
                 gr.Examples([[str(p)] for p in example_paths.values()], inputs=[image_in],
                             example_labels=list(example_paths), cache_examples=False, label="Example photos")
                 score = gr.Slider(0.01, 1.0, value=model.default_score, step=0.01, label="Score threshold")
@@ -161,6 +177,16 @@ class DetectTab:
                              wrap=True)
         with gr.Accordion("Detections as data (what the `detect` API returns)", open=False):
             data_out = gr.JSON(label="detections")
+        with gr.Accordion("Live: detect on your webcam's stream", open=False, elem_id="live"):
+            gr.Markdown(f"Frames go to the server about {1 / LIVE_EVERY_S:.0f} times a second, with the sliders "
+                        f"above; each stream stops after {LIVE_LIMIT_S} s (press record again to go on). Your "
+                        "browser asks for the camera first.")
+            with gr.Row():
+                webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
+                                  elem_id="live-input", height=320)
+                live_out = gr.Image(label="Live detections", interactive=False, format="jpeg", elem_id="live-output",
+                                    height=320)
+            live_summary = gr.Markdown(elem_id="live-summary")
         state = gr.State(None, time_to_live=STATE_TTL_S)
         inputs, outputs = [image_in, score, nms, top_k, classes], [image_out, table, data_out, summary, state]
         # preprocess=False: the handlers decode uploads themselves (ui.inputs.upload_source).
@@ -172,6 +198,9 @@ class DetectTab:
                                        concurrency_id="network", preprocess=False)
         image_in.change(self.detect_on_change, inputs, outputs, api_visibility="private", concurrency_id="network",
                         trigger_mode="always_last", preprocess=False)
+        webcam.stream(self.live, [webcam, score, nms, top_k, classes], [live_out, live_summary],
+                      api_visibility="private", stream_every=LIVE_EVERY_S, time_limit=LIVE_LIMIT_S,
+                      concurrency_id="network", show_progress="hidden")
         for control in (score, nms, top_k, classes):
             control.change(self.rerender, [state, score, nms, top_k, classes], outputs[:4],
                            api_visibility="private", show_progress="hidden", trigger_mode="always_last",

@@ -25,3 +25,8 @@ MATCH_SIDE = 800  # the Matching tab's picture
 # The Model tab draws its false positives on their photos only where the VOC folder is at hand (never on the
 # hosted demo): SSD_VOC_ROOT=/path/to/VOCdevkit/VOC2007.
 VOC_ROOT = os.environ.get("SSD_VOC_ROOT") or None
+# The live webcam view: a frame every LIVE_EVERY_S seconds, each stream at most LIVE_LIMIT_S long (it shares the
+# network with every visitor), frames scaled to at most LIVE_SIDE pixels.
+LIVE_EVERY_S = float(os.environ.get("SSD_LIVE_EVERY_S", "0.25"))
+LIVE_LIMIT_S = int(os.environ.get("SSD_LIVE_LIMIT_S", "60"))
+LIVE_SIDE = 640
