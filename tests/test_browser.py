@@ -46,7 +46,9 @@ def browser():
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"])
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+            # A synthetic camera (a moving test pattern) for the live webcam view, allowed without a prompt.
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
         try:
             yield b
         finally:
@@ -179,3 +181,24 @@ def test_upload_detect_and_screenshot_every_tab(page, tmp_path):
     for path in paths:
         assert path.stat().st_size < 300_000, f"{path} is {path.stat().st_size} bytes; keep screenshots small"
         assert Image.open(path).width == 1280
+
+
+def test_live_webcam_view_streams_frames_through_the_detector(browser, app_url):
+    """Chromium's synthetic camera streams into Detect's live view; the server's answers come back as pictures."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1,
+                                  permissions=["camera"])
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(app_url, wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Detect").click()
+        page.get_by_text("Live: detect on your webcam").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.locator("#live-input button[aria-label='capture photo']").click()  # Gradio's record button
+        wait_for_image(page, "live-output")
+        wait_for_text(page, "live-summary", "network")
+        wait_for_text(page, "live-summary", "640×480 frames")  # the fake camera's frames, as the server saw them
+        path = save_screenshot(page, "live", until="live-summary")
+        assert path.stat().st_size < 300_000
+    finally:
+        context.close()
