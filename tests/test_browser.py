@@ -1,6 +1,7 @@
 """A real browser (Debian's headless Chromium, driven by playwright) uses the app: uploads a photo, sees the
-annotated picture and the table, and visits every tab, taking a screenshot of each. With SSD_UPDATE_SCREENSHOTS=1
-they replace docs/screenshots/ (shown in the README); otherwise they go to a temporary folder.
+annotated picture and the table, and visits every tab, taking a screenshot of each; and, in an app with two models,
+switches between them. With SSD_UPDATE_SCREENSHOTS=1 the screenshots replace docs/screenshots/ (shown in the
+README); otherwise they go to a temporary folder.
 
 Skipped when /usr/bin/chromium is missing — unless SSD_REQUIRE_BROWSER=1 (CI), where that is a failure.
 """
