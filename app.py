@@ -2,6 +2,8 @@
 
     python app.py                 # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
     SSD_WEIGHTS=path.safetensors python app.py   # other weights (their model card .json must sit beside them)
+    SSD_WEIGHTS=a.safetensors:b.safetensors python app.py   # several (os.pathsep), switched on the page; the
+                                                 # default: the shipped weights and the others in ssd/weights/
     SSD_BACKEND=torch python app.py              # what runs the network: auto (default), torch, onnxruntime
 
 This file only puts the page together; each tab is built in `ui/` and wires widgets to `ssd` (the detector)
@@ -22,8 +24,8 @@ from ui import priors_tab  # noqa: E402
 from ui.augment_tab import AugmentTab  # noqa: E402
 from ui.detect_tab import DetectTab  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
-from ui.model import DemoModel  # noqa: E402
-from ui.model_tab import ModelTab  # noqa: E402
+from ui.model import DemoModel, DemoModels  # noqa: E402
+from ui.model_tab import build_model_tabs  # noqa: E402
 from ui.settings import CONCURRENCY, MAX_FILE_SIZE, QUEUE_SIZE  # noqa: E402
 
 INTRO = """# SSD: Single Shot MultiBox Detector
@@ -31,28 +33,40 @@ Detect objects with SSD ([Liu et al., ECCV 2016](https://arxiv.org/abs/1512.0232
 its default boxes, how they are matched to objects, and what the loss trains on."""
 
 
-def build_demo(model: DemoModel | None = None) -> gr.Blocks:
-    """The page, for `model` (default: the weights named by SSD_WEIGHTS, else the shipped ones)."""
-    model = model or DemoModel.load(os.environ.get("SSD_WEIGHTS") or None, os.environ.get("SSD_BACKEND") or "auto")
-    detect, matching = DetectTab(model), MatchingTab(model)
+CHOICE_INFO = ("The same default boxes, scored by another network: Detect, Matching (hard negatives, detections as "
+               "ground truth) and the Model tab follow this choice, for this browser tab only.")
+
+
+def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
+    """The page, for `model`: one model or several to switch between (default: the weights named by SSD_WEIGHTS,
+    one file or several joined by os.pathsep, else the shipped ones; `ui.model.DemoModels.load`)."""
+    models = DemoModels.of(model) if model is not None else DemoModels.load(
+        os.environ.get("SSD_WEIGHTS") or None, os.environ.get("SSD_BACKEND") or "auto")
+    detect, matching = DetectTab(models), MatchingTab(models)
     # Output pictures older than an hour are removed from Gradio's cache every half hour (ui.inputs.served).
     with gr.Blocks(title="SSD: Single Shot MultiBox Detector", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
-        gr.Markdown(model.summary(), elem_id="model-summary")
+        summary = gr.Markdown(models.default.summary(), elem_id="model-summary")
+        # The model choice: a value per browser session, like every input. With one model it stays hidden; the
+        # /detect API still takes it (its optional last argument, `model`).
+        choice = gr.Radio(models.choices(), value=models.default_name, label="Model", info=CHOICE_INFO,
+                          visible=models.switchable, elem_id="model-choice")
+        choice.change(models.summary, choice, summary, api_visibility="private", show_progress="hidden",
+                      preprocess=False)
         with gr.Tabs():
             with gr.Tab("Detect", id="detect"):
-                controls = detect.build(Path(tempfile.gettempdir()) / "ssd-demo-examples")
+                controls = detect.build(Path(tempfile.gettempdir()) / "ssd-demo-examples", choice)
             with gr.Tab("Default boxes", id="default-boxes"):
                 priors_in, priors_out = priors_tab.build()
             with gr.Tab("Matching", id="matching"):
-                (load_in, load_out), (refresh_in, refresh_out) = matching.build(controls)
+                (load_in, load_out), (refresh_in, refresh_out) = matching.build(controls, choice)
             with gr.Tab("Augmentation", id="augmentation") as augment_tab:  # drawn when shown (six pictures)
-                augment = AugmentTab(model)
+                augment = AugmentTab(models.default)  # needs no network: the default model's config and classes
                 augment_in, augment_out = augment.build(matching)
             augment_tab.select(augment.render, augment_in, augment_out, api_visibility="private",
                                concurrency_limit=4, concurrency_id="pictures")
             with gr.Tab("Model", id="model"):
-                ModelTab(model).build()
+                build_model_tabs(models, choice)
         demo.load(priors_tab.priors_view, priors_in, priors_out, api_visibility="private").then(
             matching.load_example, load_in, load_out, api_visibility="private").then(
             matching.refresh, refresh_in, refresh_out, api_visibility="private")

@@ -1,6 +1,7 @@
 """A real browser (Debian's headless Chromium, driven by playwright) uses the app: uploads a photo, sees the
-annotated picture and the table, and visits every tab, taking a screenshot of each. With SSD_UPDATE_SCREENSHOTS=1
-they replace docs/screenshots/ (shown in the README); otherwise they go to a temporary folder.
+annotated picture and the table, and visits every tab, taking a screenshot of each; and, in an app with two models,
+switches between them. With SSD_UPDATE_SCREENSHOTS=1 the screenshots replace docs/screenshots/ (shown in the
+README); otherwise they go to a temporary folder.
 
 Skipped when /usr/bin/chromium is missing — unless SSD_REQUIRE_BROWSER=1 (CI), where that is a failure.
 """
@@ -200,5 +201,80 @@ def test_live_webcam_view_streams_frames_through_the_detector(browser, app_url):
         wait_for_text(page, "live-summary", "640×480 frames")  # the fake camera's frames, as the server saw them
         path = save_screenshot(page, "live", until="live-summary")
         assert path.stat().st_size < 300_000
+    finally:
+        context.close()
+
+
+# Switching models: an app with two. The README's screenshot (SSD_UPDATE_SCREENSHOTS=1) shows the two shipped
+# models (the app's default when SSD_WEIGHTS is unset); otherwise (CI) two small random-weight models, joined in
+# SSD_WEIGHTS with os.pathsep, the second with its own note and score threshold.
+SHIPPED_PAIR = [Path(ROOT / "ssd" / "weights" / f"{stem}.safetensors") for stem in ("ssd300_lite0_voc07",
+                                                                                    "ssd300_bn_voc07")]
+
+
+@pytest.fixture(scope="module")
+def switch_app_url(tmp_path_factory):
+    if UPDATE_SCREENSHOTS and all(p.exists() for p in SHIPPED_PAIR):
+        weights = None  # the default: the shipped weights and every other carded file beside them
+    else:
+        d = tmp_path_factory.mktemp("two")
+        weights = os.pathsep.join(str(w) for w in (
+            export_random_weights(d, seed=0, name="random_a"),
+            export_random_weights(d, seed=1, name="random_b", note="the second random model", score_threshold=0.2)))
+    with running_app(weights, tmp_path_factory.mktemp("app") / "switch.log", SSD_VOC_ROOT="") as url:
+        yield url
+
+
+def test_switching_models_changes_detect_and_the_model_line(browser, switch_app_url, tmp_path):
+    from visualize.examples import example_image
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(switch_app_url, wait_until="domcontentloaded")
+        choice = page.locator("#model-choice")
+        choice.wait_for(state="visible")
+        titles = [t.strip() for t in choice.locator("label").all_inner_texts() if t.strip()]
+        assert len(titles) >= 2, titles
+        first, second = titles[:2]
+        assert choice.get_by_label(first).is_checked()
+
+        photo = tmp_path / "cat.jpg"
+        example_image("cat").save(photo)
+        page.get_by_role("tab", name="Detect").click()
+        page.locator("#detect-input input[type=file]").set_input_files(str(photo))
+        wait_for_text(page, "detect-summary", f"model: {first}")
+        line = page.locator("#model-summary").inner_text()
+        slider = page.get_by_label("number input for Score threshold")
+        score = slider.input_value()
+
+        # The other model: the model line describes it, Detect re-runs on the same photo with its network, and
+        # the score slider moves to its recommended threshold.
+        choice.get_by_label(second).check()
+        wait_for_text(page, "detect-summary", f"model: {second}")
+        page.wait_for_function("(old) => document.getElementById('model-summary').innerText !== old", arg=line)
+        page.wait_for_function("(old) => document.querySelector('input[aria-label=\"number input for Score "
+                               "threshold\"]').value !== old", arg=score)
+        assert first not in page.locator("#detect-summary").inner_text()
+        recommended = slider.input_value()
+        wait_for_text(page, "detect-summary", f"above score {float(recommended):.2f}")
+        # A slider moved afterwards post-processes the second model's outputs, and back for the screenshot.
+        for value in ("0.9", recommended):
+            slider.fill(value)
+            slider.press("Enter")
+            wait_for_text(page, "detect-summary", f"above score {float(value):.2f}")
+            assert f"model: {second}" in page.locator("#detect-summary").inner_text()
+        wait_for_image(page, "detect-output")
+        path = save_screenshot(page, "switch", until="detect-table")
+        assert path.stat().st_size < 300_000 and Image.open(path).width == 1280
+
+        # The Model tab follows the choice: the second model's card is the one shown.
+        page.get_by_role("tab", name="Model").click()
+        card = page.locator("#model-card").locator("visible=true")
+        card.first.wait_for()
+        assert page.locator("#model-choice").get_by_label(second).is_checked()
+        shown = card.first.inner_text()
+        assert "ssd300_bn_voc07" in shown or "random_b" in shown, shown
     finally:
         context.close()

@@ -1,4 +1,5 @@
-"""The Detect tab: boxes, scores and where each detection came from; the sliders re-run only post-processing."""
+"""The Detect tab: boxes, scores and where each detection came from; the sliders re-run only post-processing. With
+two models or more, the page's model choice says which network runs (each handler takes it as its last input)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from visualize.draw import draw_detections, fit
 from visualize.examples import write_examples
 
 from .inputs import check_parameters, read_upload, served
-from .model import NO_MODEL, DemoModel
+from .model import NO_MODEL, DemoModel, DemoModels
 from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, STATE_TTL_S
 
 TABLE_HEADERS = ["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map", "default box"]
@@ -26,18 +27,21 @@ TABLE_HEADERS = ["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map"
 class DetectState:
     """What the sliders need to redraw without running the network again, kept per browser session: the
     graph's boxes and its scores in half precision, and the picture as JPEG (about 0.7 MB for a 1024-pixel photo, where
-    full-precision outputs and a raw picture took 5 MB). Sessions let go of it after STATE_TTL_S."""
+    full-precision outputs and a raw picture took 5 MB), and the name of the model whose outputs they are, so
+    the sliders post-process them as that model does even after the page's choice has moved on. Sessions let go of
+    it after STATE_TTL_S."""
 
     raw: ssd.RawPrediction
     jpeg: bytes
     scale: float
+    model: str = ""  # a DemoModels name ("": the default)
 
     @classmethod
-    def of(cls, raw: ssd.RawPrediction, display: Image.Image, scale: float) -> DetectState:
+    def of(cls, raw: ssd.RawPrediction, display: Image.Image, scale: float, model: str = "") -> DetectState:
         buf = io.BytesIO()
         display.save(buf, "JPEG", quality=90)
         small = ssd.RawPrediction(raw.boxes.cpu(), raw.scores.half().cpu(), raw.width, raw.height, raw.seconds)
-        return cls(small, buf.getvalue(), scale)
+        return cls(small, buf.getvalue(), scale, model)
 
     def display(self) -> Image.Image:
         return Image.open(io.BytesIO(self.jpeg)).convert("RGB")
@@ -52,41 +56,55 @@ class Controls:
 
 
 class DetectTab:
-    def __init__(self, model: DemoModel):
-        self.model = model
-        self.layout = ssd.prior_layout(model.config)
+    def __init__(self, models: DemoModel | DemoModels):
+        self.models = DemoModels.of(models)
+        self.layouts = {}  # config -> its prior layout, for the table's "feature map" and "default box"
 
-    def parameters(self, score_threshold, nms_threshold, top_k, classes):
-        cfg = self.model.config
-        return check_parameters(self.model.default_score if score_threshold is None else score_threshold,
+    @property
+    def model(self) -> DemoModel:
+        """The default model."""
+        return self.models.default
+
+    def parameters(self, score_threshold, nms_threshold, top_k, classes, model: DemoModel | None = None):
+        model = model or self.model
+        cfg = model.config
+        return check_parameters(model.default_score if score_threshold is None else score_threshold,
                                 cfg.nms_threshold if nms_threshold is None else nms_threshold,
-                                cfg.top_k if top_k is None else top_k, classes, self.model.class_names, cfg.top_k)
+                                cfg.top_k if top_k is None else top_k, classes, model.class_names, cfg.top_k)
 
-    def where(self, prior_index: int) -> dict:
-        """The feature map, cell and shape of a default box, for the table and the data."""
-        d = self.layout.describe(prior_index)
+    def where(self, prior_index: int, cfg: ssd.SSDConfig | None = None) -> dict:
+        """The feature map, cell and shape of a default box (of `cfg`, by default the default model's), for the
+        table and the data."""
+        cfg = cfg or self.model.config
+        if cfg not in self.layouts:
+            self.layouts[cfg] = ssd.prior_layout(cfg)
+        d = self.layouts[cfg].describe(prior_index)
         return {"feature_map": f"{d['feature_map']}x{d['feature_map']}", "cell": [d["row"], d["col"]],
                 "default_box_shape": d["shape"]}
 
     def render(self, state: DetectState, score_threshold, nms_threshold, top_k, classes=None):
-        """Post-processing only, on the cached network outputs: (annotated image, table, data, summary)."""
+        """Post-processing only, on the cached network outputs, by the model that produced them (the state's):
+        (annotated image, table, data, summary)."""
+        name = self.models.name(state.model)
+        model = self.models.get(name)
         score_threshold, nms_threshold, top_k, wanted = self.parameters(score_threshold, nms_threshold, top_k,
-                                                                        classes)
-        detector, raw = self.model.require(), state.raw
+                                                                        classes, model)
+        detector, raw, cfg = model.require(), state.raw, model.config
         start = time.perf_counter()
         dets = detector.postprocess(raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
         post_ms = (time.perf_counter() - start) * 1000
         picture = draw_detections(state.display(), dets, scale=state.scale)
         rows = []
         for i, d in enumerate(dets):
-            info = self.where(d.prior_index)
+            info = self.where(d.prior_index, cfg)
             rows.append([i + 1, d.label, round(d.score, 3), ", ".join(f"{v:.0f}" for v in d.box),
                          f"{d.layer} ({info['feature_map']})",
                          f"#{d.prior_index} cell ({info['cell'][0]}, {info['cell'][1]}) shape "
                          f"{info['default_box_shape']}"])
         data = {
             "image": {"width": raw.width, "height": raw.height},
-            "model": self.model.config.name,
+            "model": cfg.name,
+            "model_name": name,  # what the API's `model` argument takes
             "score_threshold": score_threshold, "nms_threshold": nms_threshold, "top_k": top_k,
             "classes": wanted or "all",
             "candidates_before_nms": dets.candidates,
@@ -95,7 +113,7 @@ class DetectTab:
             "postprocess_ms": round(post_ms, 2),
             "detections": [
                 {**d.to_dict(), "score": round(d.score, 4), "box": [round(v, 1) for v in d.box],
-                 **self.where(d.prior_index)}
+                 **self.where(d.prior_index, cfg)}
                 for d in dets
             ],
         }
@@ -104,44 +122,62 @@ class DetectTab:
                    f"candidate{'s' * (dets.candidates != 1)} above score {score_threshold:.2f} before NMS"
                    f"{' (only ' + ', '.join(wanted) + ')' if wanted else ''}, in the {raw.width}×{raw.height} "
                    f"image · network **{raw.seconds * 1000:.0f} ms** on {device} (preprocessing included) · "
-                   f"post-processing **{post_ms:.1f} ms** (sliders re-run only this).")
+                   f"post-processing **{post_ms:.1f} ms** (sliders re-run only this)."
+                   + (f" · model: **{self.models.titles[name]}**" if self.models.switchable else ""))
         return served(picture), rows, data, summary
 
-    def detect_with_state(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None):
-        """The page's Detect: run the network, draw, and keep what the sliders need (DetectState)."""
-        self.model.require()
-        parameters = self.parameters(score_threshold, nms_threshold, top_k, classes)  # before the network runs
+    def detect_with_state(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None,
+                          model=None):
+        """The page's Detect: run the network of `model` (a name of `self.models`; None: the default), draw, and
+        keep what the sliders need (DetectState)."""
+        name = self.models.name(model)
+        chosen = self.models.get(name)
+        chosen.require()
+        parameters = self.parameters(score_threshold, nms_threshold, top_k, classes, chosen)  # before the network
         picture = read_upload(image)
-        raw = self.model.predict(picture)
+        raw = chosen.predict(picture)
         display, scale = fit(picture, DISPLAY_SIDE)
-        state = DetectState.of(raw, display, scale)
+        state = DetectState.of(raw, display, scale, name)
         return (*self.render(state, *parameters), state)
 
-    def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None):
+    def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None, model=None):
         """Detect objects in `image`. Returns the annotated image, a table, the detections as data and a summary.
 
         API: client.predict(handle_file("photo.jpg"), 0.5, 0.45, api_name="/detect"); thresholds left out take
-        the model card's score threshold and the config's NMS IoU and top-k; `classes` is a list of class names.
-        An API call keeps nothing on the server once it has answered.
+        the model card's score threshold and the config's NMS IoU and top-k; `classes` is a list of class names;
+        `model` the name of one of the page's models (the data's "model_name"; left out: the default model).
+        Through gradio_client a score left out is the page slider's start, the default model's threshold: pass
+        one with another model. An API call keeps nothing on the server once it has answered.
         """
-        return self.detect_with_state(image, score_threshold, nms_threshold, top_k, classes)[:4]
+        return self.detect_with_state(image, score_threshold, nms_threshold, top_k, classes, model)[:4]
 
-    def detect_on_change(self, image, score_threshold, nms_threshold, top_k, classes):
+    def detect_on_change(self, image, score_threshold, nms_threshold, top_k, classes, model=None):
         """A new image in the input: run the network (clearing the outputs when the image is removed)."""
         if image is None:
             return None, [], None, "", None
-        return self.detect_with_state(image, score_threshold, nms_threshold, top_k, classes)
+        return self.detect_with_state(image, score_threshold, nms_threshold, top_k, classes, model)
 
-    def live(self, frame, score_threshold, nms_threshold, top_k, classes):
-        """One webcam frame of the live view: (the frame with its detections, a one-line summary). Nothing is
-        kept between frames."""
+    def on_model(self, image, nms_threshold, top_k, classes, model):
+        """The page's model choice changed: the score slider moves to that model's recommended threshold, and the
+        current image (if any) goes through that model's network. Returns the outputs of `detect_with_state`
+        and the slider."""
+        chosen = self.models.get(model)
+        score = gr.Slider(value=chosen.default_score)
+        if image is None or chosen.detector is None:
+            return (*(gr.skip(),) * 5, score)
+        return (*self.detect_with_state(image, chosen.default_score, nms_threshold, top_k, classes, model), score)
+
+    def live(self, frame, score_threshold, nms_threshold, top_k, classes, model=None):
+        """One webcam frame of the live view, through the chosen model: (the frame with its detections, a
+        one-line summary). Nothing is kept between frames."""
         if frame is None:
             return gr.skip(), gr.skip()
+        chosen = self.models.get(model)
         score_threshold, nms_threshold, top_k, wanted = self.parameters(score_threshold, nms_threshold, top_k,
-                                                                        classes)
-        detector = self.model.require()
+                                                                        classes, chosen)
+        detector = chosen.require()
         picture, _ = fit(to_rgb(frame), LIVE_SIDE)
-        raw = self.model.predict(picture)
+        raw = chosen.predict(picture)
         dets = detector.postprocess(raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
         found = ", ".join(f"{d.label} {d.score:.2f}" for d in dets[:5]) or "nothing above the score threshold"
         return (served(draw_detections(picture, dets)),
@@ -152,9 +188,11 @@ class DetectTab:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return self.render(state, score_threshold, nms_threshold, top_k, classes)
 
-    def build(self, examples_dir: Path) -> Controls:
-        """The tab's widgets and events (inside a gr.Blocks)."""
+    def build(self, examples_dir: Path, choice: gr.components.Component | None = None) -> Controls:
+        """The tab's widgets and events (inside a gr.Blocks). `choice`: the page's model choice (its value a
+        name of `self.models`), or None for the default model only."""
         cfg, model = self.model.config, self.model
+        chosen = [choice] if choice is not None else []
         example_paths = write_examples(examples_dir)
         if model.detector is None:
             gr.Markdown(f"⚠️ {NO_MODEL}", elem_id="no-model")
@@ -188,7 +226,8 @@ class DetectTab:
                                     height=320)
             live_summary = gr.Markdown(elem_id="live-summary")
         state = gr.State(None, time_to_live=STATE_TTL_S)
-        inputs, outputs = [image_in, score, nms, top_k, classes], [image_out, table, data_out, summary, state]
+        inputs = [image_in, score, nms, top_k, classes, *chosen]
+        outputs = [image_out, table, data_out, summary, state]
         # preprocess=False: the handlers decode uploads themselves (ui.inputs.upload_source).
         run.click(self.detect_with_state, inputs, outputs, api_visibility="private", concurrency_id="network",
                   preprocess=False)
@@ -198,11 +237,15 @@ class DetectTab:
                                        concurrency_id="network", preprocess=False)
         image_in.change(self.detect_on_change, inputs, outputs, api_visibility="private", concurrency_id="network",
                         trigger_mode="always_last", preprocess=False)
-        webcam.stream(self.live, [webcam, score, nms, top_k, classes], [live_out, live_summary],
+        webcam.stream(self.live, [webcam, score, nms, top_k, classes, *chosen], [live_out, live_summary],
                       api_visibility="private", stream_every=LIVE_EVERY_S, time_limit=LIVE_LIMIT_S,
                       concurrency_id="network", show_progress="hidden")
         for control in (score, nms, top_k, classes):
             control.change(self.rerender, [state, score, nms, top_k, classes], outputs[:4],
                            api_visibility="private", show_progress="hidden", trigger_mode="always_last",
                            concurrency_limit=8, concurrency_id="postprocess")
+        if choice is not None and self.models.switchable:
+            choice.change(self.on_model, [image_in, nms, top_k, classes, choice], [*outputs, score],
+                          api_visibility="private", concurrency_id="network", trigger_mode="always_last",
+                          preprocess=False)
         return Controls(score, nms)

@@ -1,9 +1,11 @@
 """The Matching tab: which default boxes become positives for given ground truth (forced best prior + IoU ≥
-threshold), IoU heat maps, the 3:1 hard negatives of a real forward pass, one positive's encoded offsets."""
+threshold), IoU heat maps, the 3:1 hard negatives of a real forward pass, one positive's encoded offsets. With two
+models or more, the page's model choice says whose forward pass (and whose config) the tab uses: each handler takes
+it as its last input."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 import torch
@@ -27,7 +29,7 @@ from visualize.matching import (
 
 from .detect_tab import Controls
 from .inputs import check_parameters, read_upload, served, upload_source
-from .model import NO_MODEL, DemoModel
+from .model import NO_MODEL, DemoModel, DemoModels
 from .priors_tab import CONFIGS
 from .settings import MATCH_SIDE, STATE_TTL_S
 
@@ -55,15 +57,15 @@ def config_choices(model_config: ssd.SSDConfig) -> dict[str, ssd.SSDConfig]:
 @dataclass
 class MatchState:
     """The photo being matched, per browser session: the picture as shown, its scale from the photo's pixels,
-    the photo's size, and the model's background probabilities once hard negatives asked for them (one forward
-    pass per photo)."""
+    the photo's size, and each model's background probabilities once hard negatives asked for them (one forward
+    pass per photo and model)."""
 
     display: Image.Image
     scale: float
     width: int
     height: int
     name: str
-    background: torch.Tensor | None = None  # (1, N)
+    background: dict[str, torch.Tensor] = field(default_factory=dict)  # model name -> (1, N)
 
     @classmethod
     def of(cls, image: Image.Image, name: str) -> MatchState:
@@ -72,33 +74,56 @@ class MatchState:
 
 
 class MatchingTab:
-    def __init__(self, model: DemoModel):
-        self.model = model
-        self.configs = config_choices(model.config)
+    def __init__(self, models: DemoModel | DemoModels):
+        self.models = DemoModels.of(models)
         self.photo_inputs = None  # (photo state, ground-truth table) once built, for the Augmentation tab
 
     @property
+    def model(self) -> DemoModel:
+        """The default model."""
+        return self.models.default
+
+    @property
     def cfg(self):
+        """The default model's config."""
         return self.model.config
 
-    def config_for(self, name) -> ssd.SSDConfig:
-        """The config of a choice (None: the model's)."""
-        return self.configs.get(name, self.cfg) if name is not None else self.cfg
+    @property
+    def configs(self) -> dict[str, ssd.SSDConfig]:
+        """The default model's config choices."""
+        return self.configs_of()
 
-    def config_radio(self) -> gr.Radio:
-        """SSD300 / SSD512, starting at the model's config."""
-        mine = next(label for label, cfg in self.configs.items() if cfg == self.cfg)
-        suffix = " (this model)" if self.model.detector is not None else ""
-        return gr.Radio([(label + suffix * (label == mine), label) for label in self.configs], value=mine,
-                        label="Default boxes of")
+    def configs_of(self, model=None) -> dict[str, ssd.SSDConfig]:
+        """The config choices with the chosen model's own config (`model`: a name of `self.models`)."""
+        return config_choices(self.models.get(model).config)
 
-    def no_negatives_note(self, cfg: ssd.SSDConfig) -> str:
+    def config_for(self, name, model=None) -> ssd.SSDConfig:
+        """The config of a choice (None: the chosen model's)."""
+        own = self.models.get(model).config
+        return self.configs_of(model).get(name, own) if name is not None else own
+
+    def config_radio(self, model=None, value=None) -> gr.Radio:
+        """SSD300 / SSD512, marking the chosen model's own config, and starting at it (or at `value`, a label that
+        is still a choice)."""
+        chosen = self.models.get(model)
+        configs = self.configs_of(model)
+        mine = next(label for label, cfg in configs.items() if cfg == chosen.config)
+        suffix = " (this model)" if chosen.detector is not None else ""
+        return gr.Radio([(label + suffix * (label == mine), label) for label in configs],
+                        value=value if value in configs else mine, label="Default boxes of")
+
+    def on_model(self, model, config):
+        """The page's model choice changed: the config choices mark that model's own config."""
+        return self.config_radio(model, config)
+
+    def no_negatives_note(self, cfg: ssd.SSDConfig, model=None) -> str:
+        own = self.models.get(model).config
         return (f"Hard negatives need the network's scores for every default box, and this model "
-                f"({self.cfg.name}) scores its {self.cfg.num_default_boxes}, not the {cfg.num_default_boxes} of "
+                f"({own.name}) scores its {own.num_default_boxes}, not the {cfg.num_default_boxes} of "
                 f"{cfg.name}: switch back to its config to see them.")
 
-    def ground_truth(self, state: MatchState, rows):
-        return parse_ground_truth(rows, self.model.class_names, state.width, state.height)
+    def ground_truth(self, state: MatchState, rows, model=None):
+        return parse_ground_truth(rows, self.models.get(model).class_names, state.width, state.height)
 
     def load_example(self, name):
         """(state, ground-truth rows, pending corner, cleared upload, class of drawn boxes): boxes drawn on an
@@ -116,33 +141,40 @@ class MatchingTab:
         # The example dropdown lets go of its photo, so that picking that example again loads it.
         return MatchState.of(image, upload_source(value)[1]), [], None, gr.Dropdown(value=None)
 
-    def hard_negatives(self, state: MatchState, m):
-        if self.model.detector is None:
+    def hard_negatives(self, state: MatchState, m, model=None):
+        """(the hard negatives of the chosen model's forward pass on the photo, a note); a mask of (1, N)."""
+        name = self.models.name(model)
+        chosen = self.models.get(name)
+        if chosen.detector is None:
             return None, "Hard negatives need the model's confidences (a real forward pass), and no model is loaded."
-        if state.background is None:  # one forward pass per photo; the ground truth does not change it
-            state.background = self.model.predict(state.display).scores[..., 0].cpu()
-        neg = hard_negatives_from_scores(self.cfg, state.background, m)
+        if name not in state.background:  # one forward pass per photo and model; the ground truth changes nothing
+            state.background[name] = chosen.predict(state.display).scores[..., 0].cpu()
+        cfg = chosen.config
+        neg = hard_negatives_from_scores(cfg, state.background[name], m)
         pos = int(m.positives.sum())
+        whose = f"the forward pass of **{self.models.titles[name]}**" if self.models.switchable else \
+            "this model's forward pass"
         return neg, (f"Hard negatives: the **{int(neg.sum())}** background default boxes with the highest "
-                     f"confidence loss in this model's forward pass ({self.cfg.neg_pos_ratio}:1 for {pos} "
-                     "positives).")
+                     f"confidence loss in {whose} ({cfg.neg_pos_ratio}:1 for {pos} positives).")
 
     def refresh(self, state, rows, threshold, show_negatives, gt_choice, pos_choice, pending=None, note=None,
-                config=None):
-        """Everything on the tab that depends on the photo, the ground truth, the threshold and the config
-        (`config`: a label of `self.configs`; None: the model's). `note`: a message from the step before (e.g.
-        detections used as ground truth), shown first and then cleared."""
+                config=None, model=None):
+        """Everything on the tab that depends on the photo, the ground truth, the threshold, the config
+        (`config`: a label of `self.configs_of(model)`; None: the model's) and the model (a name of `self.models`;
+        None: the default), whose forward pass gives the hard negatives. `note`: a message from the step before
+        (e.g. detections used as ground truth), shown first and then cleared."""
         if state is None:
             return (gr.skip(),) * 10
-        cfg = self.config_for(config)
-        gt, problems = self.ground_truth(state, rows)
+        chosen = self.models.get(model)
+        cfg = self.config_for(config, model)
+        gt, problems = self.ground_truth(state, rows, model)
         notes = [f"⚠️ {p}" for p in problems]
-        m = match_ground_truth(cfg, gt, self.model.class_names, threshold)
+        m = match_ground_truth(cfg, gt, chosen.class_names, threshold)
         negatives = None
-        if show_negatives and gt.boxes and cfg != self.cfg:
-            notes.append(self.no_negatives_note(cfg))
+        if show_negatives and gt.boxes and cfg != chosen.config:
+            notes.append(self.no_negatives_note(cfg, model))
         elif show_negatives and gt.boxes:
-            negatives, message = self.hard_negatives(state, m)
+            negatives, message = self.hard_negatives(state, m, model)
             notes.append(message)
         picture = draw_matches(state.display, cfg, m, gt, negatives=negatives)
         if pending is not None:  # the first corner of a box being drawn
@@ -182,18 +214,18 @@ class MatchingTab:
         cfg = cfg or self.cfg
         return offsets_markdown(cfg, m, index), served(draw_offsets(state.display, cfg, m, gt, index))
 
-    def heatmap_only(self, state, rows, threshold, gt_choice, config=None):
+    def heatmap_only(self, state, rows, threshold, gt_choice, config=None, model=None):
         if state is None or gt_choice is None:
             return None
-        gt, _ = self.ground_truth(state, rows)
-        return self.heatmap(gt, int(gt_choice), threshold, self.config_for(config))
+        gt, _ = self.ground_truth(state, rows, model)
+        return self.heatmap(gt, int(gt_choice), threshold, self.config_for(config, model))
 
-    def offsets_only(self, state, rows, threshold, pos_choice, config=None):
+    def offsets_only(self, state, rows, threshold, pos_choice, config=None, model=None):
         if state is None or pos_choice is None:
             return gr.skip(), gr.skip()
-        cfg = self.config_for(config)
-        gt, _ = self.ground_truth(state, rows)
-        m = match_ground_truth(cfg, gt, self.model.class_names, threshold)
+        cfg = self.config_for(config, model)
+        gt, _ = self.ground_truth(state, rows, model)
+        m = match_ground_truth(cfg, gt, self.models.get(model).class_names, threshold)
         if int(pos_choice) >= m.positives.shape[1] or not bool(m.positives[0, int(pos_choice)]):
             return gr.skip(), gr.skip()
         return self.offsets(state, gt, m, int(pos_choice), cfg)
@@ -213,27 +245,34 @@ class MatchingTab:
         return [list(r) for r in (rows or []) if any(v not in (None, "") for v in r)] + [row], None, \
             f"Added {draw_class} ({row[1]}, {row[2]}, {row[3]}, {row[4]})."
 
-    def detections_as_gt(self, state, score_threshold, nms_threshold):
-        """The model's detections on this photo, at the Detect tab's thresholds, as ground-truth rows; and a
-        note that says what was done (shown by the refresh that follows)."""
+    def detections_as_gt(self, state, score_threshold, nms_threshold, model=None):
+        """The chosen model's detections on this photo, at the Detect tab's thresholds, as ground-truth rows; and
+        a note that says what was done (shown by the refresh that follows)."""
         if state is None:
             return gr.skip(), "Pick an image first."
-        if self.model.detector is None:
+        name = self.models.name(model)
+        chosen = self.models.get(name)
+        if chosen.detector is None:
             return gr.skip(), NO_MODEL
-        score_threshold, nms_threshold, _, _ = check_parameters(score_threshold, nms_threshold, self.cfg.top_k, None,
-                                                                self.model.class_names, self.cfg.top_k)
-        dets = self.model.detector.postprocess(self.model.predict(state.display), score_threshold, nms_threshold)
+        cfg = chosen.config
+        score_threshold, nms_threshold, _, _ = check_parameters(score_threshold, nms_threshold, cfg.top_k, None,
+                                                                chosen.class_names, cfg.top_k)
+        dets = chosen.detector.postprocess(chosen.predict(state.display), score_threshold, nms_threshold)
         where = f"score ≥ {score_threshold:.2f}, the Detect tab's score threshold"
+        whose = f"the model's ({self.models.titles[name]})" if self.models.switchable else "the model's"
         if not dets:
             return gr.skip(), (f"⚠️ The model finds nothing here ({where}): lower that slider on the Detect tab "
                                "and try again.")
         rows = [[d.label, *(round(v / state.scale) for v in d.box)] for d in dets]
-        return rows, f"Using the model's {len(rows)} detection{'s' * (len(rows) != 1)} ({where}) as ground truth."
+        return rows, (f"Using {whose} {len(rows)} detection{'s' * (len(rows) != 1)} ({where}) as ground "
+                      "truth.")
 
-    def build(self, detect: Controls):
-        """The tab's widgets and events (inside a gr.Blocks). Returns the events the page's load event chains:
+    def build(self, detect: Controls, choice: gr.components.Component | None = None):
+        """The tab's widgets and events (inside a gr.Blocks). `choice`: the page's model choice (its value a name
+        of `self.models`), or None for the default model only. Returns the events the page's load event chains:
         (load_example inputs, outputs), (refresh inputs, outputs)."""
         cfg, names = self.cfg, self.model.class_names
+        chosen = [choice] if choice is not None else []
         gr.Markdown(INTRO)
         state = gr.State(None, time_to_live=STATE_TTL_S)
         pending = gr.State(None)
@@ -275,7 +314,7 @@ class MatchingTab:
             with gr.Column(scale=2):
                 offsets_image = gr.Image(label="Default box, ground truth, decode(encode(g))", interactive=False,
                                          format="jpeg")
-        refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note, config]
+        refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note, config, *chosen]
         self.photo_inputs = (state, gt_table)
         refresh_out = [image, message, table, gt_pick, heat, pos_pick, offsets_text, offsets_image, state, note]
         load_out = [state, gt_table, pending, upload, draw_class]
@@ -285,7 +324,8 @@ class MatchingTab:
             self.refresh, refresh_in, refresh_out, **kw)
         clear.click(lambda: ([], None), None, [gt_table, pending], **kw).then(self.refresh, refresh_in, refresh_out,
                                                                               **kw)
-        use_dets.click(self.detections_as_gt, [state, detect.score, detect.nms], [gt_table, note], **kw).then(
+        use_dets.click(self.detections_as_gt, [state, detect.score, detect.nms, *chosen], [gt_table, note],
+                       **kw).then(
             self.refresh, refresh_in, refresh_out, **kw)
         image.select(self.on_click, [state, gt_table, draw_class, pending], [gt_table, pending, message], **kw).then(
             self.refresh, refresh_in, refresh_out, **kw)
@@ -293,7 +333,11 @@ class MatchingTab:
         for control in (threshold, show_neg, config):
             control.change(self.refresh, refresh_in, refresh_out, trigger_mode="always_last", show_progress="hidden",
                            **kw)
-        gt_pick.input(self.heatmap_only, [state, gt_table, threshold, gt_pick, config], [heat], **kw)
-        pos_pick.input(self.offsets_only, [state, gt_table, threshold, pos_pick, config], [offsets_text, offsets_image],
-                       **kw)
+        gt_pick.input(self.heatmap_only, [state, gt_table, threshold, gt_pick, config, *chosen], [heat], **kw)
+        pos_pick.input(self.offsets_only, [state, gt_table, threshold, pos_pick, config, *chosen],
+                       [offsets_text, offsets_image], **kw)
+        if choice is not None and self.models.switchable:
+            # Another model: its own config marked, its forward pass for the hard negatives.
+            choice.change(self.on_model, [choice, config], [config], **kw).then(self.refresh, refresh_in,
+                                                                               refresh_out, **kw)
         return ([photo], load_out), (refresh_in, refresh_out)

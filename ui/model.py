@@ -1,9 +1,10 @@
-"""The model behind the page: the detector (or why there is none), what the page shows about it, and the one
-limit on how many forward passes run at once."""
+"""The models behind the page: each detector (or why there is none), what the page shows about it, the choice
+between them (`DemoModels`), and the one limit on how many forward passes run at once, whatever the model."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 import ssd
+import ssd.detector
 
 from .settings import CONCURRENCY
 
@@ -62,6 +64,32 @@ class DemoModel:
         """The threshold the model card recommends, so a visitor sees real detections at once."""
         return self.detector.score_threshold if self.detector else 0.5
 
+    @property
+    def title(self) -> str:
+        """A short readable name: config and base network, what its card's `status` says of it, its mAP
+        (e.g. "SSD300 · EfficientNet-Lite0, ImageNet-pretrained · mAP 53.0")."""
+        if self.detector is None:
+            return "no model"
+        cfg, card = self.detector.config, self.detector.card
+        name = cfg.name.split("_")[0]  # SSD300_LITE0_VOC -> SSD300
+        if cfg.backbone == "vgg16":
+            base = f"VGG16{'-BN' if cfg.batch_norm else ''}" + (f" ×{cfg.width:g}" if cfg.width != 1 else "")
+        else:
+            base = {"efficientnet_lite0": "EfficientNet-Lite0"}.get(cfg.backbone, cfg.backbone)
+        if card.get("base_weights"):
+            base += ", ImageNet-pretrained"
+        parts = [name, base]
+        if card.get("status"):  # e.g. the interim model: "superseded: kept as the from-scratch contrast …"
+            text = f"{card['status']} {card.get('note', '')}".lower()
+            tags = ["interim" if "interim" in text else str(card["status"]).split(":")[0].strip()]
+            if not card.get("base_weights"):
+                tags.append("from scratch")
+            parts.append(", ".join(tags))
+        val = card.get("val") or {}
+        if isinstance(val.get("map_area"), int | float):
+            parts.append(f"mAP {100 * val['map_area']:.1f}")
+        return " · ".join(parts)
+
     def require(self) -> ssd.Detector:
         if self.detector is None:
             raise gr.Error(NO_MODEL)
@@ -88,9 +116,131 @@ class DemoModel:
                  f"{len(self.class_names)} classes, on {device}."]
         val = card.get("val") or {}
         if isinstance(val.get("map_area"), int | float):
+            # The threshold is the best-F1 one where training measured it; a card may say it was set otherwise.
+            basis = "best F1 there" if val.get("best_f1") or not card.get("score_threshold_basis") else \
+                str(card["score_threshold_basis"]).split(":")[0]
             parts.append(f"Measured on {val.get('images', '?')} held-out images: mAP at IoU 0.5 "
                          f"{100 * val['map_area']:.1f} (VOC07 11-point {100 * val['map_11pt']:.1f}). Default score "
-                         f"threshold {det.score_threshold:.2f} (best F1 there).")
+                         f"threshold {det.score_threshold:.2f} ({basis}).")
         if card.get("note"):
             parts.append(str(card["note"]))
         return " ".join(parts)
+
+
+def weights_paths(spec: str | None = None) -> list[Path]:
+    """The weights the page serves, the default first. `spec` (SSD_WEIGHTS): one file, or several joined by
+    os.pathsep; empty: the shipped default and every other weights file with a model card beside it in
+    ssd/weights/."""
+    if spec:
+        paths = [Path(p) for p in spec.split(os.pathsep) if p.strip()]
+    else:
+        default = ssd.detector.DEFAULT_WEIGHTS
+        others = sorted(p for p in ssd.detector.WEIGHTS_DIR.glob("*.safetensors")
+                        if p != default and ssd.detector.card_path(p).exists())
+        paths = [default, *others]
+    unique = {}
+    for p in paths:
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
+
+
+class DemoModels:
+    """The models a visitor can switch between, in order, by name (the weights file's stem); the first is the
+    default. Every model runs its forward passes under one semaphore (the first model's), so that at most
+    CONCURRENCY run at once whatever the models. Built with one model, there is nothing to switch."""
+
+    def __init__(self, models: dict[str, DemoModel]):
+        if not models:
+            raise ValueError("DemoModels needs at least one model")
+        self.models = dict(models)
+        first = next(iter(self.models.values()))
+        for model in self.models.values():
+            model.network = first.network
+        titles = {name: model.title for name, model in self.models.items()}
+        repeated = {t for t in titles.values() if list(titles.values()).count(t) > 1}
+        # Two models that read the same (two random-weight files, say) are told apart by their file.
+        self.titles = {name: f"{t} ({name})" if t in repeated else t for name, t in titles.items()}
+
+    @classmethod
+    def of(cls, model: DemoModel | DemoModels) -> DemoModels:
+        """`model` itself, or one model wrapped (nothing to switch)."""
+        if isinstance(model, DemoModels):
+            return model
+        return cls({name_of(model): model})
+
+    @classmethod
+    def load(cls, spec: str | None = None, backend: str = "auto") -> DemoModels:
+        """The weights named by `spec` (`weights_paths`), each loaded by `DemoModel.load`. A model that fails to
+        load is left out with a warning in the log, unless none loads: then the first one, with its message
+        (the teaching tabs still serve)."""
+        paths = weights_paths(spec)
+        loaded, failed = {}, []
+        for path in paths:
+            model = DemoModel.load(path, backend)
+            if model.detector is None:
+                failed.append(model)
+                if len(paths) > 1:
+                    log.warning("left out %s: %s", path, model.message)
+                continue
+            name = name_of(model)
+            key, n = name, 2
+            while key in loaded:
+                key, n = f"{name}-{n}", n + 1
+            loaded[key] = model
+        return cls(loaded or {name_of(failed[0]): failed[0]})
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __iter__(self):
+        return iter(self.models)
+
+    def items(self):
+        return self.models.items()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    @property
+    def default_name(self) -> str:
+        return self.names[0]
+
+    @property
+    def default(self) -> DemoModel:
+        return self.models[self.default_name]
+
+    @property
+    def switchable(self) -> bool:
+        """Two models or more: the page shows the choice."""
+        return len(self.models) > 1
+
+    def name(self, choice=None) -> str:
+        """The name of a choice: a model's name or title; None or "" is the default; anything else a gr.Error."""
+        if choice is None or choice == "":
+            return self.default_name
+        if choice in self.models:
+            return choice
+        for name, title in self.titles.items():
+            if choice == title:
+                return name
+        raise gr.Error(f"Unknown model {choice!r}: this app serves {', '.join(repr(n) for n in self.models)} "
+                       f"(the default is {self.default_name!r}).")
+
+    def get(self, choice=None) -> DemoModel:
+        return self.models[self.name(choice)]
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(title, name) for a gr.Radio or gr.Dropdown."""
+        return [(self.titles[name], name) for name in self.models]
+
+    def summary(self, choice=None) -> str:
+        """The page's model line, for the chosen model."""
+        return self.get(choice).summary()
+
+
+def name_of(model: DemoModel) -> str:
+    """A model's name: its weights file's stem (what the API's `model` argument takes)."""
+    if model.weights is not None:
+        return model.weights.stem
+    return model.detector.config.name if model.detector is not None else "model"

@@ -21,7 +21,7 @@ from visualize.model_report import ModelFiles, draw_false_positive, voc_photo
 from visualize.plots import plot_class_ap, plot_pr_curves, plot_training_curves
 
 from .inputs import served
-from .model import DemoModel
+from .model import DemoModel, DemoModels
 from .settings import VOC_ROOT
 
 FP_SHOWN = 6  # the worst false positives the tab lists (the report keeps more)
@@ -364,3 +364,23 @@ class ModelTab:
         if pictures:
             gr.Gallery(pictures, label="The worst false positives on their photos", columns=3, height="auto",
                        object_fit="contain", elem_id="model-fp-gallery")
+
+
+def build_model_tabs(models: DemoModels, choice: gr.components.Component | None = None):
+    """The Model tab for each of the page's models, only the chosen one shown (`choice`: the page's model
+    choice); with one model, just its tab."""
+    if choice is None or not models.switchable:
+        ModelTab(models.default).build()
+        return
+    columns = {}
+    for name, model in models.items():
+        with gr.Column(visible=name == models.default_name) as column:
+            ModelTab(model).build()
+        columns[name] = column
+
+    def show(chosen):
+        chosen = models.name(chosen)
+        return [gr.Column(visible=name == chosen) for name in columns]
+
+    choice.change(show, choice, list(columns.values()), api_visibility="private", show_progress="hidden",
+                  preprocess=False)
