@@ -42,8 +42,11 @@ class DemoModel:
         (faster there) and else by PyTorch (`ssd.Detector`'s backends). Never raises: a missing, corrupt or
         mismatched file leaves the teaching tabs serving, with a message."""
         try:
-            return cls(ssd.Detector.load(path, backend=backend),
-                       weights=Path(path) if path else ssd.detector.DEFAULT_WEIGHTS)
+            detector = ssd.Detector.load(path, backend=backend)
+            # One detection of a blank picture: the first visitor does not pay for lazy initialisation
+            # (allocators, kernels picked on first use), which would show in the page's timings.
+            detector.detect(Image.new("RGB", (detector.config.image_size,) * 2))
+            return cls(detector, weights=Path(path) if path else ssd.detector.DEFAULT_WEIGHTS)
         except FileNotFoundError as e:
             return cls(None, f"⚠️ **No model loaded** — {e} The *Default boxes* and *Matching* tabs work without "
                              "one.")
