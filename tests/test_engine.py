@@ -88,6 +88,15 @@ def test_resume_is_exact(tmp_path, shapes):
     assert [r["loss"] for r in straight.state.log] == [r["loss"] for r in second.state.log]
 
 
+def test_evaluation_steps_off_the_logging_grid_are_evaluated(tmp_path, shapes, monkeypatch):
+    trainer = _trainer(tmp_path, shapes, log_every=4, eval_every=3, max_steps=7)
+    monkeypatch.setattr(trainer, "evaluate", lambda limit=None: {"val_map": 0.25, "val_map_area": 0.5})
+    trainer.train()
+    rows = {row["step"]: row for row in trainer.state.log}
+    assert sorted(rows) == [3, 4, 6, 7]  # every 4th step, the evaluation steps 3 and 6, and the last
+    assert rows[3]["val_map"] == rows[6]["val_map"] == 0.25 and "val_map" not in rows[4]
+
+
 def test_resume_refuses_a_different_config(tmp_path, shapes):
     _trainer(tmp_path, shapes).train(stop_after_steps=1)
     source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle"))
