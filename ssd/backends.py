@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .config import SSDConfig
+from .export import INPUT, OUTPUTS
 from .graph import InferenceGraph
 
 BACKENDS = ("torch", "onnxruntime", "auto")
@@ -17,6 +18,11 @@ BACKENDS = ("torch", "onnxruntime", "auto")
 
 def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
+
+
+def default_device(device=None) -> torch.device:
+    """`device`, or the GPU when there is one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -76,8 +82,8 @@ class OnnxRuntimeBackend:
     @property
     def num_boxes(self):
         """N of the `boxes` output (B, N, 4) as the file declares it."""
-        return next(o.shape[1] for o in self.session.get_outputs() if o.name == "boxes")
+        return next(o.shape[1] for o in self.session.get_outputs() if o.name == OUTPUTS[0])
 
     def __call__(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes, scores = self.session.run(["boxes", "scores"], {"images": np.ascontiguousarray(images)})
+        boxes, scores = self.session.run(list(OUTPUTS), {INPUT: np.ascontiguousarray(images)})
         return torch.from_numpy(boxes), torch.from_numpy(scores)

@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from .backends import BACKENDS
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -67,7 +69,7 @@ def _parser(prog: str | None, draws: bool) -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=None, help="write annotated copies of the images here")
     p.add_argument("--json", action="store_true", help="print the detections as JSON")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "auto"), default=None,
+    p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="what runs the network: torch (default for weights), onnxruntime (CPU; the default for an "
                         ".onnx file), or auto (onnxruntime on the CPU when it is installed)")
     return p

@@ -13,12 +13,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backends import OnnxRuntimeBackend, TorchBackend, resolve_backend
+from .backends import OnnxRuntimeBackend, TorchBackend, default_device, resolve_backend
 from .config import SSDConfig
 from .image import to_rgb
 from .model import build_ssd
 from .postprocess import ImageDetections, select_detections
 from .priors import prior_layout
+from .weights_files import CARD_SUFFIX, beside
 
 log = logging.getLogger("ssd")
 
@@ -65,7 +66,7 @@ class RawPrediction:
 
 
 def card_path(weights: Path) -> Path:
-    return Path(weights).with_suffix(".json")
+    return beside(weights, CARD_SUFFIX)
 
 
 def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, **card) -> Path:
@@ -113,7 +114,7 @@ class Detector:
         # detect(), the app's slider and the CLI's --score.
         self.score_threshold = float(self.card.get("score_threshold", FALLBACK_SCORE_THRESHOLD))
         if isinstance(model, torch.nn.Module):
-            device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            device = default_device(device)
             if resolve_backend(backend, device) == "onnxruntime":
                 from .export import export_bytes
 
@@ -137,7 +138,7 @@ class Detector:
             return cls._load_onnx(path, device, backend)
         backend = backend or "torch"
         model, cfg, card = cls._load_weights(path)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = default_device(device)
         chosen = resolve_backend(backend, device)
         if chosen == "onnxruntime":
             from .export import cached_export
@@ -228,6 +229,7 @@ class Detector:
             dets = select_detections(boxes, scores, self.config, score_threshold, nms_threshold, top_k)
             out += [self._to_detections(d, im.width, im.height) for d, im in zip(dets, chunk)]
         return out
+
     def _class_ids(self, names):
         if names is None:
             return None

@@ -28,14 +28,13 @@ from torch.utils.data import DataLoader, Sampler
 
 from ssd import MultiBoxLoss, SSDConfig, build_ssd, export_weights
 from ssd.image import normalise
+from ssd.weights_files import LOG_SUFFIX, beside
 from train.checks import SubsetSource, check_images
 from train.datasets import DatasetError, DetectionDataset, collate
 
 CHECKPOINT = "last.ckpt"
 IMAGE_CHECK_CACHE = "checked_images.json"
 LOG_CSV = "log.csv"
-# The export writes the log beside the weights too (ssd300_lite0_voc07.log.csv), for the app's Model tab.
-LOG_SUFFIX = ".log.csv"
 LOG_FIELDS = ["step", "epoch", "elapsed_s", "img_per_s", "loss", "loc_loss", "conf_loss", "lr", "skipped",
               "val_map", "val_map_area"]
 
@@ -203,9 +202,8 @@ def base_weights_info(cfg: SSDConfig) -> dict | str:
 
 
 def log_path(weights) -> Path:
-    """The training log that goes with exported weights: `<stem>.log.csv` beside them."""
-    weights = Path(weights)
-    return weights.with_name(weights.stem + LOG_SUFFIX)
+    """The training log that goes with exported weights: `<stem>.log.csv` beside them (for the app's Model tab)."""
+    return beside(weights, LOG_SUFFIX)
 
 
 def write_log_csv(path: Path, rows: list[dict]):

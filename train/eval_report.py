@@ -19,7 +19,6 @@ it overlaps most decides, so that the kind always agrees with the ground truth (
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -28,12 +27,12 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from ssd.weights_files import REPORT_SUFFIX, beside, sha256
 from train.voc_eval import DetectionOutcomes, VOCResult, json_number
 
 __all__ = ["ERRORS", "REPORT_SUFFIX", "build_report", "classify_false_positives", "downsample_curve",
            "report_path", "sha256", "write_report"]
 
-REPORT_SUFFIX = ".eval.json"  # beside ssd300_lite0_voc07.safetensors: ssd300_lite0_voc07.eval.json
 FORMAT = 1
 ERRORS = ("background", "localisation", "confusion", "duplicate")
 OVERLAP_IOU = 0.1  # below this IoU a detection does not touch an object (Hoiem et al.)
@@ -43,16 +42,7 @@ WORST = 24  # false positives listed, highest score first
 
 def report_path(weights) -> Path:
     """Where the report of `weights` goes: beside them, `<stem>.eval.json`."""
-    weights = Path(weights)
-    return weights.with_name(weights.stem + REPORT_SUFFIX)
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return beside(weights, REPORT_SUFFIX)
 
 
 def downsample_curve(recall, precision, scores, max_points: int = PR_POINTS) -> dict:

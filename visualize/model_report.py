@@ -12,30 +12,20 @@ part of the project, and the hosted demo has none).
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ssd.weights_files import CARD_SUFFIX, LOG_SUFFIX, REPORT_SUFFIX, beside, sha256
+
 from .draw import GT_COLOUR, class_colour, draw_box, fit, line_width_for
 
 __all__ = ["CARD_SUFFIX", "LOG_SUFFIX", "REPORT_SUFFIX", "ModelFiles", "beside", "draw_false_positive",
            "read_log", "read_report", "voc_photo"]
 
-# The names train/ writes (train.engine.log_path, train.eval_report.report_path); tests/test_eval_report.py
-# checks that the two sides agree.
-CARD_SUFFIX = ".json"
-LOG_SUFFIX = ".log.csv"
-REPORT_SUFFIX = ".eval.json"
 REPORT_FORMAT = 1
-
-
-def beside(weights, suffix: str) -> Path:
-    """`model.safetensors` + ".eval.json" -> `model.eval.json` in the same folder."""
-    weights = Path(weights)
-    return weights.with_name(weights.stem + suffix)
 
 
 def read_log(path) -> list[dict]:
@@ -57,14 +47,6 @@ def read_report(path) -> dict:
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT or "per_class" not in report:
         raise ValueError(f"{path} is not an evaluation report of format {REPORT_FORMAT}")
     return report
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -101,7 +83,7 @@ class ModelFiles:
             except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
                 files.problems.append(f"{path.name}: {e}")
         if files.report is not None and files.weights.is_file():
-            files.report_is_current = files.report.get("weights_sha256") == _sha256(files.weights)
+            files.report_is_current = files.report.get("weights_sha256") == sha256(files.weights)
         return files
 
 

@@ -1,0 +1,28 @@
+"""The files that travel with a weights file, named after it in the same folder (`model.safetensors` ->
+`model.json`, `model.log.csv`, `model.eval.json`): the model card (written with the weights), the training log
+(training's export) and the evaluation report (`python -m train.evaluate --report`). Their writers (`ssd`,
+`train`) and their reader (`visualize.model_report`) take the names from here."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+CARD_SUFFIX = ".json"
+LOG_SUFFIX = ".log.csv"
+REPORT_SUFFIX = ".eval.json"
+
+
+def beside(weights, suffix: str) -> Path:
+    """`model.safetensors` + ".eval.json" -> `model.eval.json` in the same folder."""
+    weights = Path(weights)
+    return weights.with_name(weights.stem + suffix)
+
+
+def sha256(path) -> str:
+    """The file's SHA-256 (hex): the evaluation report records it, so a reader can tell whose report it is."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
