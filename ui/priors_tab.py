@@ -3,8 +3,6 @@ SSD300 or SSD512, on an example photo or one's own. It needs no model."""
 
 from __future__ import annotations
 
-import io
-
 import gradio as gr
 from PIL import Image
 
@@ -22,7 +20,7 @@ from visualize.priors import (
     summary_formula,
 )
 
-from .inputs import read_upload, served
+from .inputs import from_jpeg, read_upload, served, to_jpeg
 
 CONFIGS = {"SSD300": ssd.SSD300_VOC, "SSD512": ssd.SSD512_VOC}
 SHAPE_CHOICES = shape_choices(ssd.SSD512_VOC)  # both configs have every shape
@@ -34,7 +32,7 @@ INTRO = ("Every cell of every source feature map carries 4 or 6 *default boxes*,
 def photo_of(photo, upload) -> Image.Image:
     """The example `photo`, else the uploaded one (JPEG bytes from `load_upload`), else the astronaut."""
     if photo is None and upload is not None:
-        return Image.open(io.BytesIO(upload)).convert("RGB")
+        return from_jpeg(upload)
     return example_image(photo or "astronaut")
 
 
@@ -44,9 +42,7 @@ def load_upload(value):
     if value is None:
         return gr.skip(), gr.skip()
     image = read_upload(value).resize((CANVAS_SIZE, CANVAS_SIZE), Image.BILINEAR)
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue(), gr.Dropdown(value=None)
+    return to_jpeg(image), gr.Dropdown(value=None)
 
 
 def priors_view(config_name, layer, row, col, shapes, grid, photo, upload=None):

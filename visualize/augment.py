@@ -19,7 +19,7 @@ import ssd
 from train.transforms import CROP_CHOICES, AugmentStep, augment
 
 from .draw import font, stack_vertical
-from .matching import GroundTruth, draw_matches, match_ground_truth
+from .matching import GroundTruth, count_per_layer, draw_matches, match_ground_truth
 
 __all__ = ["CROP_CHOICES", "AugmentStep", "augmentation_steps", "draw_step", "match_step", "positives_by_step",
            "step_ground_truth", "step_title", "steps_markdown"]
@@ -80,23 +80,19 @@ def draw_step(index: int, step: AugmentStep, cfg: ssd.SSDConfig, gt: GroundTruth
 def positives_by_step(cfg: ssd.SSDConfig, steps: Sequence[AugmentStep],
                       matches: Sequence[ssd.MatchResult]) -> tuple[list[str], list[list]]:
     """(headers, rows): per source layer, its positives after each step; a last row with the totals."""
-    layout = ssd.prior_layout(cfg)
     headers = ["source layer", "feature map", *(f"{i} · {s.name}" for i, s in enumerate(steps))]
-    rows = []
-    for k, name in enumerate(cfg.source_layers):
-        f = cfg.feature_maps[k]
-        rows.append([name, f"{f}×{f}", *(int((m.positives[0] & (layout.layer == k)).sum()) for m in matches)])
+    counts = [count_per_layer(cfg, m.positives[0]) for m in matches]
+    rows = [[name, f"{f}×{f}", *(c[k] for c in counts)]
+            for k, (name, f) in enumerate(zip(cfg.source_layers, cfg.feature_maps))]
     rows.append(["total", "", *(int(m.positives.sum()) for m in matches)])
     return headers, rows
 
 
 def steps_markdown(cfg: ssd.SSDConfig, steps: Sequence[AugmentStep], matches: Sequence[ssd.MatchResult]) -> str:
     """One line per step: what was drawn, the objects left and where their positives are."""
-    layout = ssd.prior_layout(cfg)
     lines = []
     for i, (step, m) in enumerate(zip(steps, matches)):
-        per_layer = [(name, int((m.positives[0] & (layout.layer == k)).sum()))
-                     for k, name in enumerate(cfg.source_layers)]
+        per_layer = zip(cfg.source_layers, count_per_layer(cfg, m.positives[0]))
         where = ", ".join(f"{name} {n}" for name, n in per_layer if n) or "none"
         h, w = step.image.shape[:2]
         lines.append(f"{i}. **{step.name}** ({w}×{h}): {step.detail} → {len(step.labels)} object"

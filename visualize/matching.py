@@ -8,7 +8,6 @@ network input, so on a non-square photo a ratio-1 default box looks as stretched
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,19 +101,20 @@ def match_ground_truth(cfg: ssd.SSDConfig, gt: GroundTruth, class_names: Sequenc
 POSITIVES_HEADERS = ("source layer", "feature map", "default boxes", "positives", "forced best prior")
 
 
+def count_per_layer(cfg: ssd.SSDConfig, mask: torch.Tensor) -> list[int]:
+    """How many of the default boxes in `mask` ((N,) bool) each source layer has, in layer order."""
+    layer = ssd.prior_layout(cfg).layer
+    return torch.bincount(layer[mask.to(layer.device)], minlength=len(cfg.feature_maps)).tolist()
+
+
 def positives_per_layer(cfg: ssd.SSDConfig, m: ssd.MatchResult) -> tuple[list[str], list[list]]:
     """(headers, rows): per source layer, its default boxes, positives, forced (best-prior) positives."""
-    layout = ssd.prior_layout(cfg)
     pos, forced = m.positives[0], m.forced[0]
-    headers = list(POSITIVES_HEADERS)
-    rows = []
-    for k, name in enumerate(cfg.source_layers):
-        in_layer = layout.layer == k
-        f = cfg.feature_maps[k]
-        rows.append([name, f"{f}×{f}", int(in_layer.sum()), int((pos & in_layer).sum()),
-                     int((forced & in_layer).sum())])
-    rows.append(["total", "", len(layout), int(pos.sum()), int(forced.sum())])
-    return headers, rows
+    columns = [count_per_layer(cfg, torch.ones_like(pos)), count_per_layer(cfg, pos), count_per_layer(cfg, forced)]
+    rows = [[name, f"{f}×{f}", *(c[k] for c in columns)]
+            for k, (name, f) in enumerate(zip(cfg.source_layers, cfg.feature_maps))]
+    rows.append(["total", "", *(sum(c) for c in columns)])
+    return list(POSITIVES_HEADERS), rows
 
 
 def _prior_pixels(cfg: ssd.SSDConfig, indices, width: float, height: float) -> list[list[float]]:
@@ -173,16 +173,6 @@ def draw_matches(
     return stack_vertical(out, legend_strip(items, W))
 
 
-def _figure_to_image(fig) -> Image.Image:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
-
-
 def iou_with_priors(cfg: ssd.SSDConfig, box_xyxy: torch.Tensor) -> torch.Tensor:
     """(N,) IoU of one normalised xyxy box with every default box (torchvision's box_iou)."""
     priors = box_convert(ssd.default_boxes(cfg), "cxcywh", "xyxy")
@@ -195,6 +185,8 @@ def iou_heatmaps(cfg: ssd.SSDConfig, box_xyxy: torch.Tensor, threshold: float = 
     (normalised xyxy, drawn as a white outline). Cells with a default box at or above `threshold` are outlined
     green; the overall best default box (the forced match) is marked with a star."""
     from matplotlib.figure import Figure
+
+    from .plots import figure_to_image
 
     layout = ssd.prior_layout(cfg)
     iou = iou_with_priors(cfg, box_xyxy)
@@ -225,7 +217,7 @@ def iou_heatmaps(cfg: ssd.SSDConfig, box_xyxy: torch.Tensor, threshold: float = 
                  f"Green: IoU ≥ {threshold:.2f}.  ★ best default box (IoU {float(iou[best]):.2f})", fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=list(axes), shrink=0.7, label="IoU", pad=0.01)
-    return _figure_to_image(fig)
+    return figure_to_image(fig)
 
 
 def _rect(x, y, w, h, colour, linewidth, linestyle="-"):

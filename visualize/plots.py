@@ -7,20 +7,31 @@ Every function returns the Figure; given `path` it also writes a PNG of exactly 
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
-__all__ = ["plot_class_ap", "plot_pr_curves", "plot_training_curves"]
+__all__ = ["figure_to_image", "plot_class_ap", "plot_pr_curves", "plot_training_curves"]
 
 
 def _new_figure(figsize, dpi) -> Figure:
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def figure_to_image(fig: Figure) -> Image.Image:
+    """A Figure as an RGB picture of exactly figsize x dpi pixels (rendered to PNG on an Agg canvas)."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
 
 
 def _finish(fig: Figure, path) -> Figure:
