@@ -4,7 +4,7 @@
     SSD_WEIGHTS=path.safetensors python app.py   # other weights (their model card .json must sit beside them)
     SSD_WEIGHTS=a.safetensors:b.safetensors python app.py   # several (os.pathsep), switched on the page; the
                                                  # default: the shipped weights and the others in ssd/weights/
-    SSD_BACKEND=torch python app.py              # what runs the network: auto (default), torch, onnxruntime
+    SSD_BACKEND=torch python app.py              # what runs the network: auto (default), torch, torch-bf16, onnxruntime
 
 This file only puts the page together; each tab is built in `ui/` and wires widgets to `ssd` (the detector)
 and `visualize` (the pictures).

@@ -3,8 +3,11 @@
 Two pairs, all with random weights and the same post-processing settings (score 0.01, NMS 0.45, top 200, at
 most 400 candidates per class): random weights score every class about 1/21 > 0.01, so NMS works at its
 maximum load on both sides.
-  Lite0:  our SSD300-Lite0 (torch eager, and onnxruntime)  vs  torchvision ssdlite320_mobilenet_v3_large
-  VGG16:  our SSD300-VGG16 (torch eager, and onnxruntime)  vs  torchvision ssd300_vgg16
+  Lite0:  our SSD300-Lite0 (torch eager, torch-bf16, onnxruntime)  vs  torchvision ssdlite320_mobilenet_v3_large
+  VGG16:  our SSD300-VGG16 (torch eager, torch-bf16, onnxruntime)  vs  torchvision ssd300_vgg16
+The ratios are against torchvision in float32, its default. Like for like, torchvision is also run under
+bfloat16 autocast, against our torch-bf16 (the rows marked "bf16 autocast"). bfloat16 is fast only on CPUs that
+multiply it in hardware (AVX512-BF16, AMX): the header says whether this one does.
 Each side gets the same 500x375 JPEG (scikit-image's `chelsea`) the way its API expects it:
   ours:        Detector.detect(path)           -> JPEG decode (PIL), resize, graph, NMS, Detection objects
   torchvision: model([decode_jpeg(file) / 255]) -> its transform, network, post-processing
@@ -30,6 +33,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import ssd  # noqa: E402
+from ssd.backends import cpu_has_native_bf16  # noqa: E402
 from ssd.image import normalise  # noqa: E402
 from ssd.postprocess import postprocess  # noqa: E402
 
@@ -42,6 +46,16 @@ def photo_file(folder: Path) -> Path:
     path = folder / "chelsea.jpg"
     Image.fromarray(skimage.data.chelsea()).resize((500, 375), Image.BILINEAR).save(path, quality=90)
     return path
+
+
+def cpu_name() -> str:
+    try:
+        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name"))
+        return line.split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "unknown CPU"
 
 
 def ours(cfg: ssd.SSDConfig, backend: str, weights=None) -> ssd.Detector:
@@ -87,31 +101,37 @@ def main() -> None:
     names = {"lite0": ("SSD300-Lite0", "ssdlite320_mobilenet_v3_large"), "vgg16": ("SSD300-VGG16", "ssd300_vgg16")}
     print(f"500x375 JPEG in, detections out; random weights, score 0.01 / NMS 0.45 / top 200; torch "
           f"{torch.__version__}; wall clock, median of {args.runs} interleaved runs after {args.warmup} warm-up")
+    print(f"CPU: {cpu_name()}, {torch.backends.cpu.get_cpu_capability()}, native bfloat16: {cpu_has_native_bf16()}")
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         for pair in args.pairs:
             cfg = configs[pair]
             tv = torchvision_model(pair)
-            sides = {"torch": ours(cfg, "torch"), "onnxruntime": ours(cfg, "onnxruntime")}
+            sides = {name: ours(cfg, name) for name in ("torch", "torch-bf16", "onnxruntime")}
 
             @torch.inference_mode()
-            def run_theirs(tv=tv):
-                return tv([decode_jpeg(read_file(str(path))).float().div(255)])
+            def run_theirs(tv=tv, bf16=False):
+                with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                    return tv([decode_jpeg(read_file(str(path))).float().div(255)])[0]["boxes"]
 
             fns = {name: (lambda d=d: d.detect(path, **SETTINGS)) for name, d in sides.items()}
             fns["torchvision"] = run_theirs
+            fns["torchvision bf16"] = lambda: run_theirs(bf16=True)
             med = {k: statistics.median(v) for k, v in interleaved(fns, args.runs, args.warmup).items()}
-            found = {k: len(fns[k]()) if k != "torchvision" else len(run_theirs()[0]["boxes"]) for k in fns}
+            found = {k: len(fn()) for k, fn in fns.items()}
             for name in sides:
                 rows.append((threads, f"{names[pair][0]} {name}", names[pair][1], med[name], med["torchvision"],
                              found[name], found["torchvision"]))
-    print(f"{'threads':>7s}  {'ours':28s}{'torchvision':31s}{'ours ms':>9s}{'tv ms':>9s}{'ratio':>7s}{'dets':>10s}")
+            rows.append((threads, f"{names[pair][0]} torch-bf16", f"{names[pair][1]} bf16 autocast",
+                         med["torch-bf16"], med["torchvision bf16"], found["torch-bf16"], found["torchvision bf16"]))
+    print(f"{'threads':>7s}  {'ours':28s}{'torchvision':45s}{'ours ms':>9s}{'tv ms':>9s}{'ratio':>7s}{'dets':>10s}")
     for threads, a, b, t_a, t_b, n_a, n_b in rows:
-        print(f"{threads:7d}  {a:28s}{b:31s}{1e3 * t_a:9.1f}{1e3 * t_b:9.1f}{t_a / t_b:7.2f}{n_a:>5d}/{n_b:<4d}")
+        print(f"{threads:7d}  {a:28s}{b:45s}{1e3 * t_a:9.1f}{1e3 * t_b:9.1f}{t_a / t_b:7.2f}{n_a:>5d}/{n_b:<4d}")
 
-    # A trained model's real load: the shipped weights at their own score threshold, both backends.
-    shipped = {name: ours(None, name, weights=ssd.detector.DEFAULT_WEIGHTS) for name in ("torch", "onnxruntime")}
+    # A trained model's real load: the shipped weights at their own score threshold, each backend.
+    shipped = {name: ours(None, name, weights=ssd.detector.DEFAULT_WEIGHTS)
+               for name in ("torch", "torch-bf16", "onnxruntime")}
     fns = {name: (lambda d=d: d.detect(path)) for name, d in shipped.items()}
     med = {k: statistics.median(v) for k, v in interleaved(fns, args.runs, args.warmup).items()}
     print(f"shipped SSD300-Lite0 weights at their score threshold {shipped['torch'].score_threshold} "

@@ -1,9 +1,11 @@
-"""Where the inference graph runs: PyTorch (CPU or GPU) or onnxruntime (CPU). A backend takes a batch of
-resized uint8 images (B, S, S, 3) and returns the graph's (boxes, scores) as torch tensors on its device."""
+"""Where the inference graph runs: PyTorch (CPU or GPU; float32 on the CPU, float16 on a GPU, or bfloat16 on
+either), or onnxruntime (CPU, float32). A backend takes a batch of resized uint8 images (B, S, S, 3) and returns
+the graph's (boxes, scores) as torch tensors on its device."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,11 +15,22 @@ from .config import SSDConfig
 from .export import INPUT, OUTPUTS
 from .graph import InferenceGraph
 
-BACKENDS = ("torch", "onnxruntime", "auto")
+BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
 
 
 def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where a bfloat16 network runs about
+    twice as fast as float32 (bench/inference.py); elsewhere bfloat16 is emulated and slower. None: cannot tell
+    (not Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def default_device(device=None) -> torch.device:
@@ -27,7 +40,8 @@ def default_device(device=None) -> torch.device:
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """'auto' -> onnxruntime on the CPU when it is installed (it runs our graphs faster there: bench/inference.py),
-    else torch. An explicit choice is checked against the device."""
+    else torch. An explicit choice is checked against the device. 'auto' never picks torch-bf16: bfloat16 changes
+    the scores a little (README: Benchmarks), and is slower than float32 on CPUs without `cpu_has_native_bf16`."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
@@ -41,13 +55,13 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 
 class TorchBackend:
-    """The graph in PyTorch eager mode: half precision on a GPU (fast there), float32 on the CPU."""
+    """The graph in PyTorch eager mode, the network in `dtype`: by default float16 on a GPU (fast there) and
+    float32 on the CPU; bfloat16 ('torch-bf16') on either."""
 
-    name = "torch"
-
-    def __init__(self, network: nn.Module, cfg: SSDConfig, device: torch.device):
+    def __init__(self, network: nn.Module, cfg: SSDConfig, device: torch.device, dtype: torch.dtype | None = None):
         self.device = torch.device(device)
-        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.name = "torch-bf16" if dtype == torch.bfloat16 else "torch"
         network = network.eval().to(self.device, dtype, memory_format=torch.channels_last)
         self.graph = InferenceGraph(network, cfg, dtype).to(self.device)
 

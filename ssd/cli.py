@@ -1,7 +1,7 @@
 """Command line: detect objects in images.
 
     python -m ssd IMAGE_OR_DIR [IMAGE_OR_DIR ...] [--weights P] [--score S] [--nms IOU] [--top-k K]
-                  [--json] [--device cpu|cuda] [--backend torch|onnxruntime|auto]
+                  [--json] [--device cpu|cuda] [--backend torch|torch-bf16|onnxruntime|auto]
     python detect.py ... [--out DIR]     (or the installed `ssd-detect`: the same, and it draws)
 
 Directories expand to the image files directly inside them. Without --json, one readable line per detection;
@@ -70,8 +70,9 @@ def _parser(prog: str | None, draws: bool) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the detections as JSON")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
     p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="what runs the network: torch (default for weights), onnxruntime (CPU; the default for an "
-                        ".onnx file), or auto (onnxruntime on the CPU when it is installed)")
+                   help="what runs the network: torch (default for weights), torch-bf16 (bfloat16: about twice as "
+                        "fast on CPUs with native bfloat16), onnxruntime (CPU; the default for an .onnx file), or "
+                        "auto (onnxruntime on the CPU when it is installed)")
     return p
 
 

@@ -449,6 +449,23 @@ def shapes_val(tmp_path_factory):
     return VOCDataset(voc, "val", classes=SHAPE_CLASSES, keep_difficult=True), root
 
 
+def test_command_line_measures_a_backend(tmp_path, capsys, shapes_val):
+    """--backend: what a backend's precision costs is measured on the same data (README: bfloat16)."""
+    from ssd import SSD300_VOC, build_ssd, export_weights
+    from tests.shapes import SHAPE_CLASSES
+    from train.evaluate import main
+
+    ds, _ = shapes_val
+    cfg = SSD300_VOC.replace(name="tiny-shapes", num_classes=3, width=0.125)
+    torch.manual_seed(0)
+    weights = export_weights(build_ssd(cfg), cfg, SHAPE_CLASSES, tmp_path / "tiny.safetensors")
+    out = tmp_path / "eval.json"
+    assert main(["--weights", str(weights), "--data-root", str(ds.root), "--image-set", "val", "--limit", "2",
+                 "--device", "cpu", "--backend", "torch-bf16", "--no-progress", "--json", str(out)]) == 0
+    assert "torch-bf16" in capsys.readouterr().out
+    assert json.loads(out.read_text())["backend"] == "torch-bf16"
+
+
 def test_evaluate_detector_scores_a_perfect_detector_1_and_a_shifted_one_0(shapes_val):
     ds, _ = shapes_val
     reordered = tuple(reversed(ds.classes))  # labels are matched by class name, not by position

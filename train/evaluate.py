@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd.backends import BACKENDS
 from train.coco_eval import COCO_STAT_NAMES, evaluate_coco
 from train.eval_inputs import image_detections
 from train.eval_report import build_report, report_path, sha256, write_report
@@ -115,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="what runs the network (ssd.Detector's backends; default: torch), to measure what a "
+                        "backend's precision costs")
     p.add_argument("--iou", type=float, default=0.5, help="VOC IoU threshold (default 0.5)")
     p.add_argument("--json", help="write every number (and the PR curves) to this JSON file")
     p.add_argument("--plot", help="save the precision-recall curves to this PNG")
@@ -145,7 +149,7 @@ def _load(args):
     else:
         raise ValueError("name the data: --data-root DIR [--image-set val], --pack FILE, or --coco-ann/--image-dir")
 
-    detector = Detector.load(args.weights, device=args.device)
+    detector = Detector.load(args.weights, device=args.device, backend=args.backend)
     if dataset is None:
         # Difficult boxes are kept so that detections on them are ignored, as the devkit does.
         dataset = datasets.VOCDataset(args.data_root, args.image_set, classes=detector.class_names,
@@ -190,14 +194,15 @@ def main(argv=None) -> int:
     classes = tuple(dataset.classes)
     result = score_voc(detections, ground_truths, classes, args.iou, seconds)
     n = result.num_images
-    print(f"{n} images, detection {seconds:.1f} s ({n / max(seconds, 1e-9):.1f} img/s), "
+    print(f"{n} images, detection {seconds:.1f} s ({n / max(seconds, 1e-9):.1f} img/s, {detector.backend_name}), "
           f"VOC evaluation {result.eval_seconds:.2f} s")
     print(result.table())
     print(f"VOC07 11-point mAP: {format_percent(result.map_11pt).strip()}   area mAP (VOC2010+): "
           f"{format_percent(result.map_area).strip()}   (IoU {args.iou})")
 
-    report = {"weights": str(args.weights or "shipped default"), "dataset": str(args.pack or args.coco_ann
-              or f"{args.data_root}:{args.image_set}"), "voc": result.to_dict(curves=bool(args.json))}
+    report = {"weights": str(args.weights or "shipped default"), "backend": detector.backend_name,
+              "dataset": str(args.pack or args.coco_ann or f"{args.data_root}:{args.image_set}"),
+              "voc": result.to_dict(curves=bool(args.json))}
     coco = None
     if args.coco_ann:
         # COCODataset keeps image ids as strings; the annotation file has them as numbers.
