@@ -102,8 +102,8 @@ def check_fits(model: torch.nn.Module, cfg: SSDConfig, where) -> None:
 
 class Detector:
     """model: the PyTorch network, run by `backend` ("torch"; "torch-bf16": the network in bfloat16, about twice
-    as fast on CPUs with native bfloat16 and within 0.1 mAP of float32; "onnxruntime": its ONNX export; or "auto":
-    onnxruntime on the CPU when installed, else torch), or a ready backend object (`ssd.backends`)."""
+    as fast on CPUs with native bfloat16, 0.1 mAP lower on the shipped weights; "onnxruntime": its ONNX export;
+    or "auto": onnxruntime on the CPU when installed, else torch), or a ready backend object (`ssd.backends`)."""
 
     def __init__(self, model, config: SSDConfig, class_names, device=None, card=None, backend: str = "torch"):
         if len(class_names) != config.num_classes:
