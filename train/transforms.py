@@ -225,11 +225,6 @@ class SSDAugmentation:
         return {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue_deg": hue,
                 "contrast_first": contrast_first, "perm": perm}
 
-    def photometric(self, rng: np.random.Generator):
-        """Draw the colour distortion: (A, b) of `color_matrix`, or None when no op was drawn."""
-        params = self.photometric_draw(rng)
-        return None if params is None else color_matrix(**params)
-
     def expand(self, width: int, height: int, rng: np.random.Generator):
         """Draw the zoom-out: (canvas_w, canvas_h, left, top) of the photo inside the canvas."""
         if rng.random() >= self.p_expand:
@@ -272,12 +267,6 @@ class SSDAugmentation:
             return None
         k = int(np.argmax(ok))
         return tuple(int(v) for v in rects[k]), inside[k]
-
-    def crop(self, boxes: np.ndarray, cw: int, ch: int, rng: np.random.Generator):
-        """Draw the min-IoU patch in a cw x ch canvas holding `boxes` (pixel xyxy):
-        (x1, y1, x2, y2 of the patch, mask of the boxes kept); the whole canvas when there is no crop."""
-        found = self.patch(boxes, cw, ch, self.crop_mode(boxes, rng), rng)
-        return found if found is not None else ((0, 0, cw, ch), np.ones(len(boxes), bool))
 
     def draw(self, width: int, height: int, boxes: np.ndarray, rng: np.random.Generator) -> Draws:
         """Every random choice for a width x height photo with `boxes` (pixel xyxy), in training's order."""
