@@ -11,6 +11,8 @@ from pathlib import Path
 CARD_SUFFIX = ".json"
 LOG_SUFFIX = ".log.csv"
 REPORT_SUFFIX = ".eval.json"
+# The evaluation report's layout: its writer (`train.eval_report`) stamps it, its reader refuses any other.
+REPORT_FORMAT = 1
 
 
 def beside(weights, suffix: str) -> Path:

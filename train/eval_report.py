@@ -27,13 +27,12 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from ssd.weights_files import REPORT_SUFFIX, beside, sha256
+from ssd.weights_files import REPORT_FORMAT, REPORT_SUFFIX, beside, sha256
 from train.voc_eval import DetectionOutcomes, VOCResult, json_number
 
 __all__ = ["ERRORS", "REPORT_SUFFIX", "build_report", "classify_false_positives", "downsample_curve",
            "report_path", "sha256", "write_report"]
 
-FORMAT = 1
 ERRORS = ("background", "localisation", "confusion", "duplicate")
 OVERLAP_IOU = 0.1  # below this IoU a detection does not touch an object (Hoiem et al.)
 PR_POINTS = 200  # per class, in the report
@@ -136,14 +135,15 @@ def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, wors
     best_f1 = result.best_f1_threshold()
     threshold = best_f1["score"] if score_threshold is None else float(score_threshold)
     above = fps[outcomes.scores[fps] >= threshold] if np.isfinite(threshold) else fps[:0]
-    kinds = classify_false_positives(outcomes, above, result.iou_threshold)
+    # `fps` is sorted by score, so those above the threshold and those listed are both prefixes: classify once.
+    classified = classify_false_positives(outcomes, fps[:max(len(above), worst)], result.iou_threshold)
+    kinds = classified[:len(above)]
     confused = Counter(name(outcomes.gt_labels[k["gt"]]) for k in kinds if k["error"] == "confusion")
     tp_above = int(((outcomes.status == DetectionOutcomes.TRUE_POSITIVE) & (outcomes.scores >= threshold)).sum())
 
     listed = fps[:worst]
     worst_list = []
-    for rank, (r, kind) in enumerate(zip(listed, classify_false_positives(outcomes, listed, result.iou_threshold)),
-                                     start=1):
+    for rank, (r, kind) in enumerate(zip(listed, classified), start=1):
         i, gt = int(outcomes.image[r]), kind["gt"]
         truth = None if gt < 0 else {"class": name(outcomes.gt_labels[gt]), "box": _box(outcomes.gt_boxes[gt])}
         worst_list.append({
@@ -155,7 +155,7 @@ def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, wors
         })
 
     return {
-        "format": FORMAT,
+        "format": REPORT_FORMAT,
         **about,
         "images": result.num_images,
         "iou_threshold": result.iou_threshold,

@@ -18,14 +18,12 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ssd.weights_files import CARD_SUFFIX, LOG_SUFFIX, REPORT_SUFFIX, beside, sha256
+from ssd.weights_files import CARD_SUFFIX, LOG_SUFFIX, REPORT_FORMAT, REPORT_SUFFIX, beside, sha256
 
 from .draw import GT_COLOUR, class_colour, draw_box, fit, line_width_for
 
 __all__ = ["CARD_SUFFIX", "LOG_SUFFIX", "REPORT_SUFFIX", "ModelFiles", "beside", "draw_false_positive",
            "read_log", "read_report", "voc_photo"]
-
-REPORT_FORMAT = 1
 
 
 def read_log(path) -> list[dict]:
