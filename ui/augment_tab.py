@@ -19,7 +19,7 @@ from visualize.examples import example_annotations, example_image, example_names
 from visualize.matching import GroundTruth, parse_ground_truth
 
 from .inputs import served
-from .matching_tab import MatchingTab, config_choices
+from .matching_tab import MatchingTab, config_choices, own_label
 from .model import DemoModel
 
 FROM_MATCHING = "the Matching tab's photo and ground truth"
@@ -103,12 +103,12 @@ class AugmentTab:
         ground truth can be used here. Returns (inputs, outputs) of `render`, for the event that shows the tab."""
         gr.Markdown(INTRO)
         from_matching = matching is not None and matching.photo_inputs is not None
-        mine = next(label for label, cfg in self.configs.items() if cfg == self.model.config)
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 photo = gr.Dropdown(example_names() + [FROM_MATCHING] * from_matching, value="motorcycle",
                                     label="Photo with ground truth", elem_id="augment-photo")
-                config = gr.Radio(list(self.configs), value=mine, label="Network input (size, default boxes)")
+                config = gr.Radio(list(self.configs), value=own_label(self.configs, self.model.config),
+                                  label="Network input (size, default boxes)")
                 min_iou = gr.Dropdown(list(MIN_IOU), value="0.3",
                                       label="Crop: minimum IoU of the patch with an object", elem_id="augment-min-iou")
                 expand_random = gr.Checkbox(value=False, label="Zoom out at random, as in training (p = ½, ratio 1–4)")

@@ -54,6 +54,11 @@ def config_choices(model_config: ssd.SSDConfig) -> dict[str, ssd.SSDConfig]:
     return {model_config.name: model_config, **configs}
 
 
+def own_label(configs: dict[str, ssd.SSDConfig], model_config: ssd.SSDConfig) -> str:
+    """The label under which `config_choices` put the model's own config."""
+    return next(label for label, cfg in configs.items() if cfg == model_config)
+
+
 @dataclass
 class MatchState:
     """The photo being matched, per browser session: the picture as shown, its scale from the photo's pixels,
@@ -107,7 +112,7 @@ class MatchingTab:
         is still a choice)."""
         chosen = self.models.get(model)
         configs = self.configs_of(model)
-        mine = next(label for label, cfg in configs.items() if cfg == chosen.config)
+        mine = own_label(configs, chosen.config)
         suffix = " (this model)" if chosen.detector is not None else ""
         return gr.Radio([(label + suffix * (label == mine), label) for label in configs],
                         value=value if value in configs else mine, label="Default boxes of")
