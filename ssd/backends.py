@@ -5,6 +5,7 @@ the graph's (boxes, scores) as torch tensors on its device."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from .export import INPUT, OUTPUTS
 from .graph import InferenceGraph
 
 BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
+
+log = logging.getLogger("ssd")
 
 
 def onnxruntime_available() -> bool:
@@ -62,6 +65,9 @@ class TorchBackend:
         self.device = torch.device(device)
         dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.name = "torch-bf16" if dtype == torch.bfloat16 else "torch"
+        if self.name == "torch-bf16" and self.device.type == "cpu" and cpu_has_native_bf16() is False:
+            log.warning("this CPU has no native bfloat16 (AVX512-BF16 or AMX): torch-bf16 runs slower than float32 "
+                        "here")
         network = network.eval().to(self.device, dtype, memory_format=torch.channels_last)
         self.graph = InferenceGraph(network, cfg, dtype).to(self.device)
 

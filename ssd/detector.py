@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backends import OnnxRuntimeBackend, TorchBackend, cpu_has_native_bf16, default_device, resolve_backend
+from .backends import OnnxRuntimeBackend, TorchBackend, default_device, resolve_backend
 from .config import SSDConfig
 from .image import to_rgb
 from .model import build_ssd
@@ -121,13 +121,9 @@ class Detector:
                 from .export import export_bytes
 
                 self.backend = OnnxRuntimeBackend(export_bytes(model, config, self.class_names, self.card))
-            elif chosen == "torch-bf16":
-                if device.type == "cpu" and cpu_has_native_bf16() is False:
-                    log.warning("this CPU has no native bfloat16 (AVX512-BF16 or AMX): torch-bf16 runs slower "
-                                "than float32 here")
-                self.backend = TorchBackend(model, config, device, torch.bfloat16)
             else:
-                self.backend = TorchBackend(model, config, device)
+                self.backend = TorchBackend(model, config, device,
+                                            torch.bfloat16 if chosen == "torch-bf16" else None)
         else:
             self.backend = model
         # The PyTorch network (None when the backend runs an ONNX file): what `ssd.export` exports.

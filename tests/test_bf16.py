@@ -11,7 +11,6 @@ from torchvision.ops import box_iou
 
 import ssd
 import ssd.backends
-import ssd.detector
 from ssd import Detector
 from visualize.examples import EXAMPLES, example_image
 
@@ -58,13 +57,13 @@ def test_auto_never_picks_bfloat16():
 
 
 def test_a_cpu_without_native_bfloat16_is_warned_about(monkeypatch, caplog):
-    monkeypatch.setattr(ssd.detector, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(ssd.backends, "cpu_has_native_bf16", lambda: False)
     cfg = ssd.SSD300_VOC.replace(width=0.125)
     with caplog.at_level(logging.WARNING, logger="ssd"):
         Detector(ssd.build_ssd(cfg), cfg, ssd.VOC_CLASSES, device="cpu", backend="torch-bf16")
     assert "no native bfloat16" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(ssd.detector, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(ssd.backends, "cpu_has_native_bf16", lambda: True)
     with caplog.at_level(logging.WARNING, logger="ssd"):
         Detector(ssd.build_ssd(cfg), cfg, ssd.VOC_CLASSES, device="cpu", backend="torch-bf16")
     assert "bfloat16" not in caplog.text
