@@ -1,24 +1,32 @@
 """Training-step benchmark: our SSD step vs torchvision's, same batch, one process.
 
     python bench/train.py [--batch 8] [--runs 5] [--width 1.0] [--batch-norm]
-    python bench/train.py --config SSD300_LITE0_VOC --batch 16
+    python bench/train.py --config SSD300_LITE0_VOC --batch 16 [--frozen-base-layers 0] [--compare-before]
 
 SSD300_VOC (default): both models are the paper's SSD300 (VGG16, 8732 default boxes, 21 classes, random
 weights) against torchvision's ssd300_vgg16. SSD300_LITE0_VOC: our SSD300 on EfficientNet-Lite0 (its ImageNet
-weights, the preset's frozen layers, as training uses it) against torchvision's ssdlite320_mobilenet_v3_large
-(random weights, 320x320 inputs: its own size; 3234 default boxes). A step is forward + matching + MultiBox
-loss with 3:1 hard negatives + backward + SGD update (torchvision's own transform resizes/normalises; ours
-normalises uint8 on the device and uses the engine's memory format).
-Runs alternate between the two models; the table reports medians and their ratio, then where our step's
-time goes (forward, matching + loss, backward, SGD update).
+weights, the preset's frozen layers unless --frozen-base-layers says otherwise, as training uses it) against
+torchvision's ssdlite320_mobilenet_v3_large (random weights, 320x320 inputs: its own size; 3234 default boxes).
+A step is forward + matching + MultiBox loss with 3:1 hard negatives + backward + SGD update (torchvision's own
+transform resizes/normalises; ours normalises uint8 on the device and uses the engine's memory format).
+
+Ours runs the path `python -m train` takes by default on this machine: the engine's memory format, `--amp auto`
+(bfloat16 autocast on a CPU with native bfloat16, else float32) and the frozen layers' BatchNorm folded into
+their convolutions (ssd.efficientnet_lite.ConvBN). --amp and --no-fold force another path; --compare-before
+also times the path before those two (float32, BatchNorm unfolded) in the same alternation and prints the
+speed-up. torchvision's step is always float32. Runs alternate between the models; the table reports medians
+and their ratio, then where our step's time goes (forward, matching + loss, backward, SGD update). Set
+OMP_WAIT_POLICY yourself to compare thread policies (ssd sets PASSIVE unless it is set).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,8 +34,35 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ssd  # noqa: E402
+from ssd.backends import cpu_has_native_bf16  # noqa: E402
+from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.image import normalise  # noqa: E402
-from train.engine import compute_loss, memory_format, parameter_groups  # noqa: E402
+from train.engine import Recipe, amp_choice, compute_loss, memory_format, parameter_groups  # noqa: E402
+
+
+def cpu_line() -> str:
+    """The CPU, its kernels and its bfloat16 hardware: the figures below hold for this CPU only."""
+    name, flags = "unknown CPU", set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = next(ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name"))
+        flags = set(next(ln for ln in info.splitlines() if ln.startswith("flags")).split())
+    except (OSError, StopIteration):
+        pass
+    extras = [f for f in ("avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    return (f"CPU: {name}, {os.cpu_count()} cores, torch kernels {torch.backends.cpu.get_cpu_capability()}, "
+            f"native bfloat16: {cpu_has_native_bf16()} ({', '.join(extras) or 'none of avx512_bf16/amx'}); "
+            f"threads {torch.get_num_threads()}, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+
+
+@contextmanager
+def folding(on: bool):
+    before = ConvBN.fold
+    ConvBN.fold = on
+    try:
+        yield
+    finally:
+        ConvBN.fold = before
 
 
 def make_batch(batch: int, seed: int = 0, size: int = 300):
@@ -50,8 +85,13 @@ def main():
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch-norm", action="store_true")
     p.add_argument("--config", default="SSD300_VOC", choices=["SSD300_VOC", "SSD300_LITE0_VOC"])
+    p.add_argument("--frozen-base-layers", type=int, default=None, help="Lite0: layers kept fixed (default: preset's)")
     p.add_argument("--memory-format", default="engine", choices=["engine", "nchw", "channels_last"],
                    help="ours: the engine's choice for this config (default), or force one")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="ours: as python -m train --amp")
+    p.add_argument("--no-fold", action="store_true", help="ours: BatchNorm of frozen layers not folded")
+    p.add_argument("--compare-before", action="store_true",
+                   help="also time ours as before (float32, BatchNorm unfolded) and print the speed-up")
     args = p.parse_args()
     from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 
@@ -62,10 +102,14 @@ def main():
         tv_name, tv_size, wd = "ssd300_vgg16", 300, 5e-4
     else:
         cfg = ssd.SSD300_LITE0_VOC
+        if args.frozen_base_layers is not None:
+            cfg = cfg.replace(frozen_base_layers=args.frozen_base_layers)
         tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21).train()
         tv_name, tv_size, wd = "ssdlite320_mobilenet_v3_large", 320, 4e-5
     fmt = {"engine": memory_format(torch.device("cpu"), cfg), "nchw": torch.contiguous_format,
            "channels_last": torch.channels_last}[args.memory_format]
+    autocast, amp_reason = amp_choice(Recipe(amp=args.amp), torch.device("cpu"))
+    fold = not args.no_fold
     ours = ssd.build_ssd(cfg, pretrained_base=True).to(memory_format=fmt).train()  # as the engine
     priors = ssd.default_boxes(cfg)
     criterion = ssd.MultiBoxLoss(cfg)
@@ -75,11 +119,12 @@ def main():
     tv_images = [im.float() / 255 for im in make_batch(args.batch, size=tv_size)[0]]
     tv_targets = [{"boxes": b * tv_size, "labels": lab} for b, lab in zip(boxes, labels)]
 
-    def step_ours():
-        loc, conf = compute_loss(ours, criterion, images, boxes, labels, fmt=fmt)
-        opt_ours.zero_grad(set_to_none=True)
-        (loc + conf).backward()
-        opt_ours.step()
+    def step_ours(dtype=autocast, fold=fold):
+        with folding(fold):
+            loc, conf = compute_loss(ours, criterion, images, boxes, labels, dtype, fmt=fmt)
+            opt_ours.zero_grad(set_to_none=True)
+            (loc + conf).backward()
+            opt_ours.step()
 
     def step_tv():
         losses = tv(tv_images, tv_targets)
@@ -87,32 +132,44 @@ def main():
         sum(losses.values()).backward()
         opt_tv.step()
 
-    times = {"ours": [], "torchvision": []}
+    ours_name = f"ours {cfg.name}"
+    steps = {ours_name: step_ours, tv_name: step_tv}
+    before_name = "ours before (fp32, BN unfolded)"
+    if args.compare_before:
+        steps[before_name] = lambda: step_ours(None, False)
+    times = {name: [] for name in steps}
     for i in range(args.runs + 1):  # the first round is warm-up
-        for name, fn in (("ours", step_ours), ("torchvision", step_tv)):
+        for name, fn in steps.items():
             t = time.perf_counter()
             fn()
             if i:
                 times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{cfg.name} training step, batch {args.batch}, CPU threads {torch.get_num_threads()}, memory format "
-          f"{'channels_last' if fmt == torch.channels_last else 'NCHW'}"
-          + (f", ours: width {args.width} batch_norm {args.batch_norm}" if cfg.backbone == "vgg16" else ""))
-    print(f"{'model':<32} {'s/step':>8} {'img/s':>8}")
+    print(cpu_line())
+    frozen = f", frozen base layers {cfg.frozen_base_layers}" if cfg.backbone != "vgg16" else ""
+    print(f"{cfg.name} training step, batch {args.batch}{frozen}, memory format "
+          f"{'channels_last' if fmt == torch.channels_last else 'NCHW'}; ours: amp {amp_reason}, frozen BatchNorm "
+          f"{'folded' if fold else 'unfolded'}"
+          + (f", width {args.width} batch_norm {args.batch_norm}" if cfg.backbone == "vgg16" else ""))
+    print(f"{'model':<34} {'s/step':>8} {'img/s':>8}")
     for k, v in med.items():
-        print(f"{(tv_name if k == 'torchvision' else 'ours ' + cfg.name):<32} {v:8.3f} {args.batch / v:8.2f}")
-    print(f"ratio ours/torchvision (time): {med['ours'] / med['torchvision']:.2f}")
-    print_breakdown(ours, cfg, priors, opt_ours, images, boxes, labels, args.runs, fmt)
+        print(f"{k:<34} {v:8.3f} {args.batch / v:8.2f}")
+    print(f"ratio ours/torchvision (time): {med[ours_name] / med[tv_name]:.2f}")
+    if args.compare_before:
+        print(f"speed-up ours/before: {med[before_name] / med[ours_name]:.2f}x")
+    with folding(fold):
+        print_breakdown(ours, cfg, priors, opt_ours, images, boxes, labels, args.runs, fmt, autocast)
 
 
-def print_breakdown(model, cfg, priors, opt, images, boxes, labels, runs, fmt):
+def print_breakdown(model, cfg, priors, opt, images, boxes, labels, runs, fmt, autocast=None):
     """Where our step's time goes: the same step as the engine's, cut into its phases."""
     from ssd import match, multibox_loss
 
     phases = {"forward": [], "matching + loss": [], "backward": [], "SGD update": []}
     for i in range(runs + 1):
         t0 = time.perf_counter()
-        loc, conf = model(normalise(images, cfg).contiguous(memory_format=fmt))
+        with torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None):
+            loc, conf = model(normalise(images, cfg).contiguous(memory_format=fmt))
         t1 = time.perf_counter()
         m = match(boxes, labels, priors, cfg.match_threshold)
         normalizer = m.positives.sum().float().clamp_min(1)

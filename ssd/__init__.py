@@ -1,5 +1,14 @@
 """SSD: Single Shot MultiBox Detector (Liu et al., ECCV 2016) — the detector as a library."""
 
+import os
+
+# OpenMP threads that have nothing to do sleep instead of spinning. By default PyTorch's spin-wait for each
+# other, and when another process takes one of the cores (the app's server, a DataLoader worker, a test run:
+# on a 2-core machine something nearly always does) a step waits for the thread that lost its core. Spinning
+# wins a few per cent on an idle machine and loses up to 5x on a busy one (README: Benchmarks). libgomp reads
+# this once, when PyTorch loads it, so it must be set before the first `import torch`; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .boxes import decode, encode
 from .config import (
     PRESETS,

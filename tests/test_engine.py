@@ -355,3 +355,27 @@ def test_export_writes_the_training_log_beside_the_weights(tmp_path, shapes):
     rows = list(csv.DictReader(beside.open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert rows == list(csv.DictReader((tmp_path / "run" / engine.LOG_CSV).open()))
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, None)])
+def test_amp_auto_picks_bfloat16_only_on_cpus_that_have_it(monkeypatch, native, expected):
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    dtype, reason = engine.amp_choice(Recipe(amp="auto"), torch.device("cpu"))
+    assert dtype is expected
+    assert ("bf16" if native else "float32") in reason
+    # An explicit choice is kept whatever the CPU; a GPU always gets bfloat16 under auto.
+    assert engine.amp_choice(Recipe(amp="off"), torch.device("cpu"))[0] is None
+    assert engine.amp_choice(Recipe(amp="bf16"), torch.device("cpu"))[0] is torch.bfloat16
+    assert engine.amp_choice(Recipe(amp="auto"), torch.device("cuda"))[0] is torch.bfloat16
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_sleep_when_idle_unless_the_user_said_otherwise(preset, expected):
+    """ssd sets OMP_WAIT_POLICY before PyTorch loads OpenMP (it is read once, then): a fresh `python -m train`,
+    app or evaluation gets it, and a value the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = "import ssd, os, sys, torch; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [expected, "True"]

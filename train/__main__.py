@@ -9,6 +9,7 @@ Run the same command again to resume from runs/demo/last.ckpt.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from dataclasses import fields
@@ -115,7 +116,8 @@ def main(argv=None):
     trainer = Trainer(cfg, recipe, train_source, transform, args.out, val_source, desc, device=args.device)
     if trainer.is_main:
         print(f"[train] {cfg.name} batch_norm={cfg.batch_norm} width={cfg.width} on {desc}; device "
-              f"{trainer.device}, world {trainer.world}, amp {trainer.autocast}")
+              f"{trainer.device}, world {trainer.world}, amp {trainer.amp_reason}, "
+              f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     state = trainer.train()
     # The card records how the weights were made (run the same command again to resume or re-export).
     command = "python -m train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from ssd import MultiBoxLoss, SSDConfig, build_ssd, export_weights
+from ssd.backends import cpu_has_native_bf16
 from ssd.image import normalise
 from ssd.weights_files import LOG_SUFFIX, beside
 from train.checks import SubsetSource, check_images
@@ -51,7 +52,7 @@ class Recipe:
     warmup_steps: int = 500
     max_steps: int = 10_000
     time_budget_s: float | None = None
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU), bf16, fp16, off
+    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bfloat16, else off), bf16, fp16, off
     workers: int = 4
     seed: int = 0
     log_every: int = 20
@@ -126,12 +127,21 @@ def lr_factor(step: int, recipe: Recipe) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def amp_dtype(recipe: Recipe, device: torch.device):
-    if recipe.amp == "off" or (recipe.amp == "auto" and device.type != "cuda"):
-        return None
+def amp_choice(recipe: Recipe, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype of the forward pass (None: float32) and why. `auto`: bfloat16 on a GPU, and on a CPU
+    that multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where it trains faster and as well as float32
+    (README: Benchmarks, parity check); float32 on other CPUs, which only emulate bfloat16."""
+    if recipe.amp == "off":
+        return None, "off"
     if recipe.amp == "fp16":
-        return torch.float16
-    return torch.bfloat16
+        return torch.float16, "fp16"
+    if recipe.amp == "bf16":
+        return torch.bfloat16, "bf16"
+    if device.type == "cuda":
+        return torch.bfloat16, "auto: bf16 on the GPU"
+    if cpu_has_native_bf16():
+        return torch.bfloat16, "auto: bf16, this CPU has native bfloat16"
+    return None, "auto: float32, this CPU has no native bfloat16"
 
 
 def memory_format(device: torch.device, cfg: SSDConfig | None = None):
@@ -282,7 +292,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(parameter_groups(self.model, recipe.weight_decay), lr=recipe.lr,
                                          momentum=recipe.momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, recipe))
-        self.autocast = amp_dtype(recipe, self.device)
+        self.autocast, self.amp_reason = amp_choice(recipe, self.device)
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
         self.criterion = MultiBoxLoss(cfg, global_positives(self.world)).to(self.device)
