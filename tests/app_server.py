@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -26,6 +27,17 @@ def export_random_weights(directory: Path, seed: int = 0, name: str = "random_ss
     path = Path(directory) / f"{name}.safetensors"
     return ssd.export_weights(ssd.build_ssd(cfg), cfg, ssd.VOC_CLASSES, path,
                               **{"note": "random weights (tests)", **card})
+
+
+def received_dir(name: str = "upload") -> Path:
+    """A new folder inside Gradio's upload folder (this test session's, tests/conftest.py): files written there
+    are what the app accepts as received, as if Gradio had taken them in. Tests that call a tab's handlers
+    in-process write their photos there."""
+    from gradio.utils import get_upload_folder
+
+    root = Path(get_upload_folder())
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app_server import export_random_weights, running_app
+from tests.app_server import ROOT, export_random_weights, received_dir, running_app
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -34,7 +34,7 @@ def client(weights, tmp_path_factory):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Good, odd and bad input files."""
-    d = tmp_path_factory.mktemp("images")
+    d = received_dir("images")
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
     photo.save(d / "photo.jpg")
@@ -389,3 +389,68 @@ def test_a_live_webcam_frame_gets_its_detections_and_keeps_nothing(model):
     none, text = tab.live(frame, 1.0, 0.45, 5, [])
     assert "nothing above the score threshold" in text
     assert tab.live(None, 0.5, 0.45, 5, []) == (gr.skip(), gr.skip())
+
+
+def call_raw(url: str, api: str, data: list) -> tuple[str, str]:
+    """One call of a Gradio endpoint over plain HTTP, the JSON payload exactly as given (no client helper that
+    uploads files first): (the event's kind, its data), e.g. ("error", message)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{url.rstrip('/')}/gradio_api/call/{api}", json.dumps({"data": data}).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        event_id = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(f"{url.rstrip('/')}/gradio_api/call/{api}/{event_id}", timeout=60) as r:
+        events = r.read().decode().strip().split("\n\n")
+    kind, _, payload = events[-1].partition("\n")
+    return kind.removeprefix("event: ").strip(), payload.removeprefix("data: ").strip()
+
+
+def test_a_path_gradio_did_not_receive_is_never_read_and_every_such_path_gets_one_answer(client, files, tmp_path):
+    """A payload can name any file on the server. An image outside Gradio's upload folder is not detected on, and
+    a missing file, a folder, a non-image and an empty file outside it all get the same answer (no oracle)."""
+    from ui.inputs import NOT_RECEIVED
+
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(outside)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    received = files / "photo.jpg"  # inside the upload folder
+    escape = f"{received.parent}/../../../../../../../etc/hostname"  # starts inside, climbs out
+    answers, plain = set(), set()
+    for path in (outside, ROOT / "docs" / "screenshots" / "detect.png", tmp_path / "missing.jpg", tmp_path,
+                 tmp_path / "empty.jpg", tmp_path / "notes.txt", "/etc/hostname", escape, "relative.png"):
+        for payload in ({"path": str(path)}, {"path": str(path), "orig_name": "x.png"}):
+            kind, message = call_raw(client.src, "detect", [payload, 0.01, 0.45, 200, [], None])
+            assert kind == "error", (path, payload, message)
+            answers.add(message)
+        # A bare string is refused by Gradio's own payload check before any handler: one answer for all.
+        kind, message = call_raw(client.src, "detect", [str(path), 0.01, 0.45, 200, [], None])
+        assert kind == "error"
+        plain.add(message)
+    assert len(answers) == 1 and NOT_RECEIVED in answers.pop()
+    assert len(plain) == 1
+    # What Gradio did receive still works, by the same raw route.
+    uploaded = client.predict(handle_file(str(received)), 0.01, 0.45, api_name="/detect")[2]
+    assert uploaded["detections"] is not None
+
+
+def test_every_tab_that_takes_a_file_refuses_paths_outside_the_upload_folder(model, tmp_path):
+    import gradio as gr
+
+    from ui import priors_tab
+    from ui.detect_tab import DetectTab
+    from ui.inputs import NOT_RECEIVED
+    from ui.matching_tab import MatchingTab
+
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (64, 48)).save(outside)
+    for handler in (lambda v: DetectTab(model).detect(v, 0.5), MatchingTab(model).load_upload,
+                    priors_tab.load_upload):
+        for value in (str(outside), {"path": str(outside)}, outside):
+            with pytest.raises(gr.Error, match=NOT_RECEIVED.replace(".", "\\.")):
+                handler(value)
+    inside = received_dir() / "inside.png"
+    Image.new("RGB", (64, 48)).save(inside)
+    assert isinstance(priors_tab.load_upload(str(inside))[0], bytes)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import ssd
-from tests.app_server import export_random_weights
+from tests.app_server import export_random_weights, received_dir
 from visualize.matching import GroundTruth, match_ground_truth
 
 gr = pytest.importorskip("gradio")
@@ -117,9 +117,10 @@ def test_matching_on_ssd512_and_hard_negatives_only_for_the_models_config(model)
 
 
 # --------------------------------------------------------------------------------- Default boxes: uploads
-def test_default_boxes_on_an_uploaded_photo(tmp_path):
+def test_default_boxes_on_an_uploaded_photo():
     from ui import priors_tab
 
+    tmp_path = received_dir()
     photo = tmp_path / "red.png"
     Image.new("RGB", (320, 200), (220, 20, 20)).save(photo)
     data, dropdown = priors_tab.load_upload(str(photo))

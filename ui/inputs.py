@@ -13,11 +13,31 @@ import uuid
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from PIL import Image, UnidentifiedImageError
 
 from ssd.image import to_rgb
 
 from .settings import MAX_FILE_BYTES, MAX_FILE_SIZE, MAX_PIXELS
+
+# The one answer to a file path that Gradio did not receive, whether or not a file is there: a different message
+# for a missing file, a directory or a non-image would tell a visitor which paths exist on the server.
+NOT_RECEIVED = "The image was not received; please upload it again."
+
+
+def received_path(path) -> str:
+    """`path` resolved, if it names a file in Gradio's upload folder (where Gradio keeps every file it received,
+    the example photos included); otherwise gr.Error(NOT_RECEIVED). An API payload can name any path on the
+    server, and with `preprocess=False` Gradio hands it over unchecked."""
+    root = os.path.realpath(get_upload_folder())
+    try:
+        real = os.path.realpath(path)
+        inside = os.path.commonpath([real, root]) == root and real != root
+    except (TypeError, ValueError, OSError):  # not a path, a NUL byte, paths on different drives
+        inside = False
+    if not inside or not os.path.isfile(real):
+        raise gr.Error(NOT_RECEIVED)
+    return real
 
 
 def upload_source(value) -> tuple[str | io.BytesIO, str] | None:
@@ -25,29 +45,37 @@ def upload_source(value) -> tuple[str | io.BytesIO, str] | None:
 
     The image events run with `preprocess=False`, so Gradio hands over its upload record (a file it received
     under the upload size limit) without decoding the picture itself: a broken or hostile file then reaches
-    `read_upload` and gets a clear message instead of Gradio's generic error. An image sent as a data URL is
-    decoded in memory under the same size limit; nothing is written to disk.
+    `read_upload` and gets a clear message instead of Gradio's generic error. A file path is accepted only inside
+    Gradio's upload folder (`received_path`). An image sent as a data URL is decoded in memory under the same
+    size limit; nothing is written to disk.
     """
     if value is None:
         return None
     if isinstance(value, str | Path):
-        return str(value), Path(value).name
+        return received_path(value), short(Path(str(value)).name)
     if hasattr(value, "model_dump"):
         value = value.model_dump()
     if isinstance(value, dict):
         if value.get("path"):
-            return value["path"], value.get("orig_name") or Path(value["path"]).name
+            name = value.get("orig_name")
+            return received_path(value["path"]), short(name if isinstance(name, str) and name else
+                                                       Path(str(value["path"])).name)
         url = value.get("url") or ""
-        if url.startswith("data:"):
+        if isinstance(url, str) and url.startswith("data:"):
             payload = url.split(",", 1)[1] if "," in url else ""
             if len(payload) * 3 // 4 > MAX_FILE_BYTES:
                 raise gr.Error(f"The pasted image is larger than this demo's upload limit ({MAX_FILE_SIZE}).")
             try:
                 data = base64.b64decode(payload, validate=False)
             except (ValueError, binascii.Error) as e:
-                raise gr.Error(f"The image data URL could not be decoded ({e}).") from e
+                raise gr.Error(f"The image data URL could not be decoded ({short(str(e))}).") from e
             return io.BytesIO(data), "pasted image"
     raise gr.Error(f"Expected an uploaded image file, got {type(value).__name__}.")
+
+
+def short(text: str, limit: int = 60) -> str:
+    """At most `limit` characters of something a visitor sent, for a message (never the whole of it)."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def read_upload(value) -> Image.Image:
@@ -59,8 +87,6 @@ def read_upload(value) -> Image.Image:
         raise gr.Error("No image: upload a photo (JPEG, PNG, WebP …) or pick an example.")
     source, name = source
     if isinstance(source, str):
-        if not os.path.isfile(source):
-            raise gr.Error(f"'{name}' was not received; please upload it again.")
         size = os.path.getsize(source)
     else:
         size = source.getbuffer().nbytes
