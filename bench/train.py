@@ -92,6 +92,9 @@ def main():
     p.add_argument("--no-fold", action="store_true", help="ours: BatchNorm of frozen layers not folded")
     p.add_argument("--compare-before", action="store_true",
                    help="also time ours as before (float32, BatchNorm unfolded) and print the speed-up")
+    p.add_argument("--neighbour", type=float, default=0.0, metavar="F",
+                   help="time the steps beside a second process busy F of one core (0.25: as the app or a test run)")
+    p.add_argument("--profile", action="store_true", help="also profile our step and print its time by kind of op")
     args = p.parse_args()
     from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 
@@ -138,14 +141,17 @@ def main():
     if args.compare_before:
         steps[before_name] = lambda: step_ours(None, False)
     times = {name: [] for name in steps}
-    for i in range(args.runs + 1):  # the first round is warm-up
-        for name, fn in steps.items():
-            t = time.perf_counter()
-            fn()
-            if i:
-                times[name].append(time.perf_counter() - t)
+    with neighbour(args.neighbour):
+        for i in range(args.runs + 1):  # the first round is warm-up
+            for name, fn in steps.items():
+                t = time.perf_counter()
+                fn()
+                if i:
+                    times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(cpu_line())
+    if args.neighbour:
+        print(f"beside a second process busy {args.neighbour:.0%} of one core")
     frozen = f", frozen base layers {cfg.frozen_base_layers}" if cfg.backbone != "vgg16" else ""
     print(f"{cfg.name} training step, batch {args.batch}{frozen}, memory format "
           f"{'channels_last' if fmt == torch.channels_last else 'NCHW'}; ours: amp {amp_reason}, frozen BatchNorm "
@@ -159,6 +165,76 @@ def main():
         print(f"speed-up ours/before: {med[before_name] / med[ours_name]:.2f}x")
     with folding(fold):
         print_breakdown(ours, cfg, priors, opt_ours, images, boxes, labels, args.runs, fmt, autocast)
+    if args.profile:
+        print_profile(ours, step_ours)
+
+
+@contextmanager
+def neighbour(fraction: float):
+    """A second process that works `fraction` of every 20 ms and sleeps the rest, for as long as the block runs."""
+    if fraction <= 0:
+        yield
+        return
+    import subprocess
+
+    busy, period = 0.02 * fraction, 0.02
+    code = (f"import time\nwhile True:\n t = time.perf_counter()\n while time.perf_counter() - t < {busy}: pass\n"
+            f" time.sleep({period - busy})")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def op_kind(name: str, shapes) -> str:
+    """The kind of work an aten op does, from its name and, for convolutions, its weight's shape."""
+    if "convolution" in name:
+        weight = shapes[2 if "backward" in name else 1] if len(shapes) > 2 else None  # (grad,) input, weight
+        if not (isinstance(weight, list) and len(weight) == 4):
+            return "convolution (other)"
+        in_per_group, k = weight[1], weight[-1]
+        return "depthwise conv" if in_per_group == 1 else ("1x1 conv" if k == 1 else f"{k}x{k} dense conv")
+    if "batch_norm" in name:
+        return "BatchNorm"
+    if "hardtanh" in name or "clamp" in name:
+        return "ReLU6"
+    if any(w in name for w in ("copy_", "to_copy", "contiguous", "clone")):
+        return "copies and casts"
+    if any(w in name for w in ("sort", "log_softmax", "smooth_l1", "nll", "index", "topk", "max", "gather")):
+        return "matching and loss"
+    return "other"
+
+
+def print_profile(model, step):
+    """Self time per kind of op over three steps (torch.profiler), split into forward and backward."""
+    from collections import defaultdict
+
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(3):
+            step()
+    table, others = defaultdict(float), defaultdict(float)
+    for e in prof.key_averages(group_by_input_shape=True):
+        if not e.key.startswith("aten::"):
+            continue
+        direction = "backward" if "backward" in e.key else "forward"
+        kind = op_kind(e.key, e.input_shapes)
+        if kind in ("matching and loss", "copies and casts", "other"):
+            direction = ""
+        table[(direction, kind)] += e.self_cpu_time_total / 3e6
+        if kind == "other":
+            others[e.key] += e.self_cpu_time_total / 3e6
+    total = sum(table.values())
+    print("our step by kind of op (torch.profiler self time per step; 'other' includes the SGD update):")
+    for (direction, kind), sec in sorted(table.items(), key=lambda kv: -kv[1]):
+        print(f"  {(direction + ' ' + kind).strip():<28} {sec:7.3f} s  {100 * sec / total:5.1f} %")
+    top = sorted(others.items(), key=lambda kv: -kv[1])[:6]
+    print("  other: " + ", ".join(f"{k.removeprefix('aten::')} {v:.3f} s" for k, v in top))
 
 
 def print_breakdown(model, cfg, priors, opt, images, boxes, labels, runs, fmt, autocast=None):
