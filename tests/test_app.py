@@ -454,3 +454,34 @@ def test_every_tab_that_takes_a_file_refuses_paths_outside_the_upload_folder(mod
     inside = received_dir() / "inside.png"
     Image.new("RGB", (64, 48)).save(inside)
     assert isinstance(priors_tab.load_upload(str(inside))[0], bytes)
+
+
+def test_live_frames_meet_the_upload_limits(model, files, monkeypatch):
+    """A frame of the live view is refused over SSD_MAX_MEGAPIXELS before it is decoded, as an upload is: the
+    small PNG that declares 6000×6000 pixels, and (with the limit lowered) an HD frame."""
+    import gradio as gr
+
+    from ui import inputs
+    from ui.detect_tab import DetectTab
+
+    tab = DetectTab(model)
+    with pytest.raises(gr.Error, match="megapixels"):
+        tab.live({"path": str(files / "bomb.png")}, 0.5, 0.45, 5, [])
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    assert "network" in tab.live(frame, 0.5, 0.45, 5, [])[1]
+    monkeypatch.setattr(inputs, "MAX_PIXELS", 500_000)
+    with pytest.raises(gr.Error, match="megapixels"):
+        tab.live(frame, 0.5, 0.45, 5, [])
+
+
+def test_webcam_streams_never_hold_the_slots_of_single_detections(model):
+    """A stream keeps its event's slot for its whole time limit: streams have their own group and limit, and each
+    frame takes the network only for its forward pass (DemoModels' semaphore)."""
+    import app
+
+    demo = app.build_demo(model)
+    fns = list(demo.fns.values())
+    (api,) = [f for f in fns if f.api_name == "detect"]
+    (stream,) = [f for f in fns if getattr(f.fn, "__name__", "") == "live"]
+    assert stream.concurrency_id != api.concurrency_id
+    assert not stream.preprocess  # frames are read by read_upload, under the upload limits

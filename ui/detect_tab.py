@@ -11,13 +11,12 @@ import gradio as gr
 from PIL import Image
 
 import ssd
-from ssd.image import to_rgb
 from visualize.draw import draw_detections, fit
 from visualize.examples import write_examples
 
 from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg
 from .model import NO_MODEL, DemoModel, DemoModels
-from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, STATE_TTL_S
+from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, LIVE_STREAMS, STATE_TTL_S
 
 TABLE_HEADERS = ["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map", "default box"]
 
@@ -169,7 +168,7 @@ class DetectTab:
         score_threshold, nms_threshold, top_k, wanted = self.parameters(score_threshold, nms_threshold, top_k,
                                                                         classes, chosen)
         detector = chosen.require()
-        picture, _ = fit(to_rgb(frame), LIVE_SIDE)
+        picture, _ = fit(read_upload(frame), LIVE_SIDE)  # under the same limits as an upload
         raw = chosen.predict(picture)
         dets = detector.postprocess(raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
         found = ", ".join(f"{d.label} {d.score:.2f}" for d in dets[:5]) or "nothing above the score threshold"
@@ -230,9 +229,13 @@ class DetectTab:
                                        concurrency_id="network", preprocess=False)
         image_in.change(self.detect_on_change, inputs, outputs, api_visibility="private", concurrency_id="network",
                         trigger_mode="always_last", preprocess=False)
+        # A stream holds its event's slot for its whole time limit, so streams have a group of their own: a frame
+        # takes the network (DemoModels' semaphore) only for its forward pass, and single detections keep the
+        # "network" group's slots. preprocess=False: frames are read under the upload limits (read_upload).
         webcam.stream(self.live, [webcam, score, nms, top_k, classes, *chosen], [live_out, live_summary],
                       api_visibility="private", stream_every=LIVE_EVERY_S, time_limit=LIVE_LIMIT_S,
-                      concurrency_id="network", show_progress="hidden")
+                      concurrency_id="live", concurrency_limit=LIVE_STREAMS, show_progress="hidden",
+                      preprocess=False)
         for control in (score, nms, top_k, classes):
             control.change(self.rerender, [state, score, nms, top_k, classes], outputs[:4],
                            api_visibility="private", show_progress="hidden", trigger_mode="always_last",

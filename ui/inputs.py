@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image, UnidentifiedImageError
 
@@ -80,7 +81,12 @@ def short(text: str, limit: int = 60) -> str:
 
 def read_upload(value) -> Image.Image:
     """An uploaded file -> upright RGB image, or a gr.Error that says what is wrong with the file."""
-    if isinstance(value, Image.Image):
+    if isinstance(value, Image.Image):  # from Python callers
+        check_pixels(*value.size, "The image")
+        return to_rgb(value)
+    if isinstance(value, np.ndarray):
+        if value.ndim >= 2:
+            check_pixels(value.shape[1], value.shape[0], "The image")
         return to_rgb(value)
     source = upload_source(value)
     if source is None:
@@ -94,10 +100,7 @@ def read_upload(value) -> Image.Image:
         raise gr.Error(f"'{name}' is empty (0 bytes). Upload a photo (JPEG, PNG, WebP …).")
     try:
         with Image.open(source) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise gr.Error(f"'{name}' is {w}×{h} pixels ({w * h / 1e6:.0f} megapixels); this demo accepts up to "
-                               f"{MAX_PIXELS / 1e6:.0f} megapixels. Please resize it first.")
+            check_pixels(*im.size, f"'{name}'")
             im.load()
             image = to_rgb(im)
     except gr.Error:
@@ -114,6 +117,13 @@ def read_upload(value) -> Image.Image:
     except MemoryError as e:
         raise gr.Error(f"'{name}' needs more memory to decode than this demo has.") from e
     return image
+
+
+def check_pixels(width: int, height: int, what: str):
+    """Refuse an image over SSD_MAX_MEGAPIXELS before its pixels are decoded (or, for arrays, used)."""
+    if width * height > MAX_PIXELS:
+        raise gr.Error(f"{what} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); this demo "
+                       f"accepts up to {MAX_PIXELS / 1e6:.0f} megapixels. Please resize it first.")
 
 
 def check_parameters(score_threshold, nms_threshold, top_k, classes, class_names, max_top_k: int

@@ -30,3 +30,4 @@ VOC_ROOT = os.environ.get("SSD_VOC_ROOT") or None
 LIVE_EVERY_S = float(os.environ.get("SSD_LIVE_EVERY_S", "0.25"))
 LIVE_LIMIT_S = int(os.environ.get("SSD_LIVE_LIMIT_S", "60"))
 LIVE_SIDE = 640
+LIVE_STREAMS = int(os.environ.get("SSD_LIVE_STREAMS", "4"))  # webcam streams open at once
