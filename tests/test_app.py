@@ -485,3 +485,32 @@ def test_webcam_streams_never_hold_the_slots_of_single_detections(model):
     (stream,) = [f for f in fns if getattr(f.fn, "__name__", "") == "live"]
     assert stream.concurrency_id != api.concurrency_id
     assert not stream.preprocess  # frames are read by read_upload, under the upload limits
+
+
+def test_a_huge_classes_list_is_refused_with_a_short_message(client, files):
+    many = ["person"] * 5000
+    with pytest.raises(AppError, match="at most 20 class names, got 5000") as err:
+        detect(client, files / "photo.jpg", classes=many)
+    assert len(str(err.value)) < 300
+    with pytest.raises(AppError, match="Unknown classes") as err:
+        detect(client, files / "photo.jpg", classes=["x" * 10_000])
+    assert len(str(err.value)) < 500
+
+
+def test_ground_truth_tables_are_bounded_and_non_finite_boxes_are_refused(model):
+    from ui.augment_tab import FROM_MATCHING, MIN_IOU, AugmentTab
+    from ui.matching_tab import MatchingTab
+    from ui.settings import MAX_GT_ROWS
+
+    matching = MatchingTab(model)
+    state, rows, *_ = matching.load_example("astronaut")
+    huge = rows * 6000
+    gt, problems = matching.ground_truth(state, huge)
+    assert len(gt.labels) == MAX_GT_ROWS and f"only the first {MAX_GT_ROWS} rows" in problems[0]
+    message = matching.refresh(state, huge, 0.5, False, None, None)[1]
+    assert f"only the first {MAX_GT_ROWS} rows" in message
+    gt, problems = matching.ground_truth(state, [["person", "nan", 10, 100, 100], ["person", 1, 2, "inf", 50]])
+    assert gt.labels == [] and all("finite numbers" in p for p in problems) and len(problems) == 2
+    # The Augmentation tab's "Matching photo" reads the same table under the same bound.
+    notes = AugmentTab(model).render(FROM_MATCHING, None, next(iter(MIN_IOU)), True, 2.0, 0, state, huge)[1]
+    assert f"only the first {MAX_GT_ROWS} rows" in notes

@@ -21,6 +21,7 @@ from visualize.matching import GroundTruth, parse_ground_truth
 from .inputs import served
 from .matching_tab import MatchingTab, config_choices, own_label
 from .model import DemoModel
+from .settings import MAX_GT_ROWS
 
 FROM_MATCHING = "the Matching tab's photo and ground truth"
 # The crop's minimum IoU, as the dropdown shows it -> train.transforms.augment's min_iou.
@@ -63,7 +64,8 @@ class AugmentTab:
         if photo == FROM_MATCHING:
             if match_state is None:
                 raise gr.Error("The Matching tab has no photo yet: open it and pick or upload one.")
-            gt, problems = parse_ground_truth(match_rows, names, match_state.width, match_state.height)
+            gt, problems = parse_ground_truth(match_rows, names, match_state.width, match_state.height,
+                                              max_rows=MAX_GT_ROWS)
             image, s = match_state.display, match_state.scale
             W, H = image.size
             boxes = [(min(x1 * s, W), min(y1 * s, H), min(x2 * s, W), min(y2 * s, H)) for x1, y1, x2, y2 in gt.boxes]

@@ -134,9 +134,9 @@ def check_parameters(score_threshold, nms_threshold, top_k, classes, class_names
         try:
             v = float(value)
         except (TypeError, ValueError):
-            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {value!r}.") from None
+            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.") from None
         if not (math.isfinite(v) and low <= v <= high):
-            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {value!r}.")
+            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.")
         return v
 
     score = number("score_threshold", score_threshold, 0, 1)
@@ -149,10 +149,12 @@ def check_parameters(score_threshold, nms_threshold, top_k, classes, class_names
     elif isinstance(classes, str):
         classes = [classes]  # one class name, not its letters
     if not isinstance(classes, list | tuple) or not all(isinstance(c, str) for c in classes):
-        raise gr.Error(f"classes must be a list of class names, got {classes!r}.")
+        raise gr.Error(f"classes must be a list of class names, got {short(repr(classes))}.")
+    if len(classes) > len(class_names):
+        raise gr.Error(f"classes: at most {len(class_names)} class names, got {len(classes)}.")
     unknown = [c for c in classes if c not in class_names]
     if unknown:
-        raise gr.Error(f"Unknown classes {unknown}: this model detects {', '.join(class_names)}.")
+        raise gr.Error(f"Unknown classes {short(repr(unknown))}: this model detects {', '.join(class_names)}.")
     return score, nms, int(k), sorted(set(classes))
 
 

@@ -31,7 +31,7 @@ from .detect_tab import Controls
 from .inputs import check_parameters, read_upload, served, upload_source
 from .model import NO_MODEL, DemoModel, DemoModels
 from .priors_tab import CONFIGS
-from .settings import MATCH_SIDE, STATE_TTL_S
+from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
 
 GT_HEADERS = ["class", "x1", "y1", "x2", "y2"]
 INTRO = ("Training assigns each ground-truth box its best default box (forced), plus every default box with IoU ≥ "
@@ -128,7 +128,8 @@ class MatchingTab:
                 f"{cfg.name}: switch back to its config to see them.")
 
     def ground_truth(self, state: MatchState, rows, model=None):
-        return parse_ground_truth(rows, self.models.get(model).class_names, state.width, state.height)
+        return parse_ground_truth(rows, self.models.get(model).class_names, state.width, state.height,
+                                  max_rows=MAX_GT_ROWS)
 
     def load_example(self, name):
         """(state, ground-truth rows, pending corner, cleared upload, class of drawn boxes): boxes drawn on an

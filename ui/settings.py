@@ -22,6 +22,7 @@ QUEUE_SIZE = int(os.environ.get("SSD_QUEUE_SIZE", "64"))
 STATE_TTL_S = int(os.environ.get("SSD_STATE_TTL_S", "900"))  # a session's cached outputs live this long
 DISPLAY_SIDE = 1024  # pictures sent back to the browser are at most this big
 MATCH_SIDE = 800  # the Matching tab's picture
+MAX_GT_ROWS = 100  # ground-truth boxes a visitor's table may give (VOC images have at most 42 objects)
 # The Model tab draws its false positives on their photos only where the VOC folder is at hand (never on the
 # hosted demo): SSD_VOC_ROOT=/path/to/VOCdevkit/VOC2007.
 VOC_ROOT = os.environ.get("SSD_VOC_ROOT") or None

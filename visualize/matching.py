@@ -61,23 +61,33 @@ class GroundTruth:
         return torch.tensor(ids, dtype=torch.long)
 
 
-def parse_ground_truth(rows, class_names: Sequence[str], width: int, height: int) -> tuple[GroundTruth, list[str]]:
+def parse_ground_truth(rows, class_names: Sequence[str], width: int, height: int, max_rows: int | None = None
+                       ) -> tuple[GroundTruth, list[str]]:
     """Table rows [class, x1, y1, x2, y2] (pixels of a width x height image) -> (GroundTruth, problems). Boxes are
-    clipped to the image; bad rows are skipped and reported, never raised."""
+    clipped to the image; bad rows (an unknown class, a coordinate that is not a finite number, no area) are
+    skipped and reported, never raised. `max_rows`: only the first rows are read, the rest reported."""
     labels, boxes, problems = [], [], []
     W, H = width, height
-    for i, row in enumerate(rows or []):
-        if row is None or all(v in (None, "") for v in row):
+    rows = list(rows or [])
+    if max_rows is not None and len(rows) > max_rows:
+        problems.append(f"only the first {max_rows} rows are used ({len(rows)} were given)")
+        rows = rows[:max_rows]
+    for i, row in enumerate(rows):
+        if row is None or not isinstance(row, list | tuple) or all(v in (None, "") for v in row):
             continue
-        row = list(row) + [None] * (5 - len(row))
+        row = list(row[:5]) + [None] * (5 - len(row[:5]))
         name = str(row[0] or "").strip()
         if name not in class_names:
-            problems.append(f"row {i + 1}: unknown class {name!r} (use one of: {', '.join(class_names)})")
+            shown = name if len(name) <= 30 else name[:30] + "…"
+            problems.append(f"row {i + 1}: unknown class {shown!r} (use one of: {', '.join(class_names)})")
             continue
         try:
             x1, y1, x2, y2 = (float(v) for v in row[1:5])
         except (TypeError, ValueError):
-            problems.append(f"row {i + 1}: x1, y1, x2, y2 must be numbers (pixels), got {row[1:5]}")
+            x1 = y1 = x2 = y2 = math.nan
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            problems.append(f"row {i + 1}: x1, y1, x2, y2 must be finite numbers (pixels), got "
+                            f"{[str(v)[:12] for v in row[1:5]]}")
             continue
         x1, x2 = sorted((min(max(x1, 0), W), min(max(x2, 0), W)))
         y1, y2 = sorted((min(max(y1, 0), H), min(max(y2, 0), H)))
