@@ -116,7 +116,8 @@ def test_init_weights_start_from_a_shipped_file_and_skip_what_does_not_fit(tmp_p
             assert torch.equal(again.model.state_dict()[k], v.half().float()), k
     source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle", "star"))  # other conf heads
     cfg = TINY.replace(num_classes=4)
-    other = Trainer(cfg, Recipe(workers=0, init_weights=str(path)), source, Resize(300), tmp_path / "c", device="cpu")
+    other = Trainer(cfg, Recipe(batch_size=2, workers=0, init_weights=str(path)), source, Resize(300), tmp_path / "c",
+                    device="cpu")
     mine, theirs = other.model.state_dict(), trained.model.state_dict()
     assert torch.equal(mine["base.conv1_1.0.weight"], theirs["base.conv1_1.0.weight"].half().float())
     assert mine["conf_heads.0.0.weight"].shape != theirs["conf_heads.0.0.weight"].shape
@@ -379,3 +380,73 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_said_otherwise(preset, e
     code = "import ssd, os, sys, torch; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [expected, "True"]
+
+
+def test_a_run_that_overflows_its_batchnorm_statistics_keeps_its_last_good_state(tmp_path, shapes):
+    """A huge lr: finite gradients, then weights and BatchNorm running_var that overflow. Those steps count as
+    non-finite and are undone, so the run stops with a checkpoint, a log and weights that are all finite."""
+    t = _trainer(tmp_path, shapes, lr=1e6, warmup_steps=1, max_steps=10, max_skipped=3)
+    with pytest.raises(RuntimeError, match="non-finite steps"):
+        t.train()
+    assert t.state.skipped > 3
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
+    assert (tmp_path / "log.csv").read_text().count("\n") == 1 + len(t.state.log)
+    assert t.export(tmp_path / "w.safetensors").exists()
+
+
+def _cli_error(capsys, argv) -> str:
+    """`python -m train argv` must fail with exit status 2 and exactly one `error:` line (no traceback)."""
+    from train.__main__ import cli
+
+    assert cli(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith(
+        ("checking images", "train:"))]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_cli_reports_a_run_it_cannot_start_or_continue_in_one_line(tmp_path, shapes, capsys):
+    base = ["--config", "SSD300_VOC", "--batch-norm", "--width", "0.125", "--data", str(shapes), "--image-set",
+            "train", "--classes", "circle,square,triangle", "--max-steps", "1", "--warmup-steps", "1",
+            "--workers", "0", "--no-final-eval"]
+    run = tmp_path / "run"
+    # A batch larger than the dataset: refused before anything is written.
+    assert "fewer than one batch" in _cli_error(capsys, base + ["--batch-size", "64", "--out", str(run)])
+    assert not (run / "last.ckpt").exists()
+    from train.__main__ import cli
+
+    assert cli(base + ["--batch-size", "2", "--out", str(run)]) == 0
+    capsys.readouterr()
+    # Resuming with another batch size or another config.
+    assert "--batch-size 2" in _cli_error(capsys, base + ["--batch-size", "4", "--out", str(run)])
+    other = [a if a != "0.125" else "0.25" for a in base]
+    assert "config" in _cli_error(capsys, other + ["--batch-size", "2", "--out", str(run)])
+    # A truncated checkpoint.
+    (run / "last.ckpt").write_bytes((run / "last.ckpt").read_bytes()[:1000])
+    assert "cannot be read as a checkpoint" in _cli_error(capsys, base + ["--batch-size", "2", "--out", str(run)])
+    # A run folder that cannot be written.
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert "cannot use" in _cli_error(capsys, base + ["--batch-size", "2", "--out", str(blocked / "run")])
+
+
+def test_a_second_trainer_on_the_same_run_folder_is_refused_at_its_start(tmp_path, shapes):
+    first = _trainer(tmp_path, shapes)
+    with pytest.raises(engine.RunError, match="in use by another trainer .*pid"):
+        _trainer(tmp_path, shapes)
+    first.train(stop_after_steps=1)  # its training ends: the folder is free again
+    assert _trainer(tmp_path, shapes).state.step == 1
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_no_partial_file(tmp_path, shapes, monkeypatch):
+    t = _trainer(tmp_path, shapes)
+
+    def full_disk(obj, f, *a, **kw):
+        Path(f).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine.torch, "save", full_disk)
+    with pytest.raises(engine.RunError, match="No space left"):
+        t.save()
+    assert not (tmp_path / "last.tmp").exists() and not (tmp_path / "last.ckpt").exists()

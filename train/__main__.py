@@ -15,7 +15,7 @@ import sys
 from dataclasses import fields
 
 from ssd import PRESETS
-from train.engine import Recipe, Trainer
+from train.engine import Recipe, RunError, Trainer
 
 
 class UsageError(ValueError):
@@ -138,13 +138,14 @@ def main(argv=None):
 
 
 def cli(argv=None) -> int:
-    """`python -m train` and the `ssd-train` command: bad data or options give one `error:` line naming the
-    file or option and exit status 2, like train.evaluate and train.pack, instead of a traceback."""
+    """`python -m train` and the `ssd-train` command: bad data or options, and a run folder or checkpoint that
+    cannot be used, give one `error:` line naming the file or option and exit status 2, like train.evaluate and
+    train.pack, instead of a traceback."""
     from train.datasets import DatasetError
 
     try:
         main(argv)
-    except (DatasetError, UsageError, FileNotFoundError) as e:
+    except (DatasetError, UsageError, RunError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -40,6 +40,11 @@ LOG_FIELDS = ["step", "epoch", "elapsed_s", "img_per_s", "loss", "loc_loss", "co
               "val_map", "val_map_area"]
 
 
+class RunError(ValueError):
+    """A run that cannot start or go on for a reason the user can fix (the run folder, its checkpoint, options
+    that do not fit it): the command line reports it as one `error:` line."""
+
+
 @dataclass
 class Recipe:
     """How to train (everything except the model config and the data)."""
@@ -175,6 +180,11 @@ def compute_loss(model, criterion: MultiBoxLoss, images, boxes, labels, autocast
     return criterion(loc, conf, boxes, labels)
 
 
+def all_finite(tensors) -> torch.Tensor:
+    """One boolean tensor: every value of every tensor is finite."""
+    return torch.stack([t.isfinite().all() for t in tensors]).all()
+
+
 def rng_state():
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -191,10 +201,36 @@ def set_rng_state(state):
 
 
 def save_checkpoint(path: Path, **state):
-    """Write to a temporary file, then rename: a run killed mid-write never leaves a broken checkpoint."""
+    """Write to a temporary file, then rename: a run killed mid-write never leaves a broken checkpoint, and a
+    write that fails (a full disk, a read-only folder) leaves neither a partial file nor a changed checkpoint."""
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"could not write {path} ({e}); free some space or choose another --out") from e
+
+
+def lock_run_folder(run_dir: Path):
+    """An exclusive lock on `run_dir` for as long as the returned file stays open: a second trainer on the same
+    --out is refused at its start instead of failing late or resuming from the other run's checkpoint."""
+    import fcntl
+
+    handle = open(run_dir / "run.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise RunError(f"{run_dir} is in use by another trainer ({owner}); wait for it or choose another --out"
+                       ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {platform.node()}")
+    handle.flush()
+    return handle
 
 
 def hardware() -> str:
@@ -280,7 +316,11 @@ class Trainer:
         self.class_names = list(train_source.classes)
         self.data_description = data_description
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_run_folder(self.run_dir) if self.is_main else None
+        except OSError as e:
+            raise RunError(f"cannot use {self.run_dir} as the run folder ({e}); choose another --out") from e
         torch.manual_seed(recipe.seed)
         # The base network starts from ImageNet where the project has those weights (EfficientNet-Lite0);
         # a resumed run overwrites them with the checkpoint's.
@@ -299,6 +339,7 @@ class Trainer:
         self.dataset = DetectionDataset(self._checked(train_source), transform, seed=recipe.seed)
         self.state = TrainState()
         self.resumed = self._maybe_resume()
+        self._sampler()  # at least one batch, checked before any checkpoint is written
         if not self.resumed and recipe.init_weights:
             self._load_init_weights(Path(recipe.init_weights))
 
@@ -329,9 +370,14 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             return False
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+            ckpt["config"], ckpt["model"], ckpt["state"]  # noqa: B018 (a checkpoint of this engine has them)
+        except Exception as e:
+            raise RunError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {str(e)[:200]}); it is "
+                           f"truncated or not from this trainer. Move it away to start afresh") from e
         if ckpt["config"] != self.cfg.to_dict():
-            raise ValueError(f"{path} was trained with config {ckpt['config']['name']} (different fields); "
+            raise RunError(f"{path} was trained with config {ckpt['config']['name']} (different fields); "
                              f"use another --out directory or the same config")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -353,7 +399,7 @@ class Trainer:
         for name in ("batch_size", "seed"):
             if name in old and old[name] != getattr(r, name):
                 flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{path} was trained with {flag} {old[name]}; resuming with {getattr(r, name)} would "
+                raise RunError(f"{path} was trained with {flag} {old[name]}; resuming with {getattr(r, name)} would "
                                  f"change the data order. Use {flag} {old[name]}, or another --out to start afresh")
         groups = self.optimizer.param_groups
         for g in groups:
@@ -395,7 +441,7 @@ class Trainer:
         r = self.recipe
         sampler = EpochSampler(len(self.dataset), r.batch_size, r.seed, epoch, start_batch, self.rank, self.world)
         if sampler.batches_per_epoch() == 0:
-            raise ValueError(f"{len(self.dataset)} training images are fewer than one batch of "
+            raise RunError(f"{len(self.dataset)} training images are fewer than one batch of "
                              f"{r.batch_size} x {self.world} processes; lower --batch-size")
         return sampler
 
@@ -428,12 +474,14 @@ class Trainer:
         return bool(flag)
 
     def _step(self, images, boxes, labels) -> tuple[float, float, float] | None:
-        """One optimisation step: (loss, loc loss, conf loss), or None when the loss or the gradients were not
-        finite. A skipped step leaves the weights and the BatchNorm statistics as they were before it (the
-        forward pass updates the statistics, with NaN too), so a checkpoint never holds non-finite state."""
+        """One optimisation step: (loss, loc loss, conf loss), or None when the loss, the gradients, the updated
+        weights or the BatchNorm statistics were not finite. A skipped step leaves the weights and the BatchNorm
+        statistics as they were before it (the forward pass updates the statistics, with NaN or overflow too, and
+        a finite gradient times a huge lr can still overflow a weight), so the model, and so every checkpoint,
+        only ever holds finite values."""
         r = self.recipe
-        buffers = list(self.model.buffers())
-        saved = [b.detach().clone() for b in buffers]
+        state = [t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()]
+        saved = [t.detach().clone() for t in state]
         loc_loss, conf_loss = compute_loss(self.ddp, self.criterion, images, boxes, labels, self.autocast)
         loss = loc_loss + conf_loss
         self.optimizer.zero_grad(set_to_none=True)
@@ -447,27 +495,39 @@ class Trainer:
             else:
                 norm = nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip or float("inf"))
                 ok = self._agree(torch.isfinite(norm))
+        if ok:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            ok = self._agree(all_finite(state))
         if not ok:
             with torch.no_grad():
-                for b, old in zip(buffers, saved):
-                    b.copy_(old)
+                for t, old in zip(state, saved):
+                    t.copy_(old)
             self.optimizer.zero_grad(set_to_none=True)
             return None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
         return float(loss.detach()), float(loc_loss.detach()), float(conf_loss.detach())
 
     def train(self, stop_after_steps: int | None = None) -> TrainState:
         """Train until max_steps, the time budget, or (tests, debugging) `stop_after_steps` more steps. Whatever
-        stops it early (an error, Ctrl-C) first saves a checkpoint of the last completed step."""
+        stops it early (an error, Ctrl-C) first saves a checkpoint of the last completed step. The run folder is
+        locked from the trainer's start to the end of its training (a later `train()` takes the lock again)."""
+        if self.is_main and self._lock is None:
+            self._lock = lock_run_folder(self.run_dir)
         try:
             return self._train(stop_after_steps)
         except BaseException:
             if self.is_main:
                 print(f"[train] stopped at step {self.state.step}; saving {self.run_dir / CHECKPOINT} first, "
                       "so that the same command resumes from here")
-            self.save()
+            try:
+                self.save()
+            except RunError as e:  # the error that stopped the run may be this one: report it, keep the first
+                print(f"[train] {e}")
             raise
+        finally:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
 
     def _train(self, stop_after_steps: int | None) -> TrainState:
         r, st = self.recipe, self.state
