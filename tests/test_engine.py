@@ -450,3 +450,32 @@ def test_a_checkpoint_that_cannot_be_written_leaves_no_partial_file(tmp_path, sh
     with pytest.raises(engine.RunError, match="No space left"):
         t.save()
     assert not (tmp_path / "last.tmp").exists() and not (tmp_path / "last.ckpt").exists()
+
+
+def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shapes):
+    """A scheduler or a Space stopping the job sends SIGTERM: the run saves its last completed step, says so and
+    exits, and the same command resumes from there."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "train", "--data", str(shapes), "--image-set", "train", "--classes",
+           "circle,square,triangle", "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "500",
+           "--warmup-steps", "1", "--workers", "0", "--log-every", "1", "--checkpoint-every-s", "3600",
+           "--out", str(run), "--device", "cpu", "--no-final-eval"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # the log rows: wait for the third step
+        if '"step": 3,' in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "run the same command to resume" in err and "Traceback" not in err
+    step = torch.load(run / "last.ckpt", weights_only=False)["state"]["step"]
+    assert step >= 3 and (run / "log.csv").exists()
+    i = cmd.index("--max-steps")
+    resumed = subprocess.run(cmd[:i] + ["--max-steps", str(step + 1)] + cmd[i + 2:], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0 and f"resumed from {run / 'last.ckpt'} at step {step}" in resumed.stdout

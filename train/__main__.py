@@ -148,6 +148,9 @@ def cli(argv=None) -> int:
     except (DatasetError, UsageError, RunError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the engine saved the last completed step first
+        print("stopped: the last completed step is saved; run the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -210,6 +211,31 @@ def save_checkpoint(path: Path, **state):
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
         raise RunError(f"could not write {path} ({e}); free some space or choose another --out") from e
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, a container or a Space stopping the job, `kill`) arrived during training."""
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """SIGTERM stops training the way Ctrl-C does: the last completed step is saved first. Only the main thread
+    can take signals; elsewhere (training in a thread) SIGTERM keeps its own meaning."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def lock_run_folder(run_dir: Path):
@@ -514,7 +540,8 @@ class Trainer:
         if self.is_main and self._lock is None:
             self._lock = lock_run_folder(self.run_dir)
         try:
-            return self._train(stop_after_steps)
+            with terminate_as_interrupt():
+                return self._train(stop_after_steps)
         except BaseException:
             if self.is_main:
                 print(f"[train] stopped at step {self.state.step}; saving {self.run_dir / CHECKPOINT} first, "
