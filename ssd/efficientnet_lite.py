@@ -53,9 +53,11 @@ class ConvBN(nn.Sequential):
         conv, bn = self[0], self[1]
         if bn.training or not self.fold:
             return super().forward(x)
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        y = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale, conv.stride,
-                     conv.padding, conv.dilation, conv.groups)
+        # In float32 even for a bfloat16 network: the bias is a difference of two terms that can nearly cancel.
+        scale = bn.weight.float() * torch.rsqrt(bn.running_var.float() + bn.eps)
+        weight = (conv.weight.float() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype)
+        bias = (bn.bias.float() - bn.running_mean.float() * scale).to(conv.weight.dtype)
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return F.relu6(y, inplace=True) if len(self) > 2 else y
 
 
