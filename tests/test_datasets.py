@@ -120,6 +120,8 @@ BAD_XML = {
                        "<object><name>cat</name></object></annotation>", "<bndbox>"),
     "box outside": (_xml([("cat", (1, 1, 21, 5), 0)]), "outside the 20x10 image"),
     "x2 <= x1": (_xml([("cat", (8, 1, 6, 5), 0)]), "x2 <= x1"),
+    "xmin nan": (_xml([("cat", ("nan", 1, 6, 5), 0)]), "bndbox><xmin> is 'nan', not a finite number"),
+    "ymax inf": (_xml([("cat", (1, 1, 6, "inf"), 0)]), "bndbox><ymax> is 'inf', not a finite number"),
     "unknown class": (_xml([("kitten", (1, 1, 5, 5), 0)]), "unknown class name 'kitten'.*aeroplane.*--classes"),
     "difficult yes": (_xml([("cat", (1, 1, 5, 5), "yes")]), "object #0 \\('cat'\\) has <difficult>yes</difficult>"),
 }

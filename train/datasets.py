@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -72,18 +73,16 @@ def decode_image(path, expected_size=None, data: bytes | None = None) -> np.ndar
         raise DatasetError(f"{path}: cannot decode image ({e})") from None
 
 
-def _empty():
-    return (np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), np.zeros((0,), bool))
-
-
 def _check_boxes(boxes: np.ndarray, width: int, height: int, where: str, what: list[str]):
     """Every box inside the image and with positive size; `what` describes each box for the message."""
     if len(boxes) == 0:
         return
+    not_finite = ~np.isfinite(boxes).all(1)  # NaN compares false with everything: it would pass the rest
     bad_order = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     outside = (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
-    for k in np.flatnonzero(bad_order | outside):
-        problem = "has x2 <= x1 or y2 <= y1" if bad_order[k] else f"lies outside the {width}x{height} image"
+    for k in np.flatnonzero(not_finite | bad_order | outside):
+        problem = ("has a coordinate that is not a finite number" if not_finite[k] else
+                   "has x2 <= x1 or y2 <= y1" if bad_order[k] else f"lies outside the {width}x{height} image")
         raise DatasetError(f"{where}: {what[k]} {problem} (0-based xyxy {boxes[k].tolist()})")
 
 
@@ -98,9 +97,12 @@ def _text(node, tag, where, parent):
 def _number(node, tag, where, parent):
     text = _text(node, tag, where, parent)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise DatasetError(f"{where}: <{parent}><{tag}> is {text!r}, not a number") from None
+        value = math.nan
+    if not math.isfinite(value):  # float() also reads "nan" and "inf"
+        raise DatasetError(f"{where}: <{parent}><{tag}> is {text[:20]!r}, not a finite number")
+    return value
 
 
 def _parse_voc_xml(path: Path):
