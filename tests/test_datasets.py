@@ -200,6 +200,17 @@ def test_coco_explicit_classes_reorder_labels(coco):
                                             for a in plain]
 
 
+def test_coco_bbox_that_is_not_finite_is_named(coco, tmp_path):
+    image_dir, ann_file, raw = coco
+    for value in ("NaN", "Infinity"):
+        raw2 = json.loads(json.dumps(raw))
+        raw2["annotations"][0]["bbox"][0] = value  # written as the bare literal Python's json reads
+        bad = tmp_path / f"{value}.json"
+        bad.write_text(json.dumps(raw2).replace(f'"{value}"', value))
+        with pytest.raises(DatasetError, match=f"annotation id {raw2['annotations'][0]['id']} .*4 numbers.*all finite"):
+            COCODataset(image_dir, bad)
+
+
 def test_coco_bad_json_and_missing_image_name_the_file(coco, tmp_path):
     image_dir, ann_file, raw = coco
     bad = tmp_path / "bad.json"

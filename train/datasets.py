@@ -291,9 +291,10 @@ class COCODataset(_ParsedSource):
                     continue
                 bbox = a.get("bbox")
                 if not (isinstance(bbox, list) and len(bbox) == 4
-                        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)):
-                    raise DatasetError(f"{where}: annotation id {a.get('id')} (image {image_id}) has bbox {bbox!r}; "
-                                       "it must be 4 numbers [x, y, width, height]")
+                        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                                for v in bbox)):  # Python's json reads NaN and Infinity
+                    raise DatasetError(f"{where}: annotation id {a.get('id')} (image {image_id}) has bbox "
+                                       f"{str(bbox)[:80]}; it must be 4 numbers [x, y, width, height], all finite")
                 if a.get("category_id") not in cat_to_label:
                     raise DatasetError(f"{where}: annotation id {a.get('id')} has unknown category_id "
                                        f"{a.get('category_id')}; known ids: {self.category_ids}")
