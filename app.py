@@ -12,6 +12,7 @@ and `visualize` (the pictures).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -46,7 +47,9 @@ def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
     # Output pictures older than an hour are removed from Gradio's cache every half hour (ui.inputs.served).
     with gr.Blocks(title="SSD: Single Shot MultiBox Detector", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
-        summary = gr.Markdown(models.default.summary(), elem_id="model-summary")
+        # A function, so every page load says what runs the network now (PyTorch until a first start's
+        # background export is ready, then onnxruntime: ui.model.DemoModel.load).
+        summary = gr.Markdown(models.default.summary, elem_id="model-summary")
         # The model choice: a value per browser session, like every input. With one model it stays hidden; the
         # /detect API still takes it (its optional last argument, `model`).
         choice = gr.Radio(models.choices(), value=models.default_name, label="Model", info=CHOICE_INFO,
@@ -74,7 +77,18 @@ def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
     return demo
 
 
+def log_to_console():
+    """The library's and the app's own messages (`ssd`, `ssd.app`: the export's start and end, a fallback to
+    PyTorch) on the console, without the INFO chatter of Gradio's HTTP clients."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("ssd")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main():
+    log_to_console()
     demo = build_demo()
     # server name/port: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
     demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, show_error=False, footer_links=["api", "gradio"])

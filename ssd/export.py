@@ -17,9 +17,11 @@ import argparse
 import copy
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -33,6 +35,8 @@ OPSET = 18
 # Part of the cache key: bump when the exported graph changes for the same weights.
 GRAPH_VERSION = "1"
 CARD_KEY = "ssd_model_card"
+
+log = logging.getLogger("ssd")
 
 
 def metadata(cfg: SSDConfig, class_names, card: dict) -> dict[str, str]:
@@ -93,19 +97,39 @@ def cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def cached_export(weights: Path, network: nn.Module, cfg: SSDConfig, class_names, card: dict) -> Path | bytes:
-    """The export of a weights file, from the cache when these weights (and card, torch, exporter) were exported
-    before. Exporting takes seconds; the app does it once per weights file. Bytes when the cache is not writable."""
+def export_cache_path(weights: Path, card: dict) -> Path:
+    """Where the export of these weights (and card, torch, exporter) lies in the cache, whether or not it does."""
     import onnx
 
     key = hashlib.sha256()
     for part in (Path(weights).read_bytes(), json.dumps(card, sort_keys=True).encode(), torch.__version__.encode(),
                  onnx.__version__.encode(), f"{OPSET}/{GRAPH_VERSION}".encode()):
         key.update(part)
-    path = cache_dir() / f"{Path(weights).stem}-{key.hexdigest()[:16]}.onnx"
+    return cache_dir() / f"{Path(weights).stem}-{key.hexdigest()[:16]}.onnx"
+
+
+def is_cached(weights) -> bool:
+    """Whether the export of a weights file (with its model card beside it) is in the cache already."""
+    from .weights_files import CARD_SUFFIX, beside
+
+    card = beside(weights, CARD_SUFFIX)
+    try:
+        return export_cache_path(Path(weights), json.loads(card.read_text())).exists()
+    except (OSError, ValueError):
+        return False
+
+
+def cached_export(weights: Path, network: nn.Module, cfg: SSDConfig, class_names, card: dict) -> Path | bytes:
+    """The export of a weights file, from the cache when these weights (and card, torch, exporter) were exported
+    before. Exporting takes seconds (tens of them on 2 cores), so it says when it starts and ends; it happens
+    once per weights file. Bytes when the cache is not writable."""
+    path = export_cache_path(weights, card)
     if path.exists():
         return path
+    log.info("exporting %s to ONNX for onnxruntime (once; cached in %s)", Path(weights).name, path.parent)
+    start = time.perf_counter()
     data = export_bytes(network, cfg, class_names, card)
+    log.info("exported %s in %.1f s", Path(weights).name, time.perf_counter() - start)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as f:

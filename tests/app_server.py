@@ -40,6 +40,14 @@ def received_dir(name: str = "upload") -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
 
 
+def settled(model):
+    """A DemoModel once its background export (if any) has switched it to onnxruntime: tests that patch its
+    detector must patch the one that stays."""
+    if model.switching is not None:
+        model.switching.join(timeout=300)
+    return model
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

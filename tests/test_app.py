@@ -8,9 +8,10 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from tests.app_server import ROOT, export_random_weights, received_dir, running_app
+from tests.app_server import ROOT, export_random_weights, received_dir, running_app, settled
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -146,7 +147,7 @@ def test_uploads_are_capped(client, files):
 def model(weights):
     from ui.model import DemoModel
 
-    return DemoModel.load(weights)
+    return settled(DemoModel.load(weights))
 
 
 def click(x, y):
@@ -514,3 +515,22 @@ def test_ground_truth_tables_are_bounded_and_non_finite_boxes_are_refused(model)
     # The Augmentation tab's "Matching photo" reads the same table under the same bound.
     notes = AugmentTab(model).render(FROM_MATCHING, None, next(iter(MIN_IOU)), True, 2.0, 0, state, huge)[1]
     assert f"only the first {MAX_GT_ROWS} rows" in notes
+
+
+def test_a_first_start_serves_on_pytorch_at_once_and_switches_to_onnxruntime(weights, tmp_path, monkeypatch):
+    """With no cached export, `auto` does not make the first visitor wait for it: the model serves on PyTorch
+    while a background thread exports, then on onnxruntime, with the same detections. A second start finds the
+    export in the cache and starts on onnxruntime."""
+    from ui.model import DemoModel
+
+    monkeypatch.setenv("SSD_CACHE_DIR", str(tmp_path / "cache"))  # an empty cache, as on a new Space
+    photo = Image.fromarray(np.random.default_rng(3).integers(0, 256, (200, 260, 3), dtype=np.uint8))
+    model = DemoModel.load(weights, "auto")
+    assert model.detector.backend_name == "torch" and model.switching is not None
+    on_torch = model.predict(photo)
+    model.switching.join(timeout=240)
+    assert model.detector.backend_name == "onnxruntime" and "(onnxruntime)" in model.summary()
+    on_ort = model.predict(photo)
+    assert torch.allclose(on_torch.scores, on_ort.scores, atol=1e-4)
+    again = DemoModel.load(weights, "auto")
+    assert again.detector.backend_name == "onnxruntime" and again.switching is None

@@ -14,7 +14,7 @@ from PIL import Image
 
 import ssd
 import ssd.detector
-from tests.app_server import export_random_weights
+from tests.app_server import export_random_weights, settled
 from train.engine import log_path, write_log_csv
 from train.eval_report import build_report, report_path, sha256, write_report
 from train.voc_eval import evaluate_voc
@@ -77,7 +77,7 @@ def elem_ids(demo) -> set:
 
 
 def test_with_every_file_the_tab_shows_curves_charts_and_false_positives(full_weights):
-    tab = ModelTab(DemoModel.load(full_weights), voc_root=None)
+    tab = ModelTab(settled(DemoModel.load(full_weights)), voc_root=None)
     status = tab.status()
     assert "model card ✓" in status and "random_ssd300.log.csv` ✓" in status and "random_ssd300.eval.json` ✓" in status
     assert "⚠️" not in status  # the report measured these very weights
@@ -103,7 +103,7 @@ def test_with_a_voc_folder_the_false_positives_are_drawn_on_their_photos(full_we
     # A stand-in photo (not a VOC image), at twice the size the report's boxes are in.
     (tmp_path / "JPEGImages").mkdir()
     Image.new("RGB", (1400, 1400), (40, 90, 40)).save(tmp_path / "JPEGImages" / "2008_000001.jpg")
-    tab = ModelTab(DemoModel.load(full_weights), voc_root=str(tmp_path))
+    tab = ModelTab(settled(DemoModel.load(full_weights)), voc_root=str(tmp_path))
     pictures = tab.fp_pictures()
     assert [caption for _, caption in pictures] == [
         "#1 2008_000001: cat 0.90, duplicate", "#2 2008_000001: cat 0.85, confusion with dog",
@@ -120,12 +120,12 @@ def test_with_a_voc_folder_the_false_positives_are_drawn_on_their_photos(full_we
     assert "drawn below on their photos" in tab.errors_markdown(len(pictures))
     assert "model-fp-gallery" in elem_ids(built(tab))
     # A folder without these photos: said so, and listed only.
-    assert "has none of their photos" in ModelTab(DemoModel.load(full_weights), voc_root=str(tmp_path / "x")) \
+    assert "has none of their photos" in ModelTab(settled(DemoModel.load(full_weights)), voc_root=str(tmp_path / "x")) \
         .errors_markdown(0)
 
 
 def test_without_a_log_or_a_report_the_tab_says_how_to_make_them(bare_weights):
-    tab = ModelTab(DemoModel.load(bare_weights), voc_root=None)
+    tab = ModelTab(settled(DemoModel.load(bare_weights)), voc_root=None)
     status = tab.status()
     assert "No training log beside the weights" in status
     assert f"python -m train.evaluate --weights {bare_weights} --data-root VOCdevkit/VOC2007 --image-set " \
@@ -146,7 +146,7 @@ def test_a_report_of_other_weights_is_flagged(full_weights, tmp_path):
     torch.manual_seed(1)  # other random weights under the same name, the old report beside them
     cfg = ssd.SSD300_VOC.replace(batch_norm=True, width=0.25)
     ssd.export_weights(ssd.build_ssd(cfg), cfg, ssd.VOC_CLASSES, weights)
-    tab = ModelTab(DemoModel.load(weights), voc_root=None)
+    tab = ModelTab(settled(DemoModel.load(weights)), voc_root=None)
     assert "measured on other weights" in tab.status()
 
 
@@ -154,7 +154,7 @@ def test_a_broken_file_is_named_and_the_rest_still_shows(full_weights, tmp_path)
     weights = export_random_weights(tmp_path)
     write_log_csv(log_path(weights), log_rows())
     report_path(weights).write_text("{not json")
-    tab = ModelTab(DemoModel.load(weights), voc_root=None)
+    tab = ModelTab(settled(DemoModel.load(weights)), voc_root=None)
     assert tab.report is None and tab.curves_picture() is not None
     assert "⚠️ random_ssd300.eval.json: " in tab.status()
     built(tab)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import ssd
-from tests.app_server import export_random_weights, received_dir
+from tests.app_server import export_random_weights, received_dir, settled
 from visualize.matching import GroundTruth, match_ground_truth
 
 gr = pytest.importorskip("gradio")
@@ -18,7 +18,7 @@ gr = pytest.importorskip("gradio")
 def model(tmp_path_factory):
     from ui.model import DemoModel
 
-    return DemoModel.load(export_random_weights(tmp_path_factory.mktemp("weights")))
+    return settled(DemoModel.load(export_random_weights(tmp_path_factory.mktemp("weights"))))
 
 
 @pytest.fixture(scope="module")

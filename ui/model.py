@@ -15,6 +15,8 @@ from PIL import Image
 
 import ssd
 import ssd.detector
+from ssd.backends import default_device, resolve_backend
+from ssd.export import is_cached
 
 from .settings import CONCURRENCY
 
@@ -22,6 +24,17 @@ log = logging.getLogger("ssd.app")
 
 NO_MODEL = ("No model weights are loaded, so there is nothing to detect with. Start the app with "
             "SSD_WEIGHTS=/path/to/weights.safetensors, or train the demo weights (README, 'Train your own').")
+
+
+# Background exports run one at a time: two at once would only share the same 2 cores with the visitors.
+_EXPORTS = threading.Lock()
+
+
+def warmed(detector: ssd.Detector) -> ssd.Detector:
+    """`detector` after one detection of a blank picture: the first visitor does not pay for lazy initialisation
+    (allocators, kernels picked on first use), which would show in the page's timings."""
+    detector.detect(Image.new("RGB", (detector.config.image_size,) * 2))
+    return detector
 
 
 @dataclass
@@ -35,24 +48,46 @@ class DemoModel:
     # so at most CONCURRENCY forward passes run at once, whatever the page's events are.
     network: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(CONCURRENCY))
     weights: Path | None = None  # the file the detector came from: the Model tab reads what lies beside it
+    switching: threading.Thread | None = None  # the background export, while it runs (DemoModel.load)
 
     @classmethod
     def load(cls, path=None, backend: str = "auto") -> DemoModel:
         """The weights at `path` (None: the shipped ones), run by onnxruntime on the CPU where it is installed
-        (faster there) and else by PyTorch (`ssd.Detector`'s backends). Never raises: a missing, corrupt or
-        mismatched file leaves the teaching tabs serving, with a message."""
+        (faster there) and else by PyTorch (`ssd.Detector`'s backends). With `auto` and no cached export yet,
+        the page serves on PyTorch at once and switches to onnxruntime when a background export is ready (an
+        export takes tens of seconds on 2 cores, and a Space starts with an empty cache). Never raises: a
+        missing, corrupt or mismatched file leaves the teaching tabs serving, with a message."""
+        weights = Path(path) if path else ssd.detector.DEFAULT_WEIGHTS
+        later = (backend == "auto" and resolve_backend("auto", default_device()) == "onnxruntime"
+                 and weights.suffix != ".onnx" and not is_cached(weights))
         try:
-            detector = ssd.Detector.load(path, backend=backend)
-            # One detection of a blank picture: the first visitor does not pay for lazy initialisation
-            # (allocators, kernels picked on first use), which would show in the page's timings.
-            detector.detect(Image.new("RGB", (detector.config.image_size,) * 2))
-            return cls(detector, weights=Path(path) if path else ssd.detector.DEFAULT_WEIGHTS)
+            detector = warmed(ssd.Detector.load(path, backend="torch" if later else backend))
         except FileNotFoundError as e:
             return cls(None, f"⚠️ **No model loaded** — {e} The *Default boxes* and *Matching* tabs work without "
                              "one.")
         except Exception as e:
             log.exception("loading weights failed")
             return cls(None, f"⚠️ **The weights could not be loaded** ({type(e).__name__}: {e}).")
+        model = cls(detector, weights=weights)
+        if later:
+            model.switching = threading.Thread(target=model._switch_to_onnxruntime, name=f"export {weights.name}",
+                                               daemon=True)
+            model.switching.start()
+        return model
+
+    def _switch_to_onnxruntime(self):
+        """Export in the background (one export at a time), then serve on onnxruntime. A forward pass already
+        running finishes on PyTorch; the next one runs on onnxruntime."""
+        with _EXPORTS:
+            log.info("%s: serving on PyTorch until its ONNX export is ready", self.weights.name)
+            try:
+                detector = warmed(ssd.Detector.load(self.weights, backend="onnxruntime"))
+            except Exception as e:
+                log.warning("%s: the ONNX export failed (%s: %s); staying on PyTorch", self.weights.name,
+                            type(e).__name__, e)
+                return
+            self.detector = detector
+            log.info("%s: now serving on onnxruntime", self.weights.name)
 
     @property
     def config(self) -> ssd.SSDConfig:
