@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -70,14 +71,30 @@ def _parser(prog: str | None, draws: bool) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the detections as JSON")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
     p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="what runs the network: torch (default for weights), torch-bf16 (bfloat16: about twice as "
-                        "fast on CPUs with native bfloat16), onnxruntime (CPU; the default for an .onnx file), or "
-                        "auto (onnxruntime on the CPU when it is installed)")
+                   help="what runs the network: torch, torch-bf16 (bfloat16: about twice as fast on CPUs with "
+                        "native bfloat16), onnxruntime (CPU), or auto (onnxruntime on the CPU when it is installed, "
+                        "exporting first if need be). Default: onnxruntime on the CPU when the weights' export is "
+                        "cached (python -m ssd.export --cache), else torch; an .onnx file runs on onnxruntime")
     return p
 
 
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
+
+
+class _Notes(logging.Handler):
+    """The library's notes (logger `ssd`, INFO and up) on standard error, e.g. which backend runs and why; it
+    looks up sys.stderr at each message, so a caller that swaps it gets them too."""
+
+    def emit(self, record):
+        print(f"note: {record.getMessage()}", file=sys.stderr)
+
+
+def show_notes():
+    logger = logging.getLogger("ssd")
+    if not any(isinstance(h, _Notes) for h in logger.handlers):
+        logger.addHandler(_Notes())
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m ssd") -> int:
@@ -108,6 +125,7 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
     if args.device == "cuda" and not torch.cuda.is_available():
         _fail("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu")
         return EXIT_FAILED
+    show_notes()
     try:
         detector = Detector.load(args.weights, device=args.device, backend=args.backend)
     except FileNotFoundError as e:
@@ -139,6 +157,7 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
             continue
         dets = detector.detect(image, score_threshold=score, nms_threshold=args.nms, top_k=args.top_k)
         results.append({"image": str(path), "width": image.width, "height": image.height,
+                        "device": detector.device.type, "backend": detector.backend_name,
                         "detections": [d.to_dict() for d in dets]})
         if out_dir is not None:
             # The input's own format where it is a photo format (a JPEG stays a JPEG, 5x smaller than a PNG).

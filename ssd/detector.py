@@ -100,6 +100,10 @@ def check_fits(model: torch.nn.Module, cfg: SSDConfig, where) -> None:
             f"and {cfg.num_classes} classes + background")
 
 
+# Weights files whose missing export `Detector.load` has mentioned (once per process each).
+_TOLD_NO_EXPORT: set[Path] = set()
+
+
 class Detector:
     """model: the PyTorch network, run by `backend` ("torch"; "torch-bf16": the network in bfloat16, about twice
     as fast on CPUs with native bfloat16, 0.1 mAP lower on the shipped weights; "onnxruntime": its ONNX export;
@@ -134,14 +138,16 @@ class Detector:
     @classmethod
     def load(cls, path=None, device=None, backend: str | None = None) -> Detector:
         """Shipped demo weights (path=None), any weights file written by `export_weights`, or an ONNX file
-        written by `ssd.export` (always run by onnxruntime). backend: see `Detector` (default: torch for weights);
-        onnxruntime exports the weights once and keeps the file in a cache (`ssd.export.cached_export`)."""
+        written by `ssd.export` (always run by onnxruntime). backend: see `Detector`; by default onnxruntime on the
+        CPU when the weights' export is cached already, else PyTorch (`_default_backend`). onnxruntime exports the
+        weights once and keeps the file in a cache (`ssd.export.cached_export`)."""
         path = Path(path) if path is not None else DEFAULT_WEIGHTS
         if path.suffix == ".onnx":
             return cls._load_onnx(path, device, backend)
-        backend = backend or "torch"
         model, cfg, card = cls._load_weights(path)
         device = default_device(device)
+        if backend is None:
+            backend = cls._default_backend(path, device)
         chosen = resolve_backend(backend, device)
         if chosen == "onnxruntime":
             from .export import cached_export
@@ -155,6 +161,24 @@ class Detector:
                 log.warning("onnxruntime backend failed (%s: %s); running on torch", type(e).__name__, e)
         return cls(model, cfg, card["classes"], device=device, card=card,
                    backend="torch-bf16" if chosen == "torch-bf16" else "torch")
+
+    @staticmethod
+    def _default_backend(path: Path, device: torch.device) -> str:
+        """`load`'s default: the fastest exact backend that is ready now. On the CPU that is onnxruntime once the
+        weights' export is in the cache; until then PyTorch, since exporting takes tens of seconds that a
+        one-shot command should not pay (`python -m ssd.export --cache` or the app writes the export)."""
+        if resolve_backend("auto", device) != "onnxruntime":
+            return "torch"
+        from .export import is_cached
+
+        if is_cached(path):
+            return "onnxruntime"
+        if path not in _TOLD_NO_EXPORT:
+            _TOLD_NO_EXPORT.add(path)
+            log.info("%s: running on PyTorch, as no ONNX export of these weights is cached yet; `python -m "
+                     "ssd.export --cache%s` writes one, and later loads run on onnxruntime, about twice as fast",
+                     path.name, "" if path == DEFAULT_WEIGHTS else f" --weights {path}")
+        return "torch"
 
     @staticmethod
     def _load_weights(path: Path):
@@ -195,6 +219,10 @@ class Detector:
     @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    def __repr__(self) -> str:
+        return (f"Detector({self.config.name}, {len(self.class_names)} classes, device {self.device.type}, "
+                f"backend {self.backend_name})")
 
     def preprocess(self, images: list[Image.Image]) -> np.ndarray:
         """Warp to the network's square input (SSD ignores aspect ratio): uint8 (B, S, S, 3), the graph's input."""

@@ -1,6 +1,7 @@
 """ONNX export of the inference graph (`ssd.graph.InferenceGraph`), as a file that is usable on its own.
 
     python -m ssd.export --out model.onnx [--weights W]      # default: the shipped demo weights
+    python -m ssd.export --cache [--weights W]               # into the cache Detector.load() reads
 
 The file's graph:
   input  `images`  uint8   [B, S, S, 3]  RGB, already resized to the network size S (the batch is dynamic)
@@ -144,17 +145,27 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ssd.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, default=None, help="weights (.safetensors with its .json card beside it); "
                    "default: the shipped demo weights")
-    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="the .onnx file to write")
+    where.add_argument("--cache", action="store_true",
+                       help="write it into the export cache, where Detector.load() and the app look first")
     args = p.parse_args(argv)
     from .backends import onnxruntime_available
-    from .detector import Detector
+    from .detector import DEFAULT_WEIGHTS, Detector
 
     try:
-        detector = Detector.load(args.weights, device="cpu")
+        detector = Detector.load(args.weights, device="cpu", backend="torch")
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    path = export_onnx(detector, args.out)
+    if args.cache:
+        weights = args.weights or DEFAULT_WEIGHTS
+        path = cached_export(weights, detector.model, detector.config, detector.class_names, detector.card)
+        if not isinstance(path, Path):
+            print(f"error: the cache {cache_dir()} is not writable (SSD_CACHE_DIR chooses another)", file=sys.stderr)
+            return 1
+    else:
+        path = export_onnx(detector, args.out)
     cfg = detector.config
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {cfg.name}, {cfg.num_default_boxes} default boxes, "
           f"{cfg.num_classes} classes, score threshold {detector.score_threshold:g}")

@@ -17,7 +17,7 @@ from visualize.examples import EXAMPLES, example_image
 
 @pytest.fixture(scope="module")
 def float32():
-    return Detector.load(device="cpu")
+    return Detector.load(device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,7 @@ def test_detect_py_runs_as_a_script(weights, images, tmp_path):
 
 
 def test_an_onnx_file_detects_as_its_weights_do(weights, images, tmp_path):
-    onnx_path = ssd.export_onnx(ssd.Detector.load(weights, device="cpu"), tmp_path / "w.onnx")
+    onnx_path = ssd.export_onnx(ssd.Detector.load(weights, device="cpu", backend="torch"), tmp_path / "w.onnx")
     common = [images / "c.png", "--score", "0.05", "--top-k", "5", "--json"]
     torch_run = run_cli(*common, "--weights", weights, "--device", "cpu")
     onnx_run = run_cli(*common, "--weights", onnx_path)
@@ -143,3 +143,34 @@ def test_an_onnx_file_detects_as_its_weights_do(weights, images, tmp_path):
     assert found(onnx_run) == found(torch_run) and found(torch_run)
     refused = run_cli(*common, "--weights", onnx_path, "--backend", "torch")
     assert refused.returncode == 1 and "onnxruntime" in refused.stderr
+
+
+def test_the_default_backend_is_onnxruntime_once_the_export_is_cached_and_says_which(weights, images, tmp_path):
+    """Without a cached export a one-shot command runs on PyTorch (no export to wait for) and says how to get
+    the faster backend; `python -m ssd.export --cache` writes the export, and the same command then runs on
+    onnxruntime, with the same detections. The JSON names the backend and the device."""
+    import os
+
+    env = {**os.environ, "SSD_CACHE_DIR": str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "ssd", str(images / "c.png"), "--weights", str(weights), "--score", "0.01",
+            "--top-k", "5", "--json", "--device", "cpu"]
+    first = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    (before,) = json.loads(first.stdout)
+    assert (before["backend"], before["device"]) == ("torch", "cpu")
+    assert "note:" in first.stderr and "python -m ssd.export --cache" in first.stderr
+    cached = subprocess.run([sys.executable, "-m", "ssd.export", "--cache", "--weights", str(weights)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert cached.returncode == 0, cached.stderr
+    assert list((tmp_path / "cache").rglob("*.onnx"))
+    second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    (after,) = json.loads(second.stdout)
+    assert after["backend"] == "onnxruntime" and "note:" not in second.stderr
+    assert [d["label"] for d in after["detections"]] == [d["label"] for d in before["detections"]]
+    for a, b in zip(after["detections"], before["detections"]):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_a_detector_says_what_runs_it(weights):
+    detector = ssd.Detector.load(weights, device="cpu", backend="torch")
+    assert repr(detector) == "Detector(SSD300_VOC, 20 classes, device cpu, backend torch)"

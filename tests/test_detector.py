@@ -150,7 +150,7 @@ def test_export_then_load_gives_the_same_detections(tmp_path):
             if t.is_floating_point():
                 t.copy_(t.half().float())
     path = export_weights(model, cfg, ssd.VOC_CLASSES, tmp_path / "w.safetensors", recipe="test")
-    loaded = Detector.load(path, device="cpu")
+    loaded = Detector.load(path, device="cpu", backend="torch")
     assert loaded.config == cfg and loaded.class_names == ssd.VOC_CLASSES and loaded.card["recipe"] == "test"
     reference = Detector(model, cfg, ssd.VOC_CLASSES, device="cpu")
     image = Image.fromarray(rgb_noise(300, 200, seed=5))
@@ -166,7 +166,7 @@ def test_fp16_export_stays_within_half_precision(tmp_path):
     model = small_model(CFG, seed=3)
     path = export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / "w.safetensors")
     reference = Detector(model, CFG, ssd.VOC_CLASSES, device="cpu")
-    loaded = Detector.load(path, device="cpu")
+    loaded = Detector.load(path, device="cpu", backend="torch")
     image = rgb_noise(200, 300, seed=6)
     a, b = reference.predict(image), loaded.predict(image)
     assert (a.boxes - b.boxes).abs().max() < 5e-3
@@ -203,7 +203,8 @@ def test_the_model_cards_score_threshold_is_the_default(tmp_path):
     image = rgb_noise(240, 180, seed=7)
     recommended = Detector.load(export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / "a.safetensors",
                                                score_threshold=0.06), device="cpu")
-    plain = Detector.load(export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / "b.safetensors"), device="cpu")
+    plain = Detector.load(export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / "b.safetensors"), device="cpu",
+                           backend="torch")
     assert (recommended.score_threshold, plain.score_threshold) == (0.06, 0.5)
     everything = 8732  # no top-k cut, so that the score threshold alone decides
     low = recommended.detect(image, top_k=everything)

@@ -30,7 +30,7 @@ def photos(size):
 
 @pytest.fixture(scope="module")
 def shipped():
-    return Detector.load(device="cpu")
+    return Detector.load(device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="module")

@@ -117,8 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="what runs the network (ssd.Detector's backends; default: torch), to measure what a "
-                        "backend's precision costs")
+                   help="what runs the network (ssd.Detector's backends; default: onnxruntime on the CPU when "
+                        "the weights' export is cached, else torch), e.g. to measure what a backend's precision costs")
     p.add_argument("--iou", type=float, default=0.5, help="VOC IoU threshold (default 0.5)")
     p.add_argument("--json", help="write every number (and the PR curves) to this JSON file")
     p.add_argument("--plot", help="save the precision-recall curves to this PNG")
