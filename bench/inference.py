@@ -93,10 +93,16 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--pairs", nargs="+", choices=("lite0", "vgg16"), default=["lite0", "vgg16"])
+    p.add_argument("--defaults", action="store_true",
+                   help="only the defaults as a user gets them: `python -m ssd` before and after the export is "
+                        "cached, and Detector.load()'s detector in steady state")
     args = p.parse_args()
     from torchvision.io import decode_jpeg, read_file
 
     path = photo_file(Path(tempfile.mkdtemp()))
+    if args.defaults:
+        defaults(path, args.runs, args.warmup)
+        return
     configs = {"lite0": ssd.SSD300_LITE0_VOC, "vgg16": ssd.SSD300_VOC}
     names = {"lite0": ("SSD300-Lite0", "ssdlite320_mobilenet_v3_large"), "vgg16": ("SSD300-VGG16", "ssd300_vgg16")}
     print(f"500x375 JPEG in, detections out; random weights, score 0.01 / NMS 0.45 / top 200; torch "
@@ -160,6 +166,44 @@ def main() -> None:
     print(f"post-processing alone, untrained SSD300-VGG16 outputs ({int((conf.softmax(-1)[..., 1:] > 0.01).sum())} > "
           f"0.01): ours {1e3 * med['ours']:.2f} ms, torchvision {1e3 * med['torchvision']:.2f} ms, ratio "
           f"{med['ours'] / med['torchvision']:.2f}")
+
+
+def defaults(path: Path, runs: int, warmup: int) -> None:
+    """What a user gets without choosing a backend, with the shipped weights: the whole `python -m ssd photo`
+    command with an empty export cache (PyTorch, no export) and once `python -m ssd.export --cache` has run
+    (onnxruntime), then `Detector.load()`'s detector in steady state against torchvision's ssdlite320 (random
+    weights, the settings above), interleaved."""
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "SSD_CACHE_DIR": tempfile.mkdtemp(prefix="ssd-bench-cache-")}
+    os.environ["SSD_CACHE_DIR"] = env["SSD_CACHE_DIR"]
+
+    def command(*args) -> tuple[float, str]:
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", *args], env=env, capture_output=True, text=True, check=True)
+        return time.perf_counter() - start, out.stdout
+
+    print(f"CPU: {cpu_name()}; defaults with the shipped weights, {torch.get_num_threads()} threads")
+    first, out = command("ssd", str(path), "--json")
+    print(f"python -m ssd photo.jpg, no cached export: {first:.1f} s (backend {json.loads(out)[0]['backend']})")
+    export, _ = command("ssd.export", "--cache")
+    print(f"python -m ssd.export --cache: {export:.1f} s")
+    again, out = command("ssd", str(path), "--json")
+    print(f"python -m ssd photo.jpg, export cached: {again:.1f} s (backend {json.loads(out)[0]['backend']})")
+    from torchvision.io import decode_jpeg, read_file
+
+    detector, tv = ssd.Detector.load(device="cpu"), torchvision_model("lite0")
+
+    @torch.inference_mode()
+    def theirs():
+        return tv([decode_jpeg(read_file(str(path))).float().div(255)])[0]["boxes"]
+
+    fns = {"ours": lambda: detector.detect(path, **SETTINGS), "torchvision": theirs}
+    med = {k: statistics.median(v) for k, v in interleaved(fns, runs, warmup).items()}
+    print(f"steady state: {detector!r} {1e3 * med['ours']:.1f} ms, ssdlite320_mobilenet_v3_large "
+          f"{1e3 * med['torchvision']:.1f} ms, ratio ours/torchvision (time): {med['ours'] / med['torchvision']:.2f}")
 
 
 if __name__ == "__main__":
