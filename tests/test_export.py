@@ -64,10 +64,17 @@ def test_shipped_model_detections_after_nms_are_identical_on_the_example_photos(
         photo = example_image(name)
         for score in (shipped.score_threshold, 0.05):
             want, got = shipped.detect(photo, score), exported.detect(photo, score)
-            assert [(d.label, d.prior_index) for d in got] == [(d.label, d.prior_index) for d in want], name
-            for g, w in zip(got, want):
+            # The same detections (class and default box); two whose scores differ by less than the backends'
+            # rounding may come out in either order, so they are matched by identity, not position.
+            by_id = {(d.label, d.prior_index): d for d in want}
+            assert sorted(by_id) == sorted((d.label, d.prior_index) for d in got), name
+            for g in got:
+                w = by_id[(g.label, g.prior_index)]
                 assert g.box == pytest.approx(w.box, abs=1e-2)  # pixels
                 assert g.score == pytest.approx(w.score, abs=1e-4)
+            order = [(d.label, d.prior_index) for d in want]
+            for i, g in enumerate(got):  # any place that differs is a near-tie
+                assert order[i] == (g.label, g.prior_index) or abs(by_id[order[i]].score - g.score) < 1e-4, name
     # The shipped model is a real detector: the cat is found as a cat on both backends.
     assert exported.detect(example_image("cat"))[0].label == "cat"
 
