@@ -25,7 +25,7 @@ from ui import priors_tab  # noqa: E402
 from ui.augment_tab import AugmentTab  # noqa: E402
 from ui.detect_tab import DetectTab  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
-from ui.model import DemoModel, DemoModels  # noqa: E402
+from ui.model import EXPORTS_MAY_START, DemoModel, DemoModels  # noqa: E402
 from ui.model_tab import build_model_tabs  # noqa: E402
 from ui.settings import CONCURRENCY, MAX_FILE_SIZE, QUEUE_SIZE  # noqa: E402
 
@@ -89,9 +89,15 @@ def log_to_console():
 
 def main():
     log_to_console()
+    # A first start's background exports (ui.model.DemoModel.load) wait until the page answers: started at
+    # once, they would share the 2 cores with loading the other models and building the page.
+    EXPORTS_MAY_START.clear()
     demo = build_demo()
     # server name/port: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
-    demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, show_error=False, footer_links=["api", "gradio"])
+    demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, show_error=False, footer_links=["api", "gradio"],
+                prevent_thread_lock=True)
+    EXPORTS_MAY_START.set()
+    demo.block_thread()
 
 
 if __name__ == "__main__":

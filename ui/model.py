@@ -28,6 +28,10 @@ NO_MODEL = ("No model weights are loaded, so there is nothing to detect with. St
 
 # Background exports run one at a time: two at once would only share the same 2 cores with the visitors.
 _EXPORTS = threading.Lock()
+# And not before this is set: app.main clears it while the page is being built and sets it once the server
+# answers. Set by default, so a model loaded anywhere else exports at once.
+EXPORTS_MAY_START = threading.Event()
+EXPORTS_MAY_START.set()
 
 
 def warmed(detector: ssd.Detector) -> ssd.Detector:
@@ -78,8 +82,9 @@ class DemoModel:
     def _switch_to_onnxruntime(self):
         """Export in the background (one export at a time), then serve on onnxruntime. A forward pass already
         running finishes on PyTorch; the next one runs on onnxruntime."""
+        log.info("%s: serving on PyTorch until its ONNX export is ready", self.weights.name)
+        EXPORTS_MAY_START.wait()
         with _EXPORTS:
-            log.info("%s: serving on PyTorch until its ONNX export is ready", self.weights.name)
             try:
                 detector = warmed(ssd.Detector.load(self.weights, backend="onnxruntime"))
             except Exception as e:
