@@ -163,15 +163,21 @@ class Detector:
                    backend="torch-bf16" if chosen == "torch-bf16" else "torch")
 
     @staticmethod
+    def export_missing(path, device=None) -> bool:
+        """Whether `auto` would run these weights on onnxruntime here but their export is not cached yet (so
+        loading them on onnxruntime would export first, tens of seconds on 2 cores)."""
+        from .export import is_cached
+
+        return resolve_backend("auto", default_device(device)) == "onnxruntime" and not is_cached(path)
+
+    @staticmethod
     def _default_backend(path: Path, device: torch.device) -> str:
         """`load`'s default: the fastest exact backend that is ready now. On the CPU that is onnxruntime once the
         weights' export is in the cache; until then PyTorch, since exporting takes tens of seconds that a
         one-shot command should not pay (`python -m ssd.export --cache` or the app writes the export)."""
         if resolve_backend("auto", device) != "onnxruntime":
             return "torch"
-        from .export import is_cached
-
-        if is_cached(path):
+        if not Detector.export_missing(path, device):
             return "onnxruntime"
         if path not in _TOLD_NO_EXPORT:
             _TOLD_NO_EXPORT.add(path)

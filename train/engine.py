@@ -506,7 +506,9 @@ class Trainer:
         a finite gradient times a huge lr can still overflow a weight), so the model, and so every checkpoint,
         only ever holds finite values."""
         r = self.recipe
-        state = [t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()]
+        # What a step can change: the trained parameters and the BatchNorm statistics (frozen layers' never move).
+        state = [t for t in (*(p for p in self.model.parameters() if p.requires_grad), *self.model.buffers())
+                 if t.is_floating_point()]
         saved = [t.detach().clone() for t in state]
         loc_loss, conf_loss = compute_loss(self.ddp, self.criterion, images, boxes, labels, self.autocast)
         loss = loc_loss + conf_loss

@@ -15,8 +15,6 @@ from PIL import Image
 
 import ssd
 import ssd.detector
-from ssd.backends import default_device, resolve_backend
-from ssd.export import is_cached
 
 from .settings import CONCURRENCY
 
@@ -62,8 +60,7 @@ class DemoModel:
         export takes tens of seconds on 2 cores, and a Space starts with an empty cache). Never raises: a
         missing, corrupt or mismatched file leaves the teaching tabs serving, with a message."""
         weights = Path(path) if path else ssd.detector.DEFAULT_WEIGHTS
-        later = (backend == "auto" and resolve_backend("auto", default_device()) == "onnxruntime"
-                 and weights.suffix != ".onnx" and not is_cached(weights))
+        later = backend == "auto" and weights.suffix != ".onnx" and ssd.Detector.export_missing(weights)
         try:
             detector = warmed(ssd.Detector.load(path, backend="torch" if later else backend))
         except FileNotFoundError as e:
