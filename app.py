@@ -20,6 +20,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: the demo needs no internet
 
 import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from ui import priors_tab  # noqa: E402
 from ui.augment_tab import AugmentTab  # noqa: E402
@@ -27,7 +29,8 @@ from ui.detect_tab import DetectTab  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
 from ui.model import EXPORTS_MAY_START, DemoModel, DemoModels  # noqa: E402
 from ui.model_tab import build_model_tabs  # noqa: E402
-from ui.settings import CONCURRENCY, MAX_FILE_SIZE, QUEUE_SIZE  # noqa: E402
+from ui.settings import CONCURRENCY, MAX_FILE_BYTES, MAX_FILE_SIZE, QUEUE_SIZE, SESSIONS, UPLOAD_CACHE_BYTES  # noqa: E402
+from ui.upload_cache import UploadCache, UploadCacheLimit  # noqa: E402
 
 INTRO = """# SSD: Single Shot MultiBox Detector
 Detect objects with SSD ([Liu et al., ECCV 2016](https://arxiv.org/abs/1512.02325)) and look inside it:
@@ -94,8 +97,10 @@ def main():
     EXPORTS_MAY_START.clear()
     demo = build_demo()
     # server name/port: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
+    cache = UploadCache(get_upload_folder(), UPLOAD_CACHE_BYTES)
     demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, show_error=False, footer_links=["api", "gradio"],
-                prevent_thread_lock=True)
+                state_session_capacity=SESSIONS, prevent_thread_lock=True,
+                app_kwargs={"middleware": [Middleware(UploadCacheLimit, cache=cache, default_size=MAX_FILE_BYTES)]})
     EXPORTS_MAY_START.set()
     demo.block_thread()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,6 +284,13 @@ def test_the_api_endpoint_keeps_no_session_state_and_the_page_keeps_a_small_one(
     assert size < 1_500_000, size  # noise is the worst case for JPEG; a photo is smaller still
     again = tab.render(state, 0.01, 0.45, 200)
     assert again[2]["detections_after_nms"] > 0 and again[0].size == (1024, 1024)
+    # The Matching tab keeps its picture as JPEG too: the 800-pixel picture's raw pixels took 1.1 MB.
+    from ui.matching_tab import MatchingTab
+    from visualize.examples import example_names
+
+    match_state = MatchingTab(model).load_example(example_names()[0])[0]
+    assert len(match_state.jpeg) < 250_000, len(match_state.jpeg)
+    assert match_state.display.height == match_state.display_height
 
 
 def test_not_a_number_is_refused():
@@ -534,3 +543,52 @@ def test_a_first_start_serves_on_pytorch_at_once_and_switches_to_onnxruntime(wei
     assert torch.allclose(on_torch.scores, on_ort.scores, atol=1e-4)
     again = DemoModel.load(weights, "auto")
     assert again.detector.backend_name == "onnxruntime" and again.switching is None
+
+
+def test_the_server_keeps_a_bounded_number_of_sessions_and_a_bounded_upload_folder(monkeypatch):
+    """app.main hands Gradio the session bound (ui.settings.SESSIONS; Gradio's own default keeps 10 000) and puts
+    the upload-folder bound in front of every request."""
+    import app
+    from ui.settings import SESSIONS
+    from ui.upload_cache import UploadCacheLimit
+
+    seen = {}
+
+    class Page:
+        def launch(self, **kwargs):
+            seen.update(kwargs)
+
+        def block_thread(self):
+            pass
+
+    monkeypatch.setattr(app, "build_demo", lambda: Page())
+    app.main()
+    assert seen["state_session_capacity"] == SESSIONS < 10_000
+    (middleware,) = seen["app_kwargs"]["middleware"]
+    assert middleware.cls is UploadCacheLimit
+
+
+def test_uploads_beyond_the_upload_folder_bound_remove_the_oldest_files(weights, tmp_path):
+    """Through the real server: 8 uploads of 700 KB into a folder bounded at 2 MB."""
+    import urllib.request
+    import uuid
+
+    folder = tmp_path / "gradio"
+    with running_app(weights, tmp_path / "app.log", GRADIO_TEMP_DIR=str(folder), SSD_UPLOAD_CACHE="2mb") as url:
+        before = {p for p in folder.rglob("*") if p.is_file()}  # the example photos Gradio copied in
+        assert before
+        rng = np.random.default_rng(0)
+        for i in range(8):
+            body, boundary = rng.integers(0, 256, 700_000, dtype=np.uint8).tobytes(), uuid.uuid4().hex
+            head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"u{i}.bin\"\r\n"
+                    "Content-Type: application/octet-stream\r\n\r\n")
+            data = head.encode() + body + f"\r\n--{boundary}--\r\n".encode()
+            request = urllib.request.Request(f"{url}gradio_api/upload", data=data, method="POST",
+                                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            with urllib.request.urlopen(request, timeout=30) as r:
+                (last,) = json.loads(r.read())
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        uploads = [p for p in files if p.name.startswith("u") and p.suffix == ".bin"]
+        assert sum(p.stat().st_size for p in files if p not in before) <= 2 * 2 ** 20  # 5.6 MB without the bound
+        assert 1 <= len(uploads) < 8 and Path(last).exists()  # the newest is kept, the oldest went
+        assert before <= set(files)  # the example photos stay

@@ -28,7 +28,7 @@ from visualize.matching import (
 )
 
 from .detect_tab import Controls
-from .inputs import check_parameters, read_upload, served, upload_source
+from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .model import NO_MODEL, DemoModel, DemoModels
 from .priors_tab import CONFIGS
 from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
@@ -61,11 +61,12 @@ def own_label(configs: dict[str, ssd.SSDConfig], model_config: ssd.SSDConfig) ->
 
 @dataclass
 class MatchState:
-    """The photo being matched, per browser session: the picture as shown, its scale from the photo's pixels,
-    the photo's size, and each model's background probabilities once hard negatives asked for them (one forward
-    pass per photo and model)."""
+    """The photo being matched, per browser session: the picture as shown (as JPEG: a tenth of its pixels' size),
+    its scale from the photo's pixels, the photo's size, and each model's background probabilities once hard
+    negatives asked for them (one forward pass per photo and model)."""
 
-    display: Image.Image
+    jpeg: bytes
+    display_height: int
     scale: float
     width: int
     height: int
@@ -75,7 +76,11 @@ class MatchState:
     @classmethod
     def of(cls, image: Image.Image, name: str) -> MatchState:
         display, scale = fit(image, MATCH_SIDE)
-        return cls(display, scale, image.width, image.height, name)
+        return cls(to_jpeg(display), display.height, scale, image.width, image.height, name)
+
+    @property
+    def display(self) -> Image.Image:
+        return from_jpeg(self.jpeg)
 
 
 class MatchingTab:
@@ -241,7 +246,7 @@ class MatchingTab:
         if state is None:
             return gr.skip(), gr.skip(), gr.skip()
         x, y = evt.index[0], evt.index[1]
-        if y >= state.display.height:  # the legend strip under the picture
+        if y >= state.display_height:  # the legend strip under the picture
             return gr.skip(), gr.skip(), gr.skip()
         px, py = x / state.scale, y / state.scale
         if pending is None:

@@ -17,9 +17,16 @@ def _bytes(size: str) -> int:
 MAX_PIXELS = int(float(os.environ.get("SSD_MAX_MEGAPIXELS", "40")) * 1_000_000)  # larger uploads are refused
 MAX_FILE_SIZE = os.environ.get("SSD_MAX_FILE_SIZE", "20mb")  # upload cap: Gradio's for files, ours for data URLs
 MAX_FILE_BYTES = _bytes(MAX_FILE_SIZE)
+# Gradio's upload folder (uploads, the pictures sent back) is kept under this size (ui.upload_cache).
+UPLOAD_CACHE_SIZE = os.environ.get("SSD_UPLOAD_CACHE", "2gb")
+UPLOAD_CACHE_BYTES = _bytes(UPLOAD_CACHE_SIZE)
 CONCURRENCY = int(os.environ.get("SSD_CONCURRENCY", "2"))  # network runs at once, all tabs together
 QUEUE_SIZE = int(os.environ.get("SSD_QUEUE_SIZE", "64"))
 STATE_TTL_S = int(os.environ.get("SSD_STATE_TTL_S", "900"))  # a session's cached outputs live this long
+# Gradio keeps every session it has seen (a copy of the page's settings, about 0.4 MB here, and its State values)
+# until 10 000 sessions; beyond SESSIONS the least recently active ones are dropped. A dropped page keeps what it
+# shows; its sliders then wait for the photo to be given again, as after STATE_TTL_S.
+SESSIONS = int(os.environ.get("SSD_SESSIONS", "100"))
 DISPLAY_SIDE = 1024  # pictures sent back to the browser are at most this big
 MATCH_SIDE = 800  # the Matching tab's picture
 MAX_GT_ROWS = 100  # ground-truth boxes a visitor's table may give (VOC images have at most 42 objects)
