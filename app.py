@@ -26,10 +26,19 @@ from starlette.middleware import Middleware  # noqa: E402
 from ui import priors_tab  # noqa: E402
 from ui.augment_tab import AugmentTab  # noqa: E402
 from ui.detect_tab import DetectTab  # noqa: E402
+from ui.heap import keep_heap_small  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
 from ui.model import EXPORTS_MAY_START, DemoModel, DemoModels  # noqa: E402
 from ui.model_tab import build_model_tabs  # noqa: E402
-from ui.settings import CONCURRENCY, MAX_FILE_BYTES, MAX_FILE_SIZE, QUEUE_SIZE, SESSIONS, UPLOAD_CACHE_BYTES  # noqa: E402
+from ui.settings import (  # noqa: E402
+    CONCURRENCY,
+    MALLOC_ARENAS,
+    MAX_FILE_BYTES,
+    MAX_FILE_SIZE,
+    QUEUE_SIZE,
+    SESSIONS,
+    UPLOAD_CACHE_BYTES,
+)
 from ui.upload_cache import UploadCache, UploadCacheLimit  # noqa: E402
 
 INTRO = """# SSD: Single Shot MultiBox Detector
@@ -63,7 +72,7 @@ def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
             with gr.Tab("Detect", id="detect"):
                 controls = detect.build(Path(tempfile.gettempdir()) / "ssd-demo-examples", choice)
             with gr.Tab("Default boxes", id="default-boxes"):
-                priors_in, priors_out = priors_tab.build()
+                priors_fn, priors_in, priors_out = priors_tab.build(models.default.config)
             with gr.Tab("Matching", id="matching"):
                 (load_in, load_out), (refresh_in, refresh_out) = matching.build(controls, choice)
             with gr.Tab("Augmentation", id="augmentation") as augment_tab:  # drawn when shown (six pictures)
@@ -73,7 +82,7 @@ def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
                                concurrency_limit=4, concurrency_id="pictures")
             with gr.Tab("Model", id="model"):
                 build_model_tabs(models, choice)
-        demo.load(priors_tab.priors_view, priors_in, priors_out, api_visibility="private").then(
+        demo.load(priors_fn, priors_in, priors_out, api_visibility="private", preprocess=False).then(
             matching.load_example, load_in, load_out, api_visibility="private").then(
             matching.refresh, refresh_in, refresh_out, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
@@ -92,6 +101,7 @@ def log_to_console():
 
 def main():
     log_to_console()
+    keep_heap_small(MALLOC_ARENAS)  # before the server starts its threads
     # A first start's background exports (ui.model.DemoModel.load) wait until the page answers: started at
     # once, they would share the 2 cores with loading the other models and building the page.
     EXPORTS_MAY_START.clear()

@@ -205,6 +205,44 @@ def test_live_webcam_view_streams_frames_through_the_detector(browser, app_url):
         context.close()
 
 
+def test_a_smaller_feature_map_and_an_upload_after_an_example_need_no_error(browser, app_url, tmp_path):
+    """Two defects a new user met: choosing a smaller feature map while a cell beyond its size was selected
+    ("Value 7 is greater than maximum value 2"), and uploading one's own photo in Matching after an example
+    ("Value: 0 is not in the list of choices: []", after which the picture could no longer be clicked)."""
+    from visualize.examples import example_image
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(app_url, wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Default boxes").click()
+        wait_for_text(page, "priors-caption", "Cell (7, 9) of fc7")
+        for layer, cell in (("conv10_2 · 3×3", "Cell (1, 1) of conv10_2"), ("conv4_3 · 38×38", "of conv4_3"),
+                            ("conv11_2 · 1×1", "Cell (0, 0) of conv11_2")):
+            page.locator("#priors-layer input").click()
+            page.get_by_role("option", name=layer).click()
+            wait_for_text(page, "priors-caption", cell)
+        page.wait_for_timeout(1500)  # a refused value shows up as a toast a moment later
+        assert page.get_by_text("greater than maximum").count() == 0
+        assert page.get_by_text("Error").count() == 0
+
+        page.get_by_role("tab", name="Matching").click()
+        wait_for_text(page, "match-message", "positives for")  # the example's ground truth
+        photo = tmp_path / "coffee.jpg"
+        example_image("coffee").save(photo)
+        page.locator("#match-upload input[type=file]").set_input_files(str(photo))
+        wait_for_text(page, "match-message", "No ground truth yet")
+        page.wait_for_timeout(1500)
+        assert page.get_by_text("not in the list of choices").count() == 0
+        assert page.get_by_text("Error").count() == 0
+        box = page.locator("#match-output img").first.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+        wait_for_text(page, "match-message", "First corner at")  # the picture still takes clicks
+    finally:
+        context.close()
+
+
 # Switching models: an app with two. The README's screenshot (SSD_UPDATE_SCREENSHOTS=1) shows the two shipped
 # models (the app's default when SSD_WEIGHTS is unset); otherwise (CI) two small random-weight models, joined in
 # SSD_WEIGHTS with os.pathsep, the second with its own note and score threshold.

@@ -81,13 +81,42 @@ def test_the_page_has_the_augmentation_tab(no_model):
 
 # ----------------------------------------------------------------------------------- Matching: SSD512 too
 def test_config_choices_put_the_models_own_config_under_its_default_boxes():
-    from ui.matching_tab import config_choices
+    from ui.configs import config_choices
 
     assert config_choices(ssd.SSD300_VOC) == {"SSD300": ssd.SSD300_VOC, "SSD512": ssd.SSD512_VOC}
     lite = config_choices(ssd.SSD300_LITE0_VOC)
     assert lite["SSD300"] is ssd.SSD300_LITE0_VOC and lite["SSD512"] is ssd.SSD512_VOC
     coco = config_choices(ssd.SSD300_COCO)  # other scales: other default boxes, offered under its own name
     assert list(coco) == ["SSD300_COCO", "SSD300", "SSD512"]
+
+
+def test_every_tab_names_the_served_models_layers_and_the_layout_choice_alike():
+    """The Default boxes tab draws the served model's own config, so its feature maps carry the names the Detect
+    table and Matching use (blocks.11 expand, not VGG's fc7)."""
+    import gradio as gr
+
+    from ui import priors_tab
+    from ui.configs import CONFIG_LABEL, config_choices
+
+    configs = config_choices(ssd.SSD300_LITE0_VOC)
+    caption = priors_tab.priors_view("SSD300", 1, 7, 9, ["1"], False, "cat", configs=configs)[3]
+    assert "of blocks.11 expand · 19×19" in caption
+    with gr.Blocks() as demo:
+        priors_tab.build(ssd.SSD300_LITE0_VOC)
+    (layer,) = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Feature map"]
+    assert [label for label, _ in layer.choices][:2] == ["blocks.5 expand · 38×38", "blocks.11 expand · 19×19"]
+    (radio,) = [b for b in demo.blocks.values() if isinstance(b, gr.Radio)]
+    assert radio.label == CONFIG_LABEL != "Model"
+
+
+def test_the_layout_choice_has_one_label_on_the_whole_page(model):
+    import gradio as gr
+
+    import app
+    from ui.configs import CONFIG_LABEL
+
+    radios = [b.label for b in app.build_demo(model).blocks.values() if isinstance(b, gr.Radio)]
+    assert sorted(radios) == sorted(["Model"] + [CONFIG_LABEL] * 3), radios  # the page; boxes, Matching, Augmentation
 
 
 def test_matching_on_ssd512_and_hard_negatives_only_for_the_models_config(model):

@@ -18,8 +18,9 @@ from visualize.augment import (
 from visualize.examples import example_annotations, example_image, example_names
 from visualize.matching import GroundTruth, parse_ground_truth
 
+from .configs import CONFIG_LABEL, config_choices, own_label
 from .inputs import served
-from .matching_tab import MatchingTab, config_choices, own_label
+from .matching_tab import MatchingTab
 from .model import DemoModel
 from .settings import MAX_GT_ROWS
 
@@ -110,7 +111,7 @@ class AugmentTab:
                 photo = gr.Dropdown(example_names() + [FROM_MATCHING] * from_matching, value="motorcycle",
                                     label="Photo with ground truth", elem_id="augment-photo")
                 config = gr.Radio(list(self.configs), value=own_label(self.configs, self.model.config),
-                                  label="Network input (size, default boxes)")
+                                  label=CONFIG_LABEL)
                 min_iou = gr.Dropdown(list(MIN_IOU), value="0.3",
                                       label="Crop: minimum IoU of the patch with an object", elem_id="augment-min-iou")
                 expand_random = gr.Checkbox(value=False, label="Zoom out at random, as in training (p = ½, ratio 1–4)")

@@ -27,10 +27,10 @@ from visualize.matching import (
     positives_per_layer,
 )
 
+from .configs import CONFIG_LABEL, config_choices, own_label
 from .detect_tab import Controls
 from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .model import NO_MODEL, DemoModel, DemoModels
-from .priors_tab import CONFIGS
 from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
 
 GT_HEADERS = ["class", "x1", "y1", "x2", "y2"]
@@ -38,25 +38,13 @@ INTRO = ("Training assigns each ground-truth box its best default box (forced), 
          "the threshold. Positives are coloured by the source layer they come from.")
 
 
-def same_default_boxes(a: ssd.SSDConfig, b: ssd.SSDConfig) -> bool:
-    return a.feature_maps == b.feature_maps and torch.equal(ssd.default_boxes(a), ssd.default_boxes(b))
-
-
-def config_choices(model_config: ssd.SSDConfig) -> dict[str, ssd.SSDConfig]:
-    """The configs a teaching tab matches against, by label: the Default boxes tab's SSD300 and SSD512, where the
-    one with the model's default boxes is the model's own config (its layer names, its mean colour, and the only
-    one its network has scores for); a model with other default boxes comes first, under its own name."""
-    configs = dict(CONFIGS)
-    own = [label for label, cfg in configs.items() if same_default_boxes(cfg, model_config)]
-    if own:
-        configs[own[0]] = model_config
-        return configs
-    return {model_config.name: model_config, **configs}
-
-
-def own_label(configs: dict[str, ssd.SSDConfig], model_config: ssd.SSDConfig) -> str:
-    """The label under which `config_choices` put the model's own config."""
-    return next(label for label, cfg in configs.items() if cfg == model_config)
+def index_of(choice) -> int | None:
+    """A picker's value as an index (a ground-truth box, a default box), or None if it is none."""
+    try:
+        index = int(choice)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return index if index >= 0 and index == choice else None
 
 
 @dataclass
@@ -120,7 +108,7 @@ class MatchingTab:
         mine = own_label(configs, chosen.config)
         suffix = " (this model)" if chosen.detector is not None else ""
         return gr.Radio([(label + suffix * (label == mine), label) for label in configs],
-                        value=value if value in configs else mine, label="Default boxes of")
+                        value=value if value in configs else mine, label=CONFIG_LABEL)
 
     def on_model(self, model, config):
         """The page's model choice changed: the config choices mark that model's own config."""
@@ -205,10 +193,11 @@ class MatchingTab:
             notes.insert(0, f"➕ First corner at ({pending[0]:.0f}, {pending[1]:.0f}): click the opposite corner to "
                             "add a box.")
         gt_choices = [(f"GT {i}: {label}", i) for i, label in enumerate(gt.labels)]
+        gt_choice = index_of(gt_choice)
         gt_value = gt_choice if gt_choice is not None and gt_choice < len(gt.labels) else (0 if gt.labels else None)
         pos = positive_choices(cfg, m)
         pos_ids = [i for _, i in pos]
-        pos_value = pos_choice if pos_choice in pos_ids else (pos_ids[0] if pos_ids else None)
+        pos_value = index_of(pos_choice) if index_of(pos_choice) in pos_ids else (pos_ids[0] if pos_ids else None)
         heat = self.heatmap(gt, gt_value, threshold, cfg)
         offsets_md, offsets_img = self.offsets(state, gt, m, pos_value, cfg)
         return (served(picture), "\n\n".join(notes), table, gr.Dropdown(choices=gt_choices, value=gt_value), heat,
@@ -226,20 +215,22 @@ class MatchingTab:
         return offsets_markdown(cfg, m, index), served(draw_offsets(state.display, cfg, m, gt, index))
 
     def heatmap_only(self, state, rows, threshold, gt_choice, config=None, model=None):
+        gt_choice = index_of(gt_choice)
         if state is None or gt_choice is None:
             return None
         gt, _ = self.ground_truth(state, rows, model)
-        return self.heatmap(gt, int(gt_choice), threshold, self.config_for(config, model))
+        return self.heatmap(gt, gt_choice, threshold, self.config_for(config, model))
 
     def offsets_only(self, state, rows, threshold, pos_choice, config=None, model=None):
+        pos_choice = index_of(pos_choice)
         if state is None or pos_choice is None:
             return gr.skip(), gr.skip()
         cfg = self.config_for(config, model)
         gt, _ = self.ground_truth(state, rows, model)
         m = match_ground_truth(cfg, gt, self.models.get(model).class_names, threshold)
-        if int(pos_choice) >= m.positives.shape[1] or not bool(m.positives[0, int(pos_choice)]):
+        if pos_choice >= m.positives.shape[1] or not bool(m.positives[0, pos_choice]):
             return gr.skip(), gr.skip()
-        return self.offsets(state, gt, m, int(pos_choice), cfg)
+        return self.offsets(state, gt, m, pos_choice, cfg)
 
     def on_click(self, state, rows, draw_class, pending, evt: gr.SelectData):
         """Two clicks on the picture = two opposite corners of a new ground-truth box."""
@@ -293,7 +284,7 @@ class MatchingTab:
                 photo = gr.Dropdown(example_names(), value="motorcycle",
                                     label="Example photo (with hand-made ground truth)")
                 upload = gr.Image(type="filepath", image_mode=None, label="…or your own photo",
-                                  sources=["upload", "clipboard"], height=160)
+                                  sources=["upload", "clipboard"], height=160, elem_id="match-upload")
                 gt_table = gr.Dataframe(headers=GT_HEADERS, datatype=["str", "number", "number", "number", "number"],
                                         type="array", interactive=True, column_count=5,
                                         label="Ground truth (pixels; edit, add rows, or click two corners on the "
@@ -315,12 +306,15 @@ class MatchingTab:
                 table = gr.Dataframe(headers=list(POSITIVES_HEADERS), interactive=False,
                                      label="Positives per source layer", elem_id="match-table")
         with gr.Row():
-            gt_pick = gr.Dropdown([], label="IoU heat map of ground truth", scale=1, min_width=200)
+            # Both pickers take any value, and the handlers check it (`index_of`): after a new photo their
+            # choices change while the page may still send the old value, which Gradio's own check would refuse.
+            gt_pick = gr.Dropdown([], label="IoU heat map of ground truth", scale=1, min_width=200,
+                                  allow_custom_value=True)
             heat = gr.Image(label="IoU with every default box, per feature map", interactive=False, format="png",
                             show_label=False, scale=5, elem_id="match-heatmap")
         with gr.Row():
             with gr.Column(scale=2):
-                pos_pick = gr.Dropdown([], label="One positive: its encoded offsets")
+                pos_pick = gr.Dropdown([], label="One positive: its encoded offsets", allow_custom_value=True)
                 offsets_text = gr.Markdown()
             with gr.Column(scale=2):
                 offsets_image = gr.Image(label="Default box, ground truth, decode(encode(g))", interactive=False,

@@ -1,7 +1,10 @@
 """The Default boxes tab: the 4 or 6 default boxes of any cell of any source feature map, at true scale, for
-SSD300 or SSD512, on an example photo or one's own. It needs no model."""
+SSD300 or SSD512, on an example photo or one's own. It needs no network; with a model, its layout is offered under
+the model's own config, whose source layers name the feature maps as the other tabs do."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import gradio as gr
 from PIL import Image
@@ -20,9 +23,9 @@ from visualize.priors import (
     summary_formula,
 )
 
+from .configs import CONFIG_LABEL, CONFIGS, config_choices, own_label
 from .inputs import from_jpeg, read_upload, served, to_jpeg
 
-CONFIGS = {"SSD300": ssd.SSD300_VOC, "SSD512": ssd.SSD512_VOC}
 SHAPE_CHOICES = shape_choices(ssd.SSD512_VOC)  # both configs have every shape
 INTRO = ("Every cell of every source feature map carries 4 or 6 *default boxes*, centred on the cell: ratio 1 at "
          "scale sₖ, an extra ratio-1 box at s′ₖ = √(sₖ·sₖ₊₁), and ratios 2, ½ (and 3, ⅓). Click the picture to "
@@ -45,8 +48,11 @@ def load_upload(value):
     return to_jpeg(image), gr.Dropdown(value=None)
 
 
-def priors_view(config_name, layer, row, col, shapes, grid, photo, upload=None):
-    cfg = CONFIGS[config_name]
+def priors_view(config_name, layer, row, col, shapes, grid, photo, upload=None, configs=CONFIGS):
+    """The picture, the cell's boxes, the per-layer summary and the caption. The events pass the controls' values
+    unchecked (`preprocess=False`): after a switch to a smaller feature map the row and column may still be those
+    of the larger one for a moment, and are clamped here, where Gradio's own check would refuse them."""
+    cfg = configs[config_name]
     layer = min(int(layer), len(cfg.feature_maps) - 1)  # the layer list may lag a switch from SSD512 to SSD300
     f = cfg.feature_maps[layer]
     row, col = min(int(row), f - 1), min(int(col), f - 1)
@@ -71,38 +77,49 @@ def cell_slider(f: int) -> gr.Slider:
     return gr.Slider(minimum=0, maximum=f - 1, value=f // 2, interactive=True)
 
 
-def on_config(config_name, layer):
-    cfg = CONFIGS[config_name]
+def on_config(config_name, layer, configs=CONFIGS):
+    cfg = configs[config_name]
     layer = min(int(layer), len(cfg.feature_maps) - 1)
     choices = [(label, k) for k, label in enumerate(feature_map_choices(cfg))]
     f = cfg.feature_maps[layer]
     return gr.Dropdown(choices=choices, value=layer), cell_slider(f), cell_slider(f)
 
 
-def on_layer(config_name, layer):
-    f = CONFIGS[config_name].feature_maps[int(layer)]
+def on_layer(config_name, layer, configs=CONFIGS):
+    cfg = configs[config_name]
+    f = cfg.feature_maps[min(int(layer), len(cfg.feature_maps) - 1)]
     return cell_slider(f), cell_slider(f)
 
 
-def on_priors_click(config_name, layer, evt: gr.SelectData):
+def on_priors_click(config_name, layer, evt: gr.SelectData, configs=CONFIGS):
     x, y = evt.index[0], evt.index[1]
     if y >= CANVAS_SIZE:  # the legend below the picture is not part of the grid
         return gr.skip(), gr.skip()
-    row, col = cell_at(CONFIGS[config_name], int(layer), x, y, CANVAS_SIZE, CANVAS_SIZE)
+    cfg = configs[config_name]
+    row, col = cell_at(cfg, min(int(layer), len(cfg.feature_maps) - 1), x, y, CANVAS_SIZE, CANVAS_SIZE)
     return row, col
 
 
-def build():
-    """The tab's widgets and events (inside a gr.Blocks). Returns (inputs, outputs) of the first drawing, for
-    the page's load event."""
+def build(model_config: ssd.SSDConfig | None = None):
+    """The tab's widgets and events (inside a gr.Blocks); `model_config`: the served model's config, if any.
+    Returns (inputs, outputs) of the first drawing, for the page's load event."""
+    configs = config_choices(model_config)
+    first = own_label(configs, model_config) if model_config in configs.values() else "SSD300"
+    bound = {name: partial(fn, configs=configs) for name, fn in
+             (("view", priors_view), ("config", on_config), ("layer", on_layer))}
+
+    def click(config_name, layer, evt: gr.SelectData):  # Gradio finds the event data by this annotation
+        return on_priors_click(config_name, layer, evt, configs)
+
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            config = gr.Radio(list(CONFIGS), value="SSD300", label="Model")
-            layer = gr.Dropdown([(c, k) for k, c in enumerate(feature_map_choices(ssd.SSD300_VOC))], value=1,
-                                label="Feature map")
-            row = gr.Slider(0, 18, value=7, step=1, label="Cell row i")
-            col = gr.Slider(0, 18, value=9, step=1, label="Cell column j")
+            config = gr.Radio(list(configs), value=first, label=CONFIG_LABEL, elem_id="priors-config")
+            layer = gr.Dropdown([(c, k) for k, c in enumerate(feature_map_choices(configs[first]))], value=1,
+                                label="Feature map", elem_id="priors-layer")
+            f = configs[first].feature_maps[1]
+            row = gr.Slider(0, f - 1, value=min(7, f - 1), step=1, label="Cell row i")
+            col = gr.Slider(0, f - 1, value=min(9, f - 1), step=1, label="Cell column j")
             shapes = gr.CheckboxGroup(SHAPE_CHOICES, value=[v for _, v in SHAPE_CHOICES], label="Aspect ratios")
             grid = gr.Checkbox(value=True, label="Show the grid of cell centres")
             photo = gr.Dropdown(example_names(), value="astronaut", label="Photo")
@@ -114,19 +131,21 @@ def build():
         with gr.Column(scale=3):
             image = gr.Image(label="Default boxes of one cell (click to choose a cell)", interactive=False,
                              elem_id="priors-output", format="jpeg")
-            caption = gr.Markdown()
-    summary = gr.Dataframe(headers=layer_summary(ssd.SSD300_VOC)[0], interactive=False,
+            caption = gr.Markdown(elem_id="priors-caption")
+    summary = gr.Dataframe(headers=layer_summary(configs[first])[0], interactive=False,
                            label="Default boxes per source layer", elem_id="priors-summary")
     inputs = [config, layer, row, col, shapes, grid, photo, uploaded]
     outputs = [image, cell, summary, caption]
-    config.input(on_config, [config, layer], [layer, row, col], api_visibility="private")
-    layer.input(on_layer, [config, layer], [row, col], api_visibility="private")
+    # Every handler clamps the layer, row and column itself (priors_view), so none lets Gradio check them first.
+    raw = dict(api_visibility="private", preprocess=False)
+    config.input(bound["config"], [config, layer], [layer, row, col], **raw)
+    layer.input(bound["layer"], [config, layer], [row, col], **raw)
     for control in inputs[:-1]:
-        control.change(priors_view, inputs, outputs, api_visibility="private", show_progress="hidden",
-                       trigger_mode="always_last", concurrency_limit=4, concurrency_id="pictures")
-    upload.upload(load_upload, [upload], [uploaded, photo], preprocess=False, api_visibility="private").then(
-        priors_view, inputs, outputs, api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
+        control.change(bound["view"], inputs, outputs, show_progress="hidden", trigger_mode="always_last",
+                       concurrency_limit=4, concurrency_id="pictures", **raw)
+    upload.upload(load_upload, [upload], [uploaded, photo], **raw).then(
+        bound["view"], inputs, outputs, concurrency_limit=4, concurrency_id="pictures", **raw)
     photo.input(lambda: gr.Image(value=None), None, [upload], api_visibility="private")
     upload.clear(lambda: (None, "astronaut"), None, [uploaded, photo], api_visibility="private")
-    image.select(on_priors_click, [config, layer], [row, col], api_visibility="private")
-    return inputs, outputs
+    image.select(click, [config, layer], [row, col], **raw)
+    return bound["view"], inputs, outputs
