@@ -164,3 +164,15 @@ def test_default_boxes_on_an_uploaded_photo():
     with pytest.raises(gr.Error, match="is not an image"):
         priors_tab.load_upload(str(bad))
     assert priors_tab.load_upload(None) == (gr.skip(), gr.skip())
+
+
+def test_pictures_with_drawn_labels_carry_no_badge_over_their_corner(model):
+    """Gradio's label badge sits over a picture's top-left corner, where a box's label ("cat 0.61", "GT 1: cat")
+    is drawn for an object near the edge: those pictures have their title above them instead."""
+    import gradio as gr
+
+    import app
+
+    images = {b.elem_id: b for b in app.build_demo(model).blocks.values() if isinstance(b, gr.Image)}
+    for elem_id in ("detect-output", "live-output", "match-output", "priors-output"):
+        assert images[elem_id].show_label is False and images[elem_id].label, elem_id

@@ -16,8 +16,13 @@ from visualize.examples import write_examples
 
 from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg
 from .model import NO_MODEL, DemoModel, DemoModels
+from .pictures import drawn_picture
 from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, LIVE_STREAMS, STATE_TTL_S
 
+INTRO = ("One forward pass scores every default box: four offsets that move and resize it, and a confidence per "
+         "class. Boxes above the score threshold are decoded with the variances, non-maximum suppression keeps the "
+         "best of each class where boxes overlap by more than the NMS IoU, and the top-k remain. The table names the "
+         "default box each detection came from.")
 TABLE_HEADERS = ["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map", "default box"]
 
 
@@ -186,6 +191,7 @@ class DetectTab:
         cfg, model = self.model.config, self.model
         chosen = [choice] if choice is not None else []
         example_paths = write_examples(examples_dir)
+        gr.Markdown(INTRO)
         if model.detector is None:
             gr.Markdown(f"⚠️ {NO_MODEL}", elem_id="no-model")
         with gr.Row():
@@ -201,7 +207,7 @@ class DetectTab:
                                       label="Only these classes", info="empty: all classes")
                 run = gr.Button("Detect", variant="primary")
             with gr.Column(scale=3):
-                image_out = gr.Image(label="Detections", interactive=False, elem_id="detect-output", format="jpeg")
+                image_out = drawn_picture("Detections", elem_id="detect-output", format="jpeg")
                 summary = gr.Markdown(elem_id="detect-summary")
         table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="detect-table", label="Detections",
                              wrap=True)
@@ -214,7 +220,7 @@ class DetectTab:
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
                                   elem_id="live-input", height=320)
-                live_out = gr.Image(label="Live detections", interactive=False, format="jpeg", elem_id="live-output",
+                live_out = drawn_picture("Live detections", format="jpeg", elem_id="live-output",
                                     height=320)
             live_summary = gr.Markdown(elem_id="live-summary")
         state = gr.State(None, time_to_live=STATE_TTL_S)

@@ -31,6 +31,7 @@ from .configs import CONFIG_LABEL, config_choices, own_label
 from .detect_tab import Controls
 from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .model import NO_MODEL, DemoModel, DemoModels
+from .pictures import drawn_picture
 from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
 
 GT_HEADERS = ["class", "x1", "y1", "x2", "y2"]
@@ -300,7 +301,7 @@ class MatchingTab:
                 show_neg = gr.Checkbox(value=False, label=f"Show the {cfg.neg_pos_ratio}:1 hard negatives (one "
                                                           "forward pass of the model)")
             with gr.Column(scale=3):
-                image = gr.Image(label="Matched default boxes (click two corners to add a box)", interactive=False,
+                image = drawn_picture("Matched default boxes (click two corners to add a box)",
                                  elem_id="match-output", format="jpeg")
                 message = gr.Markdown(elem_id="match-message")
                 table = gr.Dataframe(headers=list(POSITIVES_HEADERS), interactive=False,
@@ -317,7 +318,7 @@ class MatchingTab:
                 pos_pick = gr.Dropdown([], label="One positive: its encoded offsets", allow_custom_value=True)
                 offsets_text = gr.Markdown()
             with gr.Column(scale=2):
-                offsets_image = gr.Image(label="Default box, ground truth, decode(encode(g))", interactive=False,
+                offsets_image = drawn_picture("Default box, ground truth, decode(encode(g))",
                                          format="jpeg")
         refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note, config, *chosen]
         self.photo_inputs = (state, gt_table)

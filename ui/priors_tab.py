@@ -25,6 +25,7 @@ from visualize.priors import (
 
 from .configs import CONFIG_LABEL, CONFIGS, config_choices, own_label
 from .inputs import from_jpeg, read_upload, served, to_jpeg
+from .pictures import drawn_picture
 
 SHAPE_CHOICES = shape_choices(ssd.SSD512_VOC)  # both configs have every shape
 INTRO = ("Every cell of every source feature map carries 4 or 6 *default boxes*, centred on the cell: ratio 1 at "
@@ -129,7 +130,7 @@ def build(model_config: ssd.SSDConfig | None = None):
             cell = gr.Dataframe(headers=["shape", "w (px)", "h (px)", "cx (px)", "cy (px)", "#"], interactive=False,
                                 label="This cell's default boxes")
         with gr.Column(scale=3):
-            image = gr.Image(label="Default boxes of one cell (click to choose a cell)", interactive=False,
+            image = drawn_picture("Default boxes of one cell (click to choose a cell)",
                              elem_id="priors-output", format="jpeg")
             caption = gr.Markdown(elem_id="priors-caption")
     summary = gr.Dataframe(headers=layer_summary(configs[first])[0], interactive=False,
