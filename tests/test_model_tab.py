@@ -209,3 +209,32 @@ def test_the_shipped_report_measured_the_shipped_weights_and_agrees_with_their_c
     assert SHIPPED_REPORT.stat().st_size < 200_000 and log_path(SHIPPED).stat().st_size < 100_000
     # The training log's last row is the card's last step.
     assert files.log[-1]["step"] == str(files.card["steps"])
+
+
+def test_the_shipped_files_name_one_threshold_and_paths_a_user_has():
+    """The Model tab says the card's default threshold once (0.36), not beside the report's best-F1 point in
+    another rounding (0.38 beside 0.39 once); the commands the card and the report record name the VOC data as a
+    user who unpacked it has it (VOCdevkit/VOC2007), not as the machine that made them."""
+    import re
+
+    from ui.model import DemoModel
+
+    tab = ModelTab(DemoModel.load(SHIPPED, backend="torch"))
+    card = tab.files.card
+    text = card_markdown(card, SHIPPED) + tab.errors_markdown(0)
+    figures = {float(x) for x in re.findall(r"threshold[^0-9]{0,40}(0\.\d+)", text)}
+    assert figures == {card["score_threshold"]}, figures
+    card["score_threshold"] = 0.38  # a best-F1 point of 0.389, rounded down for the card
+    assert "0.38" in tab.fp_threshold_text(0.389) and "0.39" not in tab.fp_threshold_text(0.389)
+    assert tab.fp_threshold_text(0.45) == "0.45 (the best-F1 threshold)"  # a card that chose another threshold
+    for command in (card["command"], tab.files.report["command"]):
+        assert "VOCdevkit/VOC2007" in command and ".." not in command and "shared" not in command
+
+
+def test_recorded_commands_show_voc_paths_from_their_vocdevkit_folder():
+    from train.cli import shown_command
+
+    line = shown_command("python -m train.evaluate", ["--data-root", "../shared/data/VOCdevkit/VOC2007",
+                                                      "--report", "runs/my report.json", "--pack", "/data/x.pack"])
+    assert line == "python -m train.evaluate --data-root VOCdevkit/VOC2007 --report 'runs/my report.json' " \
+                   "--pack /data/x.pack"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from dataclasses import fields
 
 from ssd import PRESETS
+from train.cli import shown_command
 from train.engine import Recipe, RunError, Trainer
 
 
@@ -120,7 +120,7 @@ def main(argv=None):
               f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     state = trainer.train()
     # The card records how the weights were made (run the same command again to resume or re-export).
-    command = "python -m train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = shown_command("python -m train", sys.argv[1:] if argv is None else list(argv))
     if trainer.is_main:
         # Every segment exports weights (a time-budgeted segment must leave usable weights behind);
         # the full val evaluation runs once training is complete.

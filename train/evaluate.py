@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ssd.backends import BACKENDS
+from train.cli import shown_command
 from train.coco_eval import COCO_STAT_NAMES, evaluate_coco
 from train.eval_inputs import image_detections
 from train.eval_report import build_report, report_path, sha256, write_report
@@ -159,7 +160,6 @@ def _load(args):
 
 def write_evaluation_report(args, argv, dataset, detector, result: VOCResult) -> Path:
     """`--report`: the evaluation report (train.eval_report) beside the weights, or at the path given."""
-    import shlex
 
     import torch
 
@@ -175,7 +175,7 @@ def write_evaluation_report(args, argv, dataset, detector, result: VOCResult) ->
         result, dataset.classes, dataset.ids[:n], sizes,
         weights=weights.name, weights_sha256=sha256(weights),
         data=str(args.pack or args.coco_ann or f"{Path(args.data_root).name} {args.image_set}"),
-        command="python -m train.evaluate " + " ".join(shlex.quote(w) for w in words),
+        command=shown_command("python -m train.evaluate", words),
         inference={"conf_threshold": cfg.conf_threshold, "nms_threshold": cfg.nms_threshold, "top_k": cfg.top_k},
         device=device)
     return write_report(args.report or report_path(weights), report)

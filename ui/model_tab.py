@@ -272,6 +272,15 @@ class ModelTab:
             out.append((picture, f"#{fp['rank']} {fp['image']}: {fp['class']} {fp['score']:.2f}, {error_kind(fp)}"))
         return out
 
+    def fp_threshold_text(self, threshold: float) -> str:
+        """The report's best-F1 threshold in the card's words: the card's default threshold is that point rounded
+        down, and one figure for one threshold reads better than two (0.38 beside 0.39)."""
+        card = (self.files.card if self.files else None) or {}
+        default = card.get("score_threshold")
+        if isinstance(default, int | float) and 0 <= threshold - default < 0.01:
+            return f"the default score threshold, {default} (the best-F1 point)"
+        return f"{threshold:.2f} (the best-F1 threshold)"
+
     def errors_markdown(self, drawn: int) -> str:
         """What the false positives are, how many of each kind above the default threshold, and where their
         photos come from. `drawn`: how many of the listed ones could be drawn on their photos."""
@@ -285,8 +294,8 @@ class ModelTab:
             kinds = ", ".join(f"{k} {v} ({100 * v / n:.0f} %)" for k, v in fp["by_error"].items())
             confused = ", ".join(f"{k} {v}" for k, v in list(fp.get("confused_with", {}).items())[:4])
             parts.append(f"\n\nOn the {self.report.get('images', '?')} images of *{self.report.get('data', '?')}*, "
-                         f"**{n} false positives** score at least {fp['score_threshold']:.2f} (the best-F1 "
-                         f"threshold; {fp.get('true_positives_above_threshold', '?')} true positives do): {kinds}."
+                         f"**{n} false positives** score at least {self.fp_threshold_text(fp['score_threshold'])}"
+                         f" ({fp.get('true_positives_above_threshold', '?')} true positives do): {kinds}."
                          + (f" Confused most with: {confused}." if confused else ""))
         parts.append(f"\n\nThe {shown} highest-scoring false positives over all classes:")
         if drawn:
