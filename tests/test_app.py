@@ -592,3 +592,15 @@ def test_uploads_beyond_the_upload_folder_bound_remove_the_oldest_files(weights,
         assert sum(p.stat().st_size for p in files if p not in before) <= 2 * 2 ** 20  # 5.6 MB without the bound
         assert 1 <= len(uploads) < 8 and Path(last).exists()  # the newest is kept, the oldest went
         assert before <= set(files)  # the example photos stay
+
+
+def test_the_loss_and_augmentation_views_have_api_endpoints(client, files):
+    out = client.predict(handle_file(str(files / "photo.jpg")), [["dog", 20, 30, 200, 220], ["cat", 150, 10, 310, 120]],
+                         0.5, api_name="/loss")
+    assert out["N"] > 0 and len(out["hard_negatives"]) == out["neg_pos_ratio"] * out["N"]
+    assert out["L"] == pytest.approx((out["L_conf_sum"] + out["alpha"] * out["L_loc_sum"]) / out["N"])
+    assert sum(r["loc"] for r in out["positives"]) == pytest.approx(out["L_loc_sum"], rel=1e-5)
+    with pytest.raises(AppError, match="threshold must be a number"):
+        client.predict(handle_file(str(files / "photo.jpg")), [], "high", api_name="/loss")
+    gallery, message, table = client.predict("motorcycle", "SSD300", "0.3", False, 3, 7, api_name="/augment")
+    assert len(gallery) == 6 and "seed 7" in message

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -63,8 +64,12 @@ TRAINED = GIVEN_WEIGHTS is not None and GIVEN_WEIGHTS.exists()
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    weights = GIVEN_WEIGHTS if TRAINED else export_random_weights(tmp_path_factory.mktemp("weights"))
+def weights(tmp_path_factory):
+    return GIVEN_WEIGHTS if TRAINED else export_random_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def app_url(weights, tmp_path_factory):
     # SSD_VOC_ROOT="": the Model tab never draws VOC photos into a screenshot (they must not be committed).
     with running_app(weights, tmp_path_factory.mktemp("app") / "app.log", SSD_VOC_ROOT="") as url:
         yield url
@@ -80,13 +85,16 @@ def page(browser, app_url):
     context.close()
 
 
-def save_screenshot(page, name: str, until: str) -> Path:
-    """A small PNG: the page at 1280 px wide, down to the bottom of element `until`, reduced to 256 colours."""
-    bottom = page.evaluate("(id) => { const r = document.getElementById(id).getBoundingClientRect(); "
-                           "return r.bottom + window.scrollY; }", until)
+def save_screenshot(page, name: str, until: str, since: str | None = None) -> Path:
+    """A small PNG: the page at 1280 px wide, down to the bottom of element `until` (from the top of element
+    `since`, else of the page), reduced to 256 colours."""
+    edge = "(args) => { const r = document.getElementById(args[0]).getBoundingClientRect(); " \
+           "return (args[1] ? r.top : r.bottom) + window.scrollY; }"
+    bottom = page.evaluate(edge, [until, False])
+    top = page.evaluate(edge, [since, True]) - 16 if since else 0
     png = page.screenshot(full_page=True)
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    image = image.crop((0, 0, image.width, min(image.height, int(bottom) + 16)))
+    image = image.crop((0, max(0, int(top)), image.width, min(image.height, int(bottom) + 16)))
     if image.width > 1280:
         image = image.resize((1280, round(image.height * 1280 / image.width)), Image.LANCZOS)
     small = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
@@ -109,7 +117,24 @@ def wait_for_text(page, elem_id: str, text: str):
         "([id, t]) => (document.getElementById(id)?.innerText || '').includes(t)", arg=[elem_id, text])
 
 
-def test_upload_detect_and_screenshot_every_tab(page, tmp_path):
+def library_loss(weights, example: str) -> float:
+    """L of eq. (1) for an example photo with its ground truth, computed by the library (visualize.loss) on the
+    picture as the Matching tab keeps it."""
+    import ssd
+    from ui.matching_tab import MatchState
+    from visualize.examples import example_annotations, example_image
+    from visualize.loss import loss_terms
+    from visualize.matching import match_ground_truth, parse_ground_truth
+
+    detector = ssd.Detector.load(weights, backend="torch")
+    state = MatchState.of(example_image(example), example)
+    rows = [[label, *box] for label, box in example_annotations(example)]
+    gt, _ = parse_ground_truth(rows, detector.class_names, state.width, state.height)
+    m = match_ground_truth(detector.config, gt, detector.class_names)
+    return loss_terms(detector.config, detector.predict(state.display), m, detector.class_names).total
+
+
+def test_upload_detect_and_screenshot_every_tab(page, weights, tmp_path):
     from visualize.examples import example_image
 
     photo = tmp_path / "astronaut.jpg"
@@ -146,6 +171,15 @@ def test_upload_detect_and_screenshot_every_tab(page, tmp_path):
     wait_for_text(page, "match-message", "positives for")
     wait_for_image(page, "match-heatmap")
     paths.append(save_screenshot(page, "matching", until="match-heatmap"))
+
+    # The MultiBox loss of the example's forward pass: the page's L is the library's, for the same photo (as the
+    # tab keeps it), ground truth and weights.
+    page.locator("#match-loss-button").click()
+    wait_for_text(page, "match-loss", "L = (L_conf")
+    shown = float(re.search(r"= (\d+\.\d+)\s*$", page.locator("#match-loss").inner_text().splitlines()[0]).group(1))
+    assert shown == pytest.approx(library_loss(weights, "motorcycle"), rel=2e-3, abs=2e-4)
+    wait_for_text(page, "match-loss-negatives", "background")
+    paths.append(save_screenshot(page, "loss", until="match-loss-negatives", since="match-loss-button"))
 
     # Augmentation: drawn when the tab is shown; six steps, each with its matched default boxes.
     page.get_by_role("tab", name="Augmentation").click()
@@ -205,21 +239,25 @@ def test_live_webcam_view_streams_frames_through_the_detector(browser, app_url):
         context.close()
 
 
-def test_a_smaller_feature_map_and_an_upload_after_an_example_need_no_error(browser, app_url, tmp_path):
+def test_a_smaller_feature_map_and_an_upload_after_an_example_need_no_error(browser, app_url, weights, tmp_path):
     """Two defects a new user met: choosing a smaller feature map while a cell beyond its size was selected
     ("Value 7 is greater than maximum value 2"), and uploading one's own photo in Matching after an example
     ("Value: 0 is not in the list of choices: []", after which the picture could no longer be clicked)."""
+    import ssd
     from visualize.examples import example_image
+    from visualize.priors import feature_map_choices
 
+    cfg = ssd.Detector.load(weights, backend="torch").config  # the tab names the served model's layers
+    labels, names = feature_map_choices(cfg), cfg.source_layers
     context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
     try:
         page = context.new_page()
         page.set_default_timeout(60_000)
         page.goto(app_url, wait_until="domcontentloaded")
         page.get_by_role("tab", name="Default boxes").click()
-        wait_for_text(page, "priors-caption", "Cell (7, 9) of fc7")
-        for layer, cell in (("conv10_2 · 3×3", "Cell (1, 1) of conv10_2"), ("conv4_3 · 38×38", "of conv4_3"),
-                            ("conv11_2 · 1×1", "Cell (0, 0) of conv11_2")):
+        wait_for_text(page, "priors-caption", f"Cell (7, 9) of {names[1]}")  # 19×19
+        for layer, cell in ((labels[4], f"Cell (1, 1) of {names[4]}"), (labels[0], f"of {names[0]}"),
+                            (labels[5], f"Cell (0, 0) of {names[5]}")):  # 3×3, 38×38, 1×1
             page.locator("#priors-layer input").click()
             page.get_by_role("option", name=layer).click()
             wait_for_text(page, "priors-caption", cell)

@@ -136,6 +136,9 @@ class AugmentTab:
         kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
         for control in inputs[:6]:
             control.change(self.render, inputs, outputs, trigger_mode="always_last", show_progress="hidden", **kw)
+        # API (`/augment`): the same steps for an example photo, by name (the Matching tab's photo is the page's).
+        gr.Button(visible=False).click(self.render, inputs[:6], outputs, api_name="augment", concurrency_limit=4,
+                                       concurrency_id="pictures")
         expand_random.change(lambda r: gr.Slider(interactive=not r), [expand_random], [expand],
                              api_visibility="private")
         reroll.click(lambda: random.randint(0, MAX_SEED), None, [seed], api_visibility="private")

@@ -126,22 +126,24 @@ def check_pixels(width: int, height: int, what: str):
                        f"accepts up to {MAX_PIXELS / 1e6:.0f} megapixels. Please resize it first.")
 
 
+def check_number(name: str, value, low: float, high: float) -> float:
+    """`value` as a float in [low, high], or a gr.Error that names it (API users can send anything)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.") from None
+    if not (math.isfinite(v) and low <= v <= high):
+        raise gr.Error(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.")
+    return v
+
+
 def check_parameters(score_threshold, nms_threshold, top_k, classes, class_names, max_top_k: int
                      ) -> tuple[float, float, int, list[str]]:
     """The detection parameters as numbers and class names, or a gr.Error that names the bad value (API users
     can send anything)."""
-    def number(name, value, low, high):
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.") from None
-        if not (math.isfinite(v) and low <= v <= high):
-            raise gr.Error(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.")
-        return v
-
-    score = number("score_threshold", score_threshold, 0, 1)
-    nms = number("nms_threshold", nms_threshold, 0, 1)
-    k = number("top_k", top_k, 1, max_top_k)
+    score = check_number("score_threshold", score_threshold, 0, 1)
+    nms = check_number("nms_threshold", nms_threshold, 0, 1)
+    k = check_number("top_k", top_k, 1, max_top_k)
     if k != int(k):
         raise gr.Error(f"top_k must be a whole number from 1 to {max_top_k}, got {top_k!r}.")
     if classes is None or classes == "":

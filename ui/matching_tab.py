@@ -14,6 +14,7 @@ from PIL import Image
 import ssd
 from visualize.draw import draw_marker, fit
 from visualize.examples import example_annotations, example_image, example_names
+from visualize.loss import NEGATIVE_HEADERS, POSITIVE_HEADERS, loss_markdown, loss_terms, negative_table, positive_table
 from visualize.matching import (
     POSITIVES_HEADERS,
     draw_matches,
@@ -29,7 +30,7 @@ from visualize.matching import (
 
 from .configs import CONFIG_LABEL, config_choices, own_label
 from .detect_tab import Controls
-from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
+from .inputs import check_number, check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .model import NO_MODEL, DemoModel, DemoModels
 from .pictures import drawn_picture
 from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
@@ -270,6 +271,36 @@ class MatchingTab:
         return rows, (f"Using {whose} {len(rows)} detection{'s' * (len(rows) != 1)} ({where}) as ground "
                       "truth.")
 
+    def loss_view(self, state, rows, threshold, config=None, model=None):
+        """Eq. (1) for this photo, its ground truth and the chosen model's forward pass: (the sum worked through,
+        the positives' terms, the hard negatives by their loss)."""
+        if state is None:
+            return "Pick an image first.", None, None
+        chosen, cfg = self.models.get(model), self.config_for(config, model)
+        if chosen.detector is None:
+            return f"⚠️ {NO_MODEL}", None, None
+        if cfg != chosen.config:
+            return self.no_negatives_note(cfg, model), None, None
+        gt, problems = self.ground_truth(state, rows, model)
+        m = match_ground_truth(cfg, gt, chosen.class_names, threshold)
+        terms = loss_terms(cfg, chosen.predict(state.display), m, chosen.class_names)
+        notes = [f"⚠️ {p}" for p in problems]
+        return "\n\n".join([*notes, loss_markdown(terms)]), positive_table(terms), negative_table(terms)
+
+    def loss_api(self, image, rows, threshold=None, model=None) -> dict:
+        """API (`/loss`): the MultiBox loss of the model's forward pass on `image` against ground-truth `rows`
+        (class, x1, y1, x2, y2 in the photo's pixels) at the IoU `threshold` (default: the config's), every term
+        listed (`visualize.loss.LossTerms.as_dict`)."""
+        chosen = self.models.get(model)
+        cfg = chosen.config
+        picture = read_upload(image)
+        threshold = cfg.match_threshold if threshold is None else check_number("threshold", threshold, 0.05, 0.95)
+        gt, problems = parse_ground_truth(rows or [], chosen.class_names, picture.width, picture.height,
+                                          max_rows=MAX_GT_ROWS)
+        m = match_ground_truth(cfg, gt, chosen.class_names, threshold)
+        terms = loss_terms(cfg, chosen.predict(picture), m, chosen.class_names)
+        return {**terms.as_dict(), "iou_threshold": threshold, "ground_truth_problems": problems}
+
     def build(self, detect: Controls, choice: gr.components.Component | None = None):
         """The tab's widgets and events (inside a gr.Blocks). `choice`: the page's model choice (its value a name
         of `self.models`), or None for the default model only. Returns the events the page's load event chains:
@@ -320,6 +351,16 @@ class MatchingTab:
             with gr.Column(scale=2):
                 offsets_image = drawn_picture("Default box, ground truth, decode(encode(g))",
                                          format="jpeg")
+        with gr.Row():
+            loss_button = gr.Button("The MultiBox loss of this forward pass, term by term (eq. 1)", scale=0,
+                                    min_width=360, elem_id="match-loss-button")
+        loss_text = gr.Markdown(elem_id="match-loss")
+        loss_pos = gr.Dataframe(headers=POSITIVE_HEADERS, interactive=False, max_height=320,
+                                label="Positives, highest loss first: smooth-L1 of each offset, and cross-entropy",
+                                elem_id="match-loss-positives")
+        loss_neg = gr.Dataframe(headers=NEGATIVE_HEADERS, interactive=False, max_height=320,
+                                label="Hard negatives, highest loss first", elem_id="match-loss-negatives")
+        loss_data = gr.JSON(visible=False)
         refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note, config, *chosen]
         self.photo_inputs = (state, gt_table)
         refresh_out = [image, message, table, gt_pick, heat, pos_pick, offsets_text, offsets_image, state, note]
@@ -342,6 +383,13 @@ class MatchingTab:
         gt_pick.input(self.heatmap_only, [state, gt_table, threshold, gt_pick, config, *chosen], [heat], **kw)
         pos_pick.input(self.offsets_only, [state, gt_table, threshold, pos_pick, config, *chosen],
                        [offsets_text, offsets_image], **kw)
+        loss_button.click(self.loss_view, [state, gt_table, threshold, config, *chosen],
+                          [loss_text, loss_pos, loss_neg], **kw)
+        # The API takes its rows as plain JSON (a list of [class, x1, y1, x2, y2]), not as the table's payload.
+        api_rows = gr.JSON(visible=False)
+        gr.Button(visible=False).click(self.loss_api, [upload, api_rows, threshold, *chosen], [loss_data],
+                                       api_name="loss", preprocess=False, concurrency_limit=4,
+                                       concurrency_id="pictures")
         if choice is not None and self.models.switchable:
             # Another model: its own config marked, its forward pass for the hard negatives.
             choice.change(self.on_model, [choice, config], [config], **kw).then(self.refresh, refresh_in,
