@@ -77,7 +77,7 @@ def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
                 (load_in, load_out), (refresh_in, refresh_out) = matching.build(controls, choice)
             with gr.Tab("Augmentation", id="augmentation") as augment_tab:  # drawn when shown (six pictures)
                 augment = AugmentTab(models.default)  # needs no network: the default model's config and classes
-                augment_in, augment_out = augment.build(matching)
+                augment_in, augment_out = augment.build(matching.photo_inputs)
             augment_tab.select(augment.render, augment_in, augment_out, api_visibility="private",
                                concurrency_limit=4, concurrency_id="pictures")
             with gr.Tab("Model", id="model"):

@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from .config import SSDConfig
-from .export import INPUT, OUTPUTS
-from .graph import InferenceGraph
+from .graph import INPUT, OUTPUTS, InferenceGraph
 
 BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
 

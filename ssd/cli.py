@@ -1,4 +1,4 @@
-"""Command line: detect objects in images.
+"""The library's command lines: detect objects in images, and export the network to ONNX.
 
     python -m ssd IMAGE_OR_DIR [IMAGE_OR_DIR ...] [--weights P] [--score S] [--nms IOU] [--top-k K]
                   [--json] [--device cpu|cuda] [--backend torch|torch-bf16|onnxruntime|auto]
@@ -7,6 +7,8 @@
 Directories expand to the image files directly inside them. Without --json, one readable line per detection;
 with --json, a JSON list of {image, width, height, detections}. Problems (missing weights, unreadable images)
 are reported on stderr and make the exit status non-zero.
+
+    python -m ssd.export --out model.onnx | --cache [--weights W]     (export_main; see ssd.export)
 
 Drawing pictures is not the library's job: `main` takes the function that draws (the application edge,
 detect.py, passes visualize's), and only then is there an --out DIR for annotated copies.
@@ -180,3 +182,48 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
     if args.json:
         print(json.dumps(results, indent=2))
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    """`python -m ssd.export`: the graph as an ONNX file, or into the export cache (ssd/export/__init__.py)."""
+    from . import export
+
+    p = argparse.ArgumentParser(prog="python -m ssd.export", description=export.__doc__.split("\n\n")[0])
+    p.add_argument("--weights", type=Path, default=None, help="weights (.safetensors with its .json card beside it); "
+                   "default: the shipped demo weights")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="the .onnx file to write")
+    where.add_argument("--cache", action="store_true",
+                       help="write it into the export cache, where Detector.load() and the app look first")
+    args = p.parse_args(argv)
+    import torch
+
+    from .backends import onnxruntime_available
+    from .detector import DEFAULT_WEIGHTS, Detector
+
+    try:
+        detector = Detector.load(args.weights, device="cpu", backend="torch")
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.cache:
+        weights = args.weights or DEFAULT_WEIGHTS
+        path = export.cached_export(weights, detector.model, detector.config, detector.class_names, detector.card)
+        if not isinstance(path, Path):
+            print(f"error: the cache {export.cache_dir()} is not writable (SSD_CACHE_DIR chooses another)",
+                  file=sys.stderr)
+            return 1
+    else:
+        path = export.export_onnx(detector, args.out)
+    cfg = detector.config
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {cfg.name}, {cfg.num_default_boxes} default boxes, "
+          f"{cfg.num_classes} classes, score threshold {detector.score_threshold:g}")
+    if onnxruntime_available():
+        exported = Detector.load(path)
+        images = torch.randint(0, 256, (2, cfg.image_size, cfg.image_size, 3), dtype=torch.uint8).numpy()
+        ours, theirs = detector.backend(images), exported.backend(images)
+        diff = [float((a - b).abs().max()) for a, b in zip(ours, theirs)]
+        print(f"onnxruntime vs PyTorch on 2 random images: max |diff| boxes {diff[0]:.1e}, scores {diff[1]:.1e}")
+    else:
+        print("onnxruntime is not installed: the export was not checked (pip install onnxruntime)")
+    return 0

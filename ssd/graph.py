@@ -12,6 +12,9 @@ from .config import SSDConfig
 from .image import normalise
 from .priors import prior_layout
 
+# The graph's input and outputs by name, as the ONNX export writes them and onnxruntime reads them.
+INPUT, OUTPUTS = "images", ("boxes", "scores")
+
 
 class InferenceGraph(nn.Module):
     """images uint8 (B, S, S, 3) RGB, already resized to the network size S ->

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import ssd
-from train.transforms import SSDAugmentation, augment
+from ssd.augment import SSDAugmentation, augment
 from visualize.augment import (
     augmentation_steps,
     draw_step,

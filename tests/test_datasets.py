@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.shapes import COCO_CATEGORY_IDS, TRUTH_FILE, make_shapes_coco, make_shapes_voc
 from train.datasets import COCODataset, DatasetError, DetectionDataset, VOCDataset, collate
-from train.transforms import Resize
+from ssd.augment import Resize
 
 
 @pytest.fixture(scope="module")

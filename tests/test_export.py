@@ -14,6 +14,7 @@ import ssd
 import ssd.backends
 import ssd.export
 from ssd import Detector
+from ssd.cli import export_main
 from visualize.examples import EXAMPLES, example_image
 
 SMALL_VGG = ssd.SSD300_VOC.replace(width=0.125, batch_norm=True)
@@ -177,7 +178,7 @@ def test_an_onnx_file_that_is_not_an_ssd_export_is_refused(tmp_path):
 
 def test_command_line_export(tmp_path, capsys):
     out = tmp_path / "model.onnx"
-    assert ssd.export.main(["--out", str(out)]) == 0
+    assert export_main(["--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert out.exists() and "SSD300_LITE0_VOC" in printed and "max |diff|" in printed
     diffs = [float(v.split(",")[0]) for v in printed.split("boxes ")[1].split("scores ")]

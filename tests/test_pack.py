@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tests.shapes import make_shapes_coco, make_shapes_voc
 from train.datasets import COCODataset, DatasetError, DetectionDataset, Sample, VOCDataset, collate
 from train.pack import PackDataset, build_pack, main
-from train.transforms import Resize
+from ssd.augment import Resize
 
 MAX_SIDE = 120
 

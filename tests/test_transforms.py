@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from train.datasets import DetectionDataset, Sample, collate
-from train.transforms import CROP_CHOICES, Resize, SSDAugmentation, augment, color_matrix
+from ssd.augment import CROP_CHOICES, Resize, SSDAugmentation, augment, color_matrix
 
 
 def _only(aug: SSDAugmentation, *, photometric=0.0, expand=0.0, crop_modes=(None,), flip=0.0):
@@ -362,7 +362,7 @@ def test_augment_same_seed_same_pictures():
 
 # ------------------------------------------------------------------------------- unchanged for fixed seeds
 # Reference outputs of the training transform, computed from the code as it was before the augmentation view
-# shared its steps (train.transforms.augment). For fixed seeds, every output must stay bit for bit the same:
+# shared its steps (ssd.augment.augment). For fixed seeds, every output must stay bit for bit the same:
 # boxes and labels exactly, the image by its SHA-256 when running the Pillow version recorded in the file (the
 # resampling is Pillow's).
 # Rewrite only when a change to the augmentation is intended: python -m tests.test_transforms --write-reference

@@ -101,7 +101,7 @@ def load_sources(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
-    from train.transforms import SSDAugmentation
+    from ssd.augment import SSDAugmentation
 
     preset = PRESETS[args.config]
     if preset.backbone != "vgg16" and (args.batch_norm or args.width != 1.0):

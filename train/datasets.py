@@ -329,7 +329,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     """Any source with `load(i)` + a transform -> (image uint8 [3,S,S], boxes float32 [M,4] in [0,1] xyxy,
     labels int64 [M]).
 
-    `transform(image, boxes, labels)` is `train.transforms.SSDAugmentation` or `Resize`. Mean/std
+    `transform(image, boxes, labels)` is `ssd.augment.SSDAugmentation` or `Resize`. Mean/std
     normalisation is not done here: uint8 images travel to the device (4x less to copy) and the engine
     normalises them there. `difficult` flags are not passed on: train on a source with keep_difficult=False.
     """

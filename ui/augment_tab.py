@@ -1,6 +1,6 @@
 """The Augmentation tab: one training photo through SSD's data augmentation, step by step (photometric
 distortion, zoom out, min-IoU crop, flip, resize), with the default boxes its ground truth matches after each step.
-The steps are training's own code (`train.transforms.augment`, through `visualize.augment`). It needs no model."""
+The steps are training's own code (`ssd.augment.augment`, through `visualize.augment`). It needs no model."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from visualize.matching import GroundTruth, parse_ground_truth
 
 from .configs import CONFIG_LABEL, config_choices, own_label
 from .inputs import served
-from .matching_tab import MatchingTab
+from .links import PhotoInputs
 from .model import DemoModel
 from .settings import MAX_GT_ROWS
 
 FROM_MATCHING = "the Matching tab's photo and ground truth"
-# The crop's minimum IoU, as the dropdown shows it -> train.transforms.augment's min_iou.
+# The crop's minimum IoU, as the dropdown shows it -> ssd.augment.augment's min_iou.
 MIN_IOU = {
     "random, as in training": "random",
     "no crop (the whole picture)": None,
@@ -49,7 +49,7 @@ In the paper's Table 2 it is worth **+8.8 mAP** (65.5 → 74.3 on VOC2007 test).
 4. **horizontal flip** (p = ½), then 5. the **resize** to the network's square input.
 
 After each step: the ground truth (white) and the default boxes it matches at IoU ≥ 0.5 (the Matching tab's
-matching), coloured by source layer. This runs `train.transforms`, the code training runs: with the crop and the
+matching), coloured by source layer. This runs `ssd.augment`, the code training runs: with the crop and the
 zoom-out left random, the last picture is exactly a training input. Same seed, same pictures."""
 
 
@@ -101,11 +101,11 @@ class AugmentTab:
         notes.append(f"**{cfg.name}**, seed {seed}:\n\n" + steps_markdown(cfg, steps, matches))
         return pictures, "\n\n".join(notes), positives_by_step(cfg, steps, matches)[1]
 
-    def build(self, matching: MatchingTab | None = None):
-        """The tab's widgets and events (inside a gr.Blocks). `matching`: the built Matching tab, whose photo and
-        ground truth can be used here. Returns (inputs, outputs) of `render`, for the event that shows the tab."""
+    def build(self, matching: PhotoInputs | None = None):
+        """The tab's widgets and events (inside a gr.Blocks). `matching`: the Matching tab's photo and ground
+        truth, if they can be used here. Returns (inputs, outputs) of `render`, for the event that shows the tab."""
         gr.Markdown(INTRO)
-        from_matching = matching is not None and matching.photo_inputs is not None
+        from_matching = matching is not None
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 photo = gr.Dropdown(example_names() + [FROM_MATCHING] * from_matching, value="motorcycle",
@@ -131,7 +131,7 @@ class AugmentTab:
         message = gr.Markdown(elem_id="augment-message")
         inputs = [photo, config, min_iou, expand_random, expand, seed]
         if from_matching:
-            inputs += list(matching.photo_inputs)
+            inputs += [matching.state, matching.table]
         outputs = [gallery, message, table]
         kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
         for control in inputs[:6]:

@@ -15,6 +15,7 @@ from visualize.draw import draw_detections, fit
 from visualize.examples import write_examples
 
 from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg
+from .links import Controls
 from .model import NO_MODEL, DemoModel, DemoModels
 from .pictures import drawn_picture
 from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, LIVE_STREAMS, STATE_TTL_S
@@ -46,14 +47,6 @@ class DetectState:
 
     def display(self) -> Image.Image:
         return from_jpeg(self.jpeg)
-
-
-@dataclass
-class Controls:
-    """The Detect tab's widgets other tabs read (Matching's "use current detections")."""
-
-    score: gr.Slider
-    nms: gr.Slider
 
 
 class DetectTab:

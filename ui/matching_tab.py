@@ -29,8 +29,8 @@ from visualize.matching import (
 )
 
 from .configs import CONFIG_LABEL, config_choices, own_label
-from .detect_tab import Controls
 from .inputs import check_number, check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
+from .links import Controls, PhotoInputs
 from .model import NO_MODEL, DemoModel, DemoModels
 from .pictures import drawn_picture
 from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
@@ -76,7 +76,7 @@ class MatchState:
 class MatchingTab:
     def __init__(self, models: DemoModel | DemoModels):
         self.models = DemoModels.of(models)
-        self.photo_inputs = None  # (photo state, ground-truth table) once built, for the Augmentation tab
+        self.photo_inputs: PhotoInputs | None = None  # once built, for the Augmentation tab
 
     @property
     def model(self) -> DemoModel:
@@ -362,7 +362,7 @@ class MatchingTab:
                                 label="Hard negatives, highest loss first", elem_id="match-loss-negatives")
         loss_data = gr.JSON(visible=False)
         refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note, config, *chosen]
-        self.photo_inputs = (state, gt_table)
+        self.photo_inputs = PhotoInputs(state, gt_table)
         refresh_out = [image, message, table, gt_pick, heat, pos_pick, offsets_text, offsets_image, state, note]
         load_out = [state, gt_table, pending, upload, draw_class]
         kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")

@@ -1,7 +1,7 @@
 """SSD's data augmentation (paper §2.2 "Data augmentation", §3.6 "zoom out") one step at a time, with the
 default boxes that match the ground truth after each step.
 
-The steps come from training's own code (`train.transforms.augment`; the only import of `train` outside it, see
+The steps come from training's own code (`ssd.augment.augment`; the only import of `train` outside it, see
 docs/architecture.md). After each step, the picture as it is would be warped to the network's square input, so
 its boxes are matched to the default boxes in coordinates normalised to that picture, exactly as the Matching
 view does for a photo: after a zoom-out the objects are small and match the fine layers (conv4_3), after a crop
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import ssd
-from train.transforms import CROP_CHOICES, AugmentStep, augment
+from ssd.augment import CROP_CHOICES, AugmentStep, augment
 
 from .draw import font, stack_vertical
 from .matching import GroundTruth, count_per_layer, draw_matches, match_ground_truth
@@ -29,7 +29,7 @@ STEP_SIDE = 480  # each step's picture is shown with this longer side
 
 def augmentation_steps(image: Image.Image, gt: GroundTruth, cfg: ssd.SSDConfig, class_names: Sequence[str], *,
                        seed: int, min_iou="random", expand_ratio: float | None = None) -> list[AugmentStep]:
-    """`train.transforms.augment` for a photo and its ground truth, at `cfg`'s input size and with its mean
+    """`ssd.augment.augment` for a photo and its ground truth, at `cfg`'s input size and with its mean
     colour (what training this config fills the zoomed-out canvas with). Labels are 1-based class ids."""
     if (image.width, image.height) != (gt.width, gt.height):
         raise ValueError(f"the ground truth is for a {gt.width}×{gt.height} image, the photo is "

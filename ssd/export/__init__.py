@@ -14,13 +14,11 @@ numbers mean: config name, classes, recommended score threshold, NMS IoU and top
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import SSDConfig
-from .graph import InferenceGraph
+from ..config import SSDConfig
+from ..graph import INPUT, OUTPUTS, InferenceGraph
 
-INPUT, OUTPUTS = "images", ("boxes", "scores")
 OPSET = 18
 # Part of the cache key: bump when the exported graph changes for the same weights.
 GRAPH_VERSION = "1"
@@ -111,7 +108,7 @@ def export_cache_path(weights: Path, card: dict) -> Path:
 
 def is_cached(weights) -> bool:
     """Whether the export of a weights file (with its model card beside it) is in the cache already."""
-    from .weights_files import CARD_SUFFIX, beside
+    from ..weights_files import CARD_SUFFIX, beside
 
     card = beside(weights, CARD_SUFFIX)
     try:
@@ -139,46 +136,3 @@ def cached_export(weights: Path, network: nn.Module, cfg: SSDConfig, class_names
         return path
     except OSError:
         return data
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ssd.export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", type=Path, default=None, help="weights (.safetensors with its .json card beside it); "
-                   "default: the shipped demo weights")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", type=Path, help="the .onnx file to write")
-    where.add_argument("--cache", action="store_true",
-                       help="write it into the export cache, where Detector.load() and the app look first")
-    args = p.parse_args(argv)
-    from .backends import onnxruntime_available
-    from .detector import DEFAULT_WEIGHTS, Detector
-
-    try:
-        detector = Detector.load(args.weights, device="cpu", backend="torch")
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if args.cache:
-        weights = args.weights or DEFAULT_WEIGHTS
-        path = cached_export(weights, detector.model, detector.config, detector.class_names, detector.card)
-        if not isinstance(path, Path):
-            print(f"error: the cache {cache_dir()} is not writable (SSD_CACHE_DIR chooses another)", file=sys.stderr)
-            return 1
-    else:
-        path = export_onnx(detector, args.out)
-    cfg = detector.config
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {cfg.name}, {cfg.num_default_boxes} default boxes, "
-          f"{cfg.num_classes} classes, score threshold {detector.score_threshold:g}")
-    if onnxruntime_available():
-        exported = Detector.load(path)
-        images = torch.randint(0, 256, (2, cfg.image_size, cfg.image_size, 3), dtype=torch.uint8).numpy()
-        ours, theirs = detector.backend(images), exported.backend(images)
-        diff = [float((a - b).abs().max()) for a, b in zip(ours, theirs)]
-        print(f"onnxruntime vs PyTorch on 2 random images: max |diff| boxes {diff[0]:.1e}, scores {diff[1]:.1e}")
-    else:
-        print("onnxruntime is not installed: the export was not checked (pip install onnxruntime)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
