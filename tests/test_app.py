@@ -604,3 +604,23 @@ def test_the_loss_and_augmentation_views_have_api_endpoints(client, files):
         client.predict(handle_file(str(files / "photo.jpg")), [], "high", api_name="/loss")
     gallery, message, table = client.predict("motorcycle", "SSD300", "0.3", False, 3, 7, api_name="/augment")
     assert len(gallery) == 6 and "seed 7" in message
+
+
+def test_nms_step_by_step_reproduces_the_detections(client, files):
+    """The /nms trace of a class keeps what /detect detects of it (the top-k cut aside)."""
+    *_, data, _ = detect(client, files / "photo.jpg", 0.2, 0.45, top_k=200)
+    label = data["detections"][0]["label"]
+    out = client.predict(handle_file(str(files / "photo.jpg")), label, 0.2, 0.45, api_name="/nms")
+    kept = [c["box"] for c in out["candidates"] if c["kept"]]
+    detected = [d["box"] for d in data["detections"] if d["label"] == label]
+    # Every detection of the class is a kept candidate (within a pixel: the two calls may run on the two
+    # backends, PyTorch before the background export is ready, onnxruntime after).
+    assert out["kept"] == len(kept) >= len(detected) > 0
+    for box in detected:
+        assert any(max(abs(a - b) for a, b in zip(box, k)) < 1.0 for k in kept), box
+    if data["detections_after_nms"] < 200:  # nothing fell to the top-k cut over all classes
+        assert len(detected) == len(kept)
+    for c in out["candidates"]:
+        assert c["kept"] or (out["candidates"][c["by"] - 1]["kept"] and c["iou"] > 0.45)
+    with pytest.raises(AppError, match="Unknown classes"):
+        client.predict(handle_file(str(files / "photo.jpg")), "unicorn", 0.2, 0.45, api_name="/nms")

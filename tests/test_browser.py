@@ -160,6 +160,16 @@ def test_upload_detect_and_screenshot_every_tab(page, weights, tmp_path):
         wait_for_text(page, "detect-summary", f"above score {float(value):.2f}")
     wait_for_image(page, "detect-output")
     paths = [save_screenshot(page, "detect", until="detect-table")]
+    # NMS step by step for the best detection's class: the kept candidates include every detection of it.
+    shown = int(page.locator("#detect-summary").inner_text().split()[0])
+    page.get_by_text("NMS step by step, for one class").click()
+    wait_for_text(page, "nms-summary", f"Of the {shown} detections shown")
+    text = page.locator("#nms-summary").inner_text()
+    kept = int(re.search(r"→ (\d+) kept", text).group(1))
+    among = int(re.search(r"over all classes\), (\d+) are", text).group(1))
+    assert kept >= among >= (1 if shown else 0)
+    wait_for_text(page, "nms-table", "kept")
+    paths.append(save_screenshot(page, "nms", until="nms-table", since="nms"))
 
     page.get_by_role("tab", name="Default boxes").click()
     wait_for_image(page, "priors-output")

@@ -13,6 +13,7 @@ from PIL import Image
 import ssd
 from visualize.draw import draw_detections, fit
 from visualize.examples import write_examples
+from visualize.nms import NMS_HEADERS, nms_summary, nms_table, nms_trace, pixels
 
 from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg
 from .links import Controls
@@ -116,6 +117,43 @@ class DetectTab:
                    + (f" · model: **{self.models.titles[name]}**" if self.models.switchable else ""))
         return served(picture), rows, data, summary
 
+    def nms_view(self, state, class_name, score_threshold, nms_threshold, top_k, classes):
+        """NMS step by step for one class of the cached outputs: (summary, table, the class chosen). No class
+        chosen yet: the best detection's, else the class with the best candidate."""
+        if state is None:
+            return "Detect on a photo first.", None, gr.skip()
+        model = self.models.get(self.models.name(state.model))
+        score_threshold, nms_threshold, top_k, wanted = self.parameters(score_threshold, nms_threshold, top_k,
+                                                                        classes, model)
+        dets = model.require().postprocess(state.raw, score_threshold, nms_threshold, top_k,
+                                           classes=wanted or None)
+        names = list(model.class_names)
+        if class_name not in names:
+            best = int(state.raw.scores[0, :, 1:].float().max(0).values.argmax())
+            class_name = dets[0].label if dets else names[best]
+        label = names.index(class_name) + 1
+        trace = nms_trace(state.raw, label, score_threshold, nms_threshold)
+        detected = {d.prior_index for d in dets if d.label == class_name}
+        return (nms_summary(trace, class_name, score_threshold, nms_threshold) + f" Of the {len(dets)} "
+                f"detections shown (top-k {top_k} over all classes), {len(detected)} are {class_name}.",
+                nms_table(trace, state.raw.width, state.raw.height, detected), gr.update(value=class_name))
+
+    def nms_api(self, image, class_name, score_threshold=None, nms_threshold=None, model=None) -> dict:
+        """API (`/nms`): every candidate of `class_name` above the score threshold in score order, with what NMS
+        did to it (kept, or suppressed by which rank at which IoU); boxes in the photo's pixels."""
+        chosen = self.models.get(model)
+        score_threshold, nms_threshold, _, named = self.parameters(score_threshold, nms_threshold, None, class_name,
+                                                                   chosen)
+        if len(named) != 1:
+            raise gr.Error(f"Name one class: this model detects {', '.join(chosen.class_names)}.")
+        class_name = named[0]
+        raw = chosen.predict(read_upload(image))
+        trace = nms_trace(raw, list(chosen.class_names).index(class_name) + 1, score_threshold, nms_threshold)
+        return {"class": class_name, "score_threshold": score_threshold, "nms_threshold": nms_threshold,
+                "candidates": [{**vars(c), "box": pixels(c.box, raw.width, raw.height),
+                                **self.where(c.prior, chosen.config)} for c in trace],
+                "kept": sum(c.kept for c in trace)}
+
     def detect_with_state(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None,
                           model=None):
         """The page's Detect: run the network of `model` (a name of `self.models`; None: the default), draw, and
@@ -216,18 +254,32 @@ class DetectTab:
                 live_out = drawn_picture("Live detections", format="jpeg", elem_id="live-output",
                                     height=320)
             live_summary = gr.Markdown(elem_id="live-summary")
+        with gr.Accordion("NMS step by step, for one class", open=False, elem_id="nms"):
+            with gr.Row():
+                nms_class = gr.Dropdown(list(model.class_names), value=None, label="Class", scale=1,
+                                        allow_custom_value=True, elem_id="nms-class")
+                nms_text = gr.Markdown(elem_id="nms-summary")
+            nms_rows = gr.Dataframe(headers=NMS_HEADERS, interactive=False, max_height=360, elem_id="nms-table",
+                                    label="Candidates of the class, best score first")
         state = gr.State(None, time_to_live=STATE_TTL_S)
         inputs = [image_in, score, nms, top_k, classes, *chosen]
         outputs = [image_out, table, data_out, summary, state]
         # preprocess=False: the handlers decode uploads themselves (ui.inputs.upload_source).
+        nms_in, nms_out = [state, nms_class, score, nms, top_k, classes], [nms_text, nms_rows, nms_class]
+        nms_kw = dict(api_visibility="private", show_progress="hidden", trigger_mode="always_last",
+                      concurrency_limit=8, concurrency_id="postprocess")
         run.click(self.detect_with_state, inputs, outputs, api_visibility="private", concurrency_id="network",
-                  preprocess=False)
+                  preprocess=False).then(self.nms_view, nms_in, nms_out, **nms_kw)
+        gr.Button(visible=False).click(self.nms_api, [image_in, nms_class, score, nms, *chosen],
+                                       [gr.JSON(visible=False)], api_name="nms", concurrency_id="network",
+                                       preprocess=False)
         # The API's /detect: the same, but it keeps no state for the session (scripts open a new session per
         # call, and each would otherwise hold its state until it expired).
         gr.Button(visible=False).click(self.detect, inputs, outputs[:4], api_name="detect",
                                        concurrency_id="network", preprocess=False)
         image_in.change(self.detect_on_change, inputs, outputs, api_visibility="private", concurrency_id="network",
-                        trigger_mode="always_last", preprocess=False)
+                        trigger_mode="always_last", preprocess=False).then(self.nms_view, nms_in, nms_out, **nms_kw)
+        nms_class.input(self.nms_view, nms_in, nms_out, **nms_kw)
         # A stream holds its event's slot for its whole time limit, so streams have a group of their own: a frame
         # takes the network (DemoModels' semaphore) only for its forward pass, and single detections keep the
         # "network" group's slots. preprocess=False: frames are read under the upload limits (read_upload).
@@ -239,6 +291,7 @@ class DetectTab:
             control.change(self.rerender, [state, score, nms, top_k, classes], outputs[:4],
                            api_visibility="private", show_progress="hidden", trigger_mode="always_last",
                            concurrency_limit=8, concurrency_id="postprocess")
+            control.change(self.nms_view, nms_in, nms_out, **nms_kw)
         if choice is not None and self.models.switchable:
             choice.change(self.on_model, [image_in, nms, top_k, classes, choice], [*outputs, score],
                           api_visibility="private", concurrency_id="network", trigger_mode="always_last",
