@@ -624,3 +624,15 @@ def test_nms_step_by_step_reproduces_the_detections(client, files):
         assert c["kept"] or (out["candidates"][c["by"] - 1]["kept"] and c["iou"] > 0.45)
     with pytest.raises(AppError, match="Unknown classes"):
         client.predict(handle_file(str(files / "photo.jpg")), "unicorn", 0.2, 0.45, api_name="/nms")
+
+
+def test_a_detections_journey_decodes_back_to_its_box(client, files):
+    *_, data, _ = detect(client, files / "photo.jpg", 0.3, 0.45)
+    first = data["detections"][0]
+    j = client.predict(handle_file(str(files / "photo.jpg")), 1, 0.3, 0.45, api_name="/journey")
+    assert j["default_box"]["index"] == first["prior_index"] and j["class"] == first["label"]
+    w, h = data["image"]["width"], data["image"]["height"]
+    decoded = [min(max(v, 0), 1) * s for v, s in zip(j["decoded_xyxy"], (w, h, w, h))]
+    assert decoded == pytest.approx(first["box"], abs=1.0)  # within a pixel (PyTorch or onnxruntime, rounding)
+    with pytest.raises(AppError, match="no detection #999"):
+        client.predict(handle_file(str(files / "photo.jpg")), 999, 0.3, 0.45, api_name="/journey")

@@ -160,8 +160,19 @@ def test_upload_detect_and_screenshot_every_tab(page, weights, tmp_path):
         wait_for_text(page, "detect-summary", f"above score {float(value):.2f}")
     wait_for_image(page, "detect-output")
     paths = [save_screenshot(page, "detect", until="detect-table")]
-    # NMS step by step for the best detection's class: the kept candidates include every detection of it.
+    # A detection's journey: click the table's first row; its decoded box is the row's box.
     shown = int(page.locator("#detect-summary").inner_text().split()[0])
+    if shown:
+        cells = page.locator("#detect-table .cell-wrap span.text")
+        texts = cells.all_inner_texts()
+        k = next(i for i, t in enumerate(texts) if re.fullmatch(r"\d+, \d+, \d+, \d+", t.strip()))
+        first_box = texts[k].strip()  # the first row's box cell (Gradio draws the rows as divs)
+        cells.nth(k).click()
+        wait_for_text(page, "journey-text", "Default box d = #")
+        assert f"box = ({first_box}) px" in page.locator("#journey-text").inner_text()
+        wait_for_image(page, "journey-output")
+        paths.append(save_screenshot(page, "journey", until="journey", since="journey"))
+    # NMS step by step for the best detection's class: the kept candidates include every detection of it.
     page.get_by_text("NMS step by step, for one class").click()
     wait_for_text(page, "nms-summary", f"Of the {shown} detections shown")
     text = page.locator("#nms-summary").inner_text()

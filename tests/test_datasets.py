@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ssd.augment import Resize
 from tests.shapes import COCO_CATEGORY_IDS, TRUTH_FILE, make_shapes_coco, make_shapes_voc
 from train.datasets import COCODataset, DatasetError, DetectionDataset, VOCDataset, collate
-from ssd.augment import Resize
 
 
 @pytest.fixture(scope="module")

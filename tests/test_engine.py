@@ -15,11 +15,11 @@ import torch
 import torch.multiprocessing as mp
 
 import ssd
+from ssd.augment import Resize, SSDAugmentation
 from tests.shapes import make_shapes_voc
 from train import engine
 from train.datasets import VOCDataset
 from train.engine import EpochSampler, Recipe, Trainer, compute_loss, global_positives, lr_factor, parameter_groups
-from ssd.augment import Resize, SSDAugmentation
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ssd.SSD300_VOC.replace(name="tiny", num_classes=3, batch_norm=True, width=0.125)

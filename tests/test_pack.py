@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ssd.augment import Resize
 from tests.shapes import make_shapes_coco, make_shapes_voc
 from train.datasets import COCODataset, DatasetError, DetectionDataset, Sample, VOCDataset, collate
 from train.pack import PackDataset, build_pack, main
-from ssd.augment import Resize
 
 MAX_SIDE = 120
 

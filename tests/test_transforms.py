@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from train.datasets import DetectionDataset, Sample, collate
 from ssd.augment import CROP_CHOICES, Resize, SSDAugmentation, augment, color_matrix
+from train.datasets import DetectionDataset, Sample, collate
 
 
 def _only(aug: SSDAugmentation, *, photometric=0.0, expand=0.0, crop_modes=(None,), flip=0.0):

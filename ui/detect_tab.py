@@ -13,6 +13,7 @@ from PIL import Image
 import ssd
 from visualize.draw import draw_detections, fit
 from visualize.examples import write_examples
+from visualize.journey import class_bars, draw_journey, journey, journey_markdown
 from visualize.nms import NMS_HEADERS, nms_summary, nms_table, nms_trace, pixels
 
 from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg
@@ -138,6 +139,44 @@ class DetectTab:
                 f"detections shown (top-k {top_k} over all classes), {len(detected)} are {class_name}.",
                 nms_table(trace, state.raw.width, state.raw.height, detected), gr.update(value=class_name))
 
+    def journey_of(self, model, raw, number: int, score_threshold, nms_threshold, top_k, classes):
+        """The journey of detection `number` (1 = the table's first row) of `raw`, or None if there is none."""
+        score_threshold, nms_threshold, top_k, wanted = self.parameters(score_threshold, nms_threshold, top_k,
+                                                                        classes, model)
+        dets = model.require().postprocess(raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
+        if not 1 <= number <= len(dets):
+            return None
+        d = dets[number - 1]
+        label = list(model.class_names).index(d.label) + 1
+        trace = nms_trace(raw, label, score_threshold, nms_threshold)
+        return journey(model.config, raw, d.prior_index, label, model.class_names, trace)
+
+    def journey_view(self, state, score_threshold, nms_threshold, top_k, classes, evt: gr.SelectData):
+        """A row of the table clicked: that detection's journey (text, picture, class scores)."""
+        if state is None or evt.index is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        model = self.models.get(self.models.name(state.model))
+        j = self.journey_of(model, state.raw, int(evt.index[0]) + 1, score_threshold, nms_threshold, top_k, classes)
+        if j is None:
+            return "That row is gone: the sliders moved. Click a row again.", None, None
+        return (f"**Detection #{int(evt.index[0]) + 1}: {j['class']}**\n\n"
+                + journey_markdown(j, state.raw.width, state.raw.height),
+                served(draw_journey(state.display(), j)), class_bars(j))
+
+    def journey_api(self, image, number, score_threshold=None, nms_threshold=None, model=None) -> dict:
+        """API (`/journey`): detection `number` (1 = the best) of `image`: its default box, predicted offsets,
+        their decoding with the variances, its class scores and what NMS did (`visualize.journey.journey`)."""
+        chosen = self.models.get(model)
+        try:
+            number = int(number)
+        except (TypeError, ValueError):
+            raise gr.Error("number must be a whole number (1 = the best detection).") from None
+        raw = chosen.predict(read_upload(image))
+        j = self.journey_of(chosen, raw, number, score_threshold, nms_threshold, None, None)
+        if j is None:
+            raise gr.Error(f"There is no detection #{number} at these thresholds.")
+        return j
+
     def nms_api(self, image, class_name, score_threshold=None, nms_threshold=None, model=None) -> dict:
         """API (`/nms`): every candidate of `class_name` above the score threshold in score order, with what NMS
         did to it (kept, or suppressed by which rank at which IoU); boxes in the photo's pixels."""
@@ -254,6 +293,17 @@ class DetectTab:
                 live_out = drawn_picture("Live detections", format="jpeg", elem_id="live-output",
                                     height=320)
             live_summary = gr.Markdown(elem_id="live-summary")
+        with gr.Accordion("A detection's journey: click a row of the table", open=True, elem_id="journey"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    journey_text = gr.Markdown("Click a detection in the table: its default box, the offsets the "
+                                               "network predicted, their decoding, its class scores and NMS.",
+                                               elem_id="journey-text")
+                    journey_bars = gr.Dataframe(headers=["class", "p", ""], interactive=False,
+                                                label="Its class scores (softmax)", elem_id="journey-scores")
+                with gr.Column(scale=2):
+                    journey_image = drawn_picture("Its default box and the candidates it suppressed",
+                                                  format="jpeg", elem_id="journey-output")
         with gr.Accordion("NMS step by step, for one class", open=False, elem_id="nms"):
             with gr.Row():
                 nms_class = gr.Dropdown(list(model.class_names), value=None, label="Class", scale=1,
@@ -280,6 +330,11 @@ class DetectTab:
         image_in.change(self.detect_on_change, inputs, outputs, api_visibility="private", concurrency_id="network",
                         trigger_mode="always_last", preprocess=False).then(self.nms_view, nms_in, nms_out, **nms_kw)
         nms_class.input(self.nms_view, nms_in, nms_out, **nms_kw)
+        table.select(self.journey_view, [state, score, nms, top_k, classes], [journey_text, journey_image,
+                                                                              journey_bars], **nms_kw)
+        gr.Button(visible=False).click(self.journey_api, [image_in, gr.Number(visible=False), score, nms, *chosen],
+                                       [gr.JSON(visible=False)], api_name="journey", concurrency_id="network",
+                                       preprocess=False)
         # A stream holds its event's slot for its whole time limit, so streams have a group of their own: a frame
         # takes the network (DemoModels' semaphore) only for its forward pass, and single detections keep the
         # "network" group's slots. preprocess=False: frames are read under the upload limits (read_upload).
