@@ -14,7 +14,7 @@ import sys
 from dataclasses import fields
 
 from ssd import PRESETS
-from train.cli import shown_command
+from train.cli import error_exit, shown_command
 from train.engine import Recipe, RunError, Trainer
 
 
@@ -146,8 +146,7 @@ def cli(argv=None) -> int:
     try:
         main(argv)
     except (DatasetError, UsageError, RunError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error_exit(e)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the engine saved the last completed step first
         print("stopped: the last completed step is saved; run the same command to resume", file=sys.stderr)
         return 130

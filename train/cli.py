@@ -1,9 +1,19 @@
-"""What the command-line tools share: the command a model card or an evaluation report records."""
+"""What the command-line tools share: how they report what a user can fix, and the command a model card or an
+evaluation report records."""
 
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import PurePath
+
+EXIT_USAGE = 2  # bad data, options, weights or run folder: the message says what to fix
+
+
+def error_exit(problem: Exception) -> int:
+    """One `error:` line on stderr instead of a traceback; returns the exit status."""
+    print(f"error: {problem}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def shown_command(prog: str, words: list[str]) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ssd.backends import BACKENDS
-from train.cli import shown_command
+from train.cli import error_exit, shown_command
 from train.coco_eval import COCO_STAT_NAMES, evaluate_coco
 from train.eval_inputs import image_detections
 from train.eval_report import build_report, report_path, sha256, write_report
@@ -186,8 +186,7 @@ def main(argv=None) -> int:
     try:
         dataset, detector = _load(args)
     except (FileNotFoundError, ValueError) as e:  # missing weights, malformed data (DatasetError): say which
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error_exit(e)
 
     detections, ground_truths, seconds = collect_detections(
         detector, dataset, args.limit, args.batch_size, progress=not args.no_progress)

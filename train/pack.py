@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from train.cli import error_exit
 from train.datasets import DatasetError, Sample, decode_image
 
 __all__ = ["PackDataset", "build_pack", "main"]
@@ -272,8 +273,7 @@ def cli(argv=None) -> int:
     try:
         main(argv)
     except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error_exit(e)
     return 0
 
 

@@ -119,9 +119,8 @@ class DemoModel:
         if card.get("base_weights"):
             base += ", ImageNet-pretrained"
         parts = [name, base]
-        if card.get("status"):  # e.g. the interim model: "superseded: kept as the from-scratch contrast …"
-            text = f"{card['status']} {card.get('note', '')}".lower()
-            tags = ["interim" if "interim" in text else str(card["status"]).split(":")[0].strip()]
+        if card.get("status"):  # "<tag>: <why>", e.g. the interim model's "interim: superseded by …"
+            tags = [str(card["status"]).split(":")[0].strip()]
             if not card.get("base_weights"):
                 tags.append("from scratch")
             parts.append(", ".join(tags))
