@@ -636,3 +636,24 @@ def test_a_detections_journey_decodes_back_to_its_box(client, files):
     assert decoded == pytest.approx(first["box"], abs=1.0)  # within a pixel (PyTorch or onnxruntime, rounding)
     with pytest.raises(AppError, match="no detection #999"):
         client.predict(handle_file(str(files / "photo.jpg")), 999, 0.3, 0.45, api_name="/journey")
+
+
+def test_a_png_whose_data_stops_early_is_refused_and_a_flat_one_is_not():
+    """Pillow fills a PNG's missing rows silently: a 1 KB file that declares 3000×3000 pixels and holds 10 rows
+    would decode to 27 MB. A genuinely flat picture of that size (which compresses as well) still passes."""
+    import gradio as gr
+
+    from ui.inputs import read_upload
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    d = received_dir("png")
+    rows = b"".join(b"\0" + bytes(3000 * 3) for _ in range(10))
+    header = struct.pack(">IIBBBBB", 3000, 3000, 8, 2, 0, 0, 0)
+    (d / "short.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                                  + chunk(b"IEND", b""))
+    with pytest.raises(gr.Error, match="its data stops early"):
+        read_upload(str(d / "short.png"))
+    Image.new("RGB", (3000, 3000), (250, 250, 250)).save(d / "flat.png")
+    assert read_upload(str(d / "flat.png")).size == (3000, 3000)

@@ -9,7 +9,9 @@ import binascii
 import io
 import math
 import os
+import struct
 import uuid
+import zlib
 from pathlib import Path
 
 import gradio as gr
@@ -101,6 +103,9 @@ def read_upload(value) -> Image.Image:
     try:
         with Image.open(source) as im:
             check_pixels(*im.size, f"'{name}'")
+            if im.format == "PNG" and im.width * im.height * 3 > SUSPICIOUS_RATIO * size and png_data_is_short(source):
+                raise gr.Error(f"'{name}' declares {im.width}×{im.height} pixels but its data stops early: the "
+                               "file is truncated or crafted. Upload the whole photo.")
             im.load()
             image = to_rgb(im)
     except gr.Error:
@@ -117,6 +122,49 @@ def read_upload(value) -> Image.Image:
     except MemoryError as e:
         raise gr.Error(f"'{name}' needs more memory to decode than this demo has.") from e
     return image
+
+
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+SUSPICIOUS_RATIO = 50  # declared pixel bytes per file byte beyond which a PNG's data is counted
+
+
+def png_data_is_short(source) -> bool:
+    """True if a (non-interlaced) PNG's compressed pixel data ends before its declared rows do. Pillow fills the
+    missing rows silently, so a 2 KB file that declares 6000×6000 pixels would decode to 100 MB. The data is
+    inflated in bounded pieces and counted, never kept."""
+    opened = open(source, "rb") if isinstance(source, str) else source
+    try:
+        opened.seek(0)
+        if opened.read(8) != b"\x89PNG\r\n\x1a\n":
+            return False
+        inflate, produced, expected = zlib.decompressobj(), 0, None
+        while True:
+            head = opened.read(8)
+            if len(head) < 8:
+                break
+            length, kind = struct.unpack(">I4s", head)
+            body = opened.read(length)
+            opened.read(4)  # CRC
+            if kind == b"IHDR" and len(body) >= 13:
+                width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body[:13])
+                if interlace or colour not in PNG_CHANNELS:
+                    return False
+                expected = height * (1 + math.ceil(width * PNG_CHANNELS[colour] * depth / 8))
+            elif kind == b"IDAT" and expected is not None:
+                data = body
+                while data and produced < expected:
+                    produced += len(inflate.decompress(data, 1 << 20))
+                    data = inflate.unconsumed_tail
+            elif kind == b"IEND":
+                break
+        return expected is not None and produced < expected
+    except (OSError, zlib.error, struct.error):
+        return False  # Pillow's own decoding then says what is wrong
+    finally:
+        if opened is not source:
+            opened.close()
+        else:
+            source.seek(0)
 
 
 def check_pixels(width: int, height: int, what: str):
