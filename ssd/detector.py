@@ -258,8 +258,9 @@ class Detector:
 
     @torch.inference_mode()
     def detect_batch(self, images, score_threshold=None, nms_threshold=None, top_k=None, batch_size=16):
-        """detect() for many images, `batch_size` at a time. For evaluation, the score threshold defaults to the
-        config's (the paper's inference threshold), not the card's."""
+        """detect() for many images, `batch_size` at a time, with the same defaults (the card's score threshold,
+        the config's NMS IoU and top-k). Evaluation asks for the paper's inference threshold itself."""
+        score_threshold = self.score_threshold if score_threshold is None else score_threshold
         out = []
         for i in range(0, len(images), batch_size):
             chunk = [to_rgb(im) for im in images[i:i + batch_size]]

@@ -215,11 +215,14 @@ def test_the_model_cards_score_threshold_is_the_default(tmp_path):
     assert high == plain.detect(image, score_threshold=0.5, top_k=everything)
 
 
-def test_detect_batch_defaults_to_the_papers_inference_settings(detector):
-    # Evaluation runs detect_batch with no thresholds: the paper's 0.01, 0.45 and top 200 (§3), not the card's
-    # display threshold.
+def test_detect_batch_has_the_defaults_of_detect(detector):
+    # One owner of the defaults: the card's score threshold, the config's NMS IoU and top-k, for one image or many.
+    # (Evaluation asks for the paper's 0.01 itself: train.evaluate.collect_detections.)
     images = [Image.fromarray(rgb_noise(120, 90, seed=s)) for s in (4, 5)]
-    batch = detector.detect_batch(images)
+    for image, dets in zip(images, detector.detect_batch(images)):
+        want = detector.detect(image)
+        assert [(d.class_id, d.prior_index) for d in dets] == [(d.class_id, d.prior_index) for d in want]
+    batch = detector.detect_batch(images, score_threshold=0.01)
     for image, dets in zip(images, batch):
         want = detector.detect(image, score_threshold=0.01, nms_threshold=0.45, top_k=200)
         assert len(dets) == len(want) == 200

@@ -51,6 +51,8 @@ def collect_detections(detector, dataset, limit: int | None = None, batch_size: 
     decoded on `workers` threads while the current one runs through the network.
     """
     n = len(dataset) if limit is None else min(int(limit), len(dataset))
+    # mAP counts every detection down to the paper's inference threshold (0.01), not the card's display one.
+    paper_score = detector.config.conf_threshold if score_threshold is None else score_threshold
     names = getattr(detector, "class_names", None)
     table = _label_map(names, dataset.classes) if names is not None else None
     ground_truths = [tuple(dataset.annotation(i)[:3]) for i in range(n)]
@@ -71,7 +73,7 @@ def collect_detections(detector, dataset, limit: int | None = None, batch_size: 
         for s in starts:
             images = [f.result() for f in pending]
             pending = submit(s + chunk) if s + chunk < n else []
-            out = detector.detect_batch(images, score_threshold=score_threshold, nms_threshold=nms_threshold,
+            out = detector.detect_batch(images, score_threshold=paper_score, nms_threshold=nms_threshold,
                                         top_k=top_k, batch_size=chunk)
             for dets in out:
                 boxes, scores, labels = image_detections(dets, len(detections))

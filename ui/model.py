@@ -102,7 +102,7 @@ class DemoModel:
     @property
     def default_score(self) -> float:
         """The threshold the model card recommends, so a visitor sees real detections at once."""
-        return self.detector.score_threshold if self.detector else 0.5
+        return self.detector.score_threshold if self.detector else ssd.detector.FALLBACK_SCORE_THRESHOLD
 
     @property
     def title(self) -> str:
