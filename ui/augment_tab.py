@@ -122,7 +122,10 @@ class AugmentTab:
                                      elem_id="augment-seed", scale=2)
                     reroll = gr.Button("Another seed", scale=1)
             with gr.Column(scale=3):
+                # Titled above, not by Gradio's badge, which would cover the first step's title.
+                gr.Markdown("**Each step: ground truth (white) and matched default boxes**")
                 gallery = gr.Gallery(label="Each step: ground truth (white) and matched default boxes", columns=3,
+                                     show_label=False,
                                      format="jpeg", object_fit="contain", height="fit-content",
                                      elem_id="augment-gallery")
         table = gr.Dataframe(headers=["source layer", "feature map", *(f"{i} · {n}" for i, n in enumerate(STEP_NAMES))],

@@ -73,8 +73,10 @@ def draw_step(index: int, step: AugmentStep, cfg: ssd.SSDConfig, gt: GroundTruth
     image = Image.fromarray(step.image)
     s = side / max(image.size)
     display = image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), Image.BILINEAR)
-    picture = draw_matches(display, cfg, m, gt)
-    return stack_vertical(_title_strip(step_title(index, step, m), picture.width), picture)
+    # The page shows three steps side by side, each at about half its size: text twice as large stays readable.
+    text = max(13, round(side / 20))
+    picture = draw_matches(display, cfg, m, gt, legend_size=text)
+    return stack_vertical(_title_strip(step_title(index, step, m), picture.width, size=text), picture)
 
 
 def positives_by_step(cfg: ssd.SSDConfig, steps: Sequence[AugmentStep],

@@ -140,11 +140,12 @@ def draw_matches(
     *,
     negatives: torch.Tensor | None = None,
     show_positives: bool = True,
+    legend_size: int = 13,
 ) -> Image.Image:
     """Ground truth (white), matched positives coloured by source layer, each GT's forced best prior (thick,
-    dashed) and, if given, the hard negatives (N,) bool mask (thin, dashed, in a colour of their own).
+    dashed) and, if given, the hard negatives (N,) bool mask (a dot at each one's centre, in a colour of its own).
     `image` may be a resized copy of the one `gt` describes; boxes are scaled to it. A legend strip goes
-    underneath."""
+    underneath (`legend_size`: its text height in pixels, larger for pictures shown small)."""
     out = image.convert("RGB").copy()
     W, H = out.size
     sx, sy = W / gt.width, H / gt.height
@@ -153,10 +154,14 @@ def draw_matches(
     lw = line_width_for(out)
     items = []
     if negatives is not None:
+        # A dot at each hard negative's centre: their 3 per positive boxes, drawn whole, hid the picture. The
+        # Matching tab lists each with its box and loss.
         neg = negatives.reshape(-1).nonzero().flatten()
-        for box in _prior_pixels(cfg, neg, W, H):
-            draw_box(draw, box, NEGATIVE_COLOUR, max(1, lw // 2), dashed=True)
-        items.append((f"hard negatives ({len(neg)})", NEGATIVE_COLOUR))
+        r = max(3, lw + 2)
+        for x1, y1, x2, y2 in _prior_pixels(cfg, neg, W, H):
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=NEGATIVE_COLOUR, outline=(0, 0, 0))
+        items.append((f"hard negatives ({len(neg)}): their centres", NEGATIVE_COLOUR))
     pos = m.positives[0]
     if show_positives:
         # Coarse layers first, so the many small conv4_3 boxes stay visible on top.
@@ -171,16 +176,16 @@ def draw_matches(
     for i, (label, box) in enumerate(zip(gt.labels, gt.boxes)):
         x1, y1, x2, y2 = box
         draw_box(draw, (x1 * sx, y1 * sy, x2 * sx, y2 * sy), GT_COLOUR, lw + 1, f"GT {i}: {label}",
-                 max(11, round(min(W, H) / 40)))
+                 max(11, round(min(W, H) / 40), round(legend_size * 0.8)))
     forced = m.forced[0].nonzero().flatten()
     for index in forced.tolist():
         k = int(layout.layer[index])
         (box,) = _prior_pixels(cfg, [index], W, H)
         draw_box(draw, box, layer_colour(k), lw + 2, dashed=True)
     if len(forced):
-        items.append(("thick dashed, in its layer's colour: forced best prior", FORCED_SWATCH))
+        items.append(("thick dashed: forced best prior", FORCED_SWATCH))
     items.append(("GT (white)", GT_COLOUR))
-    return stack_vertical(out, legend_strip(items, W))
+    return stack_vertical(out, legend_strip(items, W, text_size=legend_size))
 
 
 def iou_with_priors(cfg: ssd.SSDConfig, box_xyxy: torch.Tensor) -> torch.Tensor:
