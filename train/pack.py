@@ -8,8 +8,8 @@ Each image is resized so that its longer side is `--max-side` pixels (never enla
 filtering, and re-encoded as baseline JPEG at `--quality`; its boxes are scaled by the same per-axis factors
 (new_width / width, new_height / height), so they stay on the same pixels. SSD300 warps every training
 crop to 300×300 anyway, so 300 loses little; the default quality 62 keeps PASCAL VOC07 trainval (4261
-images) at 44.1 MiB (65: 46.5 MiB; 90 would double it), small enough to travel to a remote GPU machine with
-a 64 MiB transfer limit, and the augmentation's colour jitter dwarfs the difference.
+images) at 44.1 MiB (65: 46.5 MiB; 90 would double it), small enough to travel with the code to a remote
+training machine whose transfers are bounded, and the augmentation's colour jitter dwarfs the difference.
 
 File format (little-endian):
 
