@@ -19,7 +19,7 @@ from visualize.examples import example_annotations, example_image, example_names
 from visualize.matching import GroundTruth, parse_ground_truth
 
 from .configs import CONFIG_LABEL, config_choices, own_label
-from .inputs import served
+from .inputs import Refused, served
 from .links import PhotoInputs
 from .model import DemoModel
 from .settings import MAX_GT_ROWS
@@ -64,7 +64,7 @@ class AugmentTab:
         names = self.model.class_names
         if photo == FROM_MATCHING:
             if match_state is None:
-                raise gr.Error("The Matching tab has no photo yet: open it and pick or upload one.")
+                raise Refused("The Matching tab has no photo yet: open it and pick or upload one.")
             gt, problems = parse_ground_truth(match_rows, names, match_state.width, match_state.height,
                                               max_rows=MAX_GT_ROWS)
             image, s = match_state.display, match_state.scale
@@ -82,12 +82,12 @@ class AugmentTab:
         """(gallery of the steps' pictures, notes and what each step drew, positives per layer and step)."""
         cfg = self.configs.get(config_name) or self.model.config
         if min_iou not in MIN_IOU:
-            raise gr.Error(f"Unknown crop choice {min_iou!r}; choose one of {list(MIN_IOU)}.")
+            raise Refused(f"Unknown crop choice {min_iou!r}; choose one of {list(MIN_IOU)}.")
         try:
             seed = min(max(int(seed), 0), MAX_SEED)
             ratio = None if expand_random else min(max(float(expand_ratio), 1.0), 4.0)
         except (TypeError, ValueError):
-            raise gr.Error("The seed and the zoom-out ratio must be numbers.") from None
+            raise Refused("The seed and the zoom-out ratio must be numbers.") from None
         image, gt, problems = self.source(photo, match_state, match_rows)
         names = self.model.class_names
         steps = augmentation_steps(image, gt, cfg, names, seed=seed, min_iou=MIN_IOU[min_iou], expand_ratio=ratio)

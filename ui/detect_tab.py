@@ -16,7 +16,7 @@ from visualize.examples import write_examples
 from visualize.journey import class_bars, draw_journey, journey, journey_markdown
 from visualize.nms import NMS_HEADERS, nms_summary, nms_table, nms_trace, pixels
 
-from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg
+from .inputs import Refused, check_parameters, from_jpeg, read_upload, served, to_jpeg
 from .links import Controls
 from .model import NO_MODEL, DemoModel, DemoModels
 from .pictures import drawn_picture
@@ -170,11 +170,11 @@ class DetectTab:
         try:
             number = int(number)
         except (TypeError, ValueError):
-            raise gr.Error("number must be a whole number (1 = the best detection).") from None
+            raise Refused("number must be a whole number (1 = the best detection).") from None
         raw = chosen.predict(read_upload(image))
         j = self.journey_of(chosen, raw, number, score_threshold, nms_threshold, None, None)
         if j is None:
-            raise gr.Error(f"There is no detection #{number} at these thresholds.")
+            raise Refused(f"There is no detection #{number} at these thresholds.")
         return j
 
     def nms_api(self, image, class_name, score_threshold=None, nms_threshold=None, model=None) -> dict:
@@ -184,7 +184,7 @@ class DetectTab:
         score_threshold, nms_threshold, _, named = self.parameters(score_threshold, nms_threshold, None, class_name,
                                                                    chosen)
         if len(named) != 1:
-            raise gr.Error(f"Name one class: this model detects {', '.join(chosen.class_names)}.")
+            raise Refused(f"Name one class: this model detects {', '.join(chosen.class_names)}.")
         class_name = named[0]
         raw = chosen.predict(read_upload(image))
         trace = nms_trace(raw, list(chosen.class_names).index(class_name) + 1, score_threshold, nms_threshold)

@@ -23,6 +23,16 @@ from ssd.image import to_rgb
 
 from .settings import MAX_FILE_BYTES, MAX_FILE_SIZE, MAX_PIXELS
 
+
+class Refused(gr.Error):
+    """A request the app refuses, with a message for the visitor. Gradio shows it as it shows any gr.Error but
+    logs no traceback for it: a refusal is an answer, not a fault (3000 refused requests wrote 6.4 MB of
+    tracebacks to the log)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, print_exception=False)
+
+
 # The one answer to a file path that Gradio did not receive, whether or not a file is there: a different message
 # for a missing file, a directory or a non-image would tell a visitor which paths exist on the server.
 NOT_RECEIVED = "The image was not received; please upload it again."
@@ -39,7 +49,7 @@ def received_path(path) -> str:
     except (TypeError, ValueError, OSError):  # not a path, a NUL byte, paths on different drives
         inside = False
     if not inside or not os.path.isfile(real):
-        raise gr.Error(NOT_RECEIVED)
+        raise Refused(NOT_RECEIVED)
     return real
 
 
@@ -67,13 +77,13 @@ def upload_source(value) -> tuple[str | io.BytesIO, str] | None:
         if isinstance(url, str) and url.startswith("data:"):
             payload = url.split(",", 1)[1] if "," in url else ""
             if len(payload) * 3 // 4 > MAX_FILE_BYTES:
-                raise gr.Error(f"The pasted image is larger than this demo's upload limit ({MAX_FILE_SIZE}).")
+                raise Refused(f"The pasted image is larger than this demo's upload limit ({MAX_FILE_SIZE}).")
             try:
                 data = base64.b64decode(payload, validate=False)
             except (ValueError, binascii.Error) as e:
-                raise gr.Error(f"The image data URL could not be decoded ({short(str(e))}).") from e
+                raise Refused(f"The image data URL could not be decoded ({short(str(e))}).") from e
             return io.BytesIO(data), "pasted image"
-    raise gr.Error(f"Expected an uploaded image file, got {type(value).__name__}.")
+    raise Refused(f"Expected an uploaded image file, got {type(value).__name__}.")
 
 
 def short(text: str, limit: int = 60) -> str:
@@ -92,19 +102,19 @@ def read_upload(value) -> Image.Image:
         return to_rgb(value)
     source = upload_source(value)
     if source is None:
-        raise gr.Error("No image: upload a photo (JPEG, PNG, WebP …) or pick an example.")
+        raise Refused("No image: upload a photo (JPEG, PNG, WebP …) or pick an example.")
     source, name = source
     if isinstance(source, str):
         size = os.path.getsize(source)
     else:
         size = source.getbuffer().nbytes
     if size == 0:
-        raise gr.Error(f"'{name}' is empty (0 bytes). Upload a photo (JPEG, PNG, WebP …).")
+        raise Refused(f"'{name}' is empty (0 bytes). Upload a photo (JPEG, PNG, WebP …).")
     try:
         with Image.open(source) as im:
             check_pixels(*im.size, f"'{name}'")
             if im.format == "PNG" and im.width * im.height * 3 > SUSPICIOUS_RATIO * size and png_data_is_short(source):
-                raise gr.Error(f"'{name}' declares {im.width}×{im.height} pixels but its data stops early: the "
+                raise Refused(f"'{name}' declares {im.width}×{im.height} pixels but its data stops early: the "
                                "file is truncated or crafted. Upload the whole photo.")
             im.load()
             image = to_rgb(im)
@@ -112,15 +122,15 @@ def read_upload(value) -> Image.Image:
         raise
     except Image.DecompressionBombError as e:
         limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
-        raise gr.Error(f"'{name}' declares an enormous image (over {limit:.0f} megapixels: a decompression bomb?); "
+        raise Refused(f"'{name}' declares an enormous image (over {limit:.0f} megapixels: a decompression bomb?); "
                        f"this demo accepts up to {MAX_PIXELS / 1e6:.0f} megapixels.") from e
     except UnidentifiedImageError as e:
-        raise gr.Error(f"'{name}' is not an image this demo can read. Upload a JPEG, PNG, WebP, BMP, GIF or TIFF "
+        raise Refused(f"'{name}' is not an image this demo can read. Upload a JPEG, PNG, WebP, BMP, GIF or TIFF "
                        "photo.") from e
     except (OSError, SyntaxError, ValueError, TypeError, EOFError) as e:
-        raise gr.Error(f"'{name}' could not be decoded — the file looks truncated or corrupt ({e}).") from e
+        raise Refused(f"'{name}' could not be decoded — the file looks truncated or corrupt ({e}).") from e
     except MemoryError as e:
-        raise gr.Error(f"'{name}' needs more memory to decode than this demo has.") from e
+        raise Refused(f"'{name}' needs more memory to decode than this demo has.") from e
     return image
 
 
@@ -170,7 +180,7 @@ def png_data_is_short(source) -> bool:
 def check_pixels(width: int, height: int, what: str):
     """Refuse an image over SSD_MAX_MEGAPIXELS before its pixels are decoded (or, for arrays, used)."""
     if width * height > MAX_PIXELS:
-        raise gr.Error(f"{what} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); this demo "
+        raise Refused(f"{what} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); this demo "
                        f"accepts up to {MAX_PIXELS / 1e6:.0f} megapixels. Please resize it first.")
 
 
@@ -179,9 +189,9 @@ def check_number(name: str, value, low: float, high: float) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.") from None
+        raise Refused(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.") from None
     if not (math.isfinite(v) and low <= v <= high):
-        raise gr.Error(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.")
+        raise Refused(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.")
     return v
 
 
@@ -193,18 +203,18 @@ def check_parameters(score_threshold, nms_threshold, top_k, classes, class_names
     nms = check_number("nms_threshold", nms_threshold, 0, 1)
     k = check_number("top_k", top_k, 1, max_top_k)
     if k != int(k):
-        raise gr.Error(f"top_k must be a whole number from 1 to {max_top_k}, got {top_k!r}.")
+        raise Refused(f"top_k must be a whole number from 1 to {max_top_k}, got {top_k!r}.")
     if classes is None or classes == "":
         classes = []
     elif isinstance(classes, str):
         classes = [classes]  # one class name, not its letters
     if not isinstance(classes, list | tuple) or not all(isinstance(c, str) for c in classes):
-        raise gr.Error(f"classes must be a list of class names, got {short(repr(classes))}.")
+        raise Refused(f"classes must be a list of class names, got {short(repr(classes))}.")
     if len(classes) > len(class_names):
-        raise gr.Error(f"classes: at most {len(class_names)} class names, got {len(classes)}.")
+        raise Refused(f"classes: at most {len(class_names)} class names, got {len(classes)}.")
     unknown = [c for c in classes if c not in class_names]
     if unknown:
-        raise gr.Error(f"Unknown classes {short(repr(unknown))}: this model detects {', '.join(class_names)}.")
+        raise Refused(f"Unknown classes {short(repr(unknown))}: this model detects {', '.join(class_names)}.")
     return score, nms, int(k), sorted(set(classes))
 
 

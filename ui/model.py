@@ -9,13 +9,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gradio as gr
 import torch
 from PIL import Image
 
 import ssd
 import ssd.detector
 
+from .inputs import Refused
 from .settings import CONCURRENCY
 
 log = logging.getLogger("ssd.app")
@@ -131,7 +131,7 @@ class DemoModel:
 
     def require(self) -> ssd.Detector:
         if self.detector is None:
-            raise gr.Error(NO_MODEL)
+            raise Refused(NO_MODEL)
         return self.detector
 
     def predict(self, image: Image.Image) -> ssd.RawPrediction:
@@ -263,7 +263,7 @@ class DemoModels:
         for name, title in self.titles.items():
             if choice == title:
                 return name
-        raise gr.Error(f"Unknown model {choice!r}: this app serves {', '.join(repr(n) for n in self.models)} "
+        raise Refused(f"Unknown model {choice!r}: this app serves {', '.join(repr(n) for n in self.models)} "
                        f"(the default is {self.default_name!r}).")
 
     def get(self, choice=None) -> DemoModel:
