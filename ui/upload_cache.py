@@ -3,9 +3,8 @@ back) for an hour, without a size limit: a visitor who keeps uploading could fil
 sits in front of the server and, before each request that posts a body, removes the oldest files until what
 visitors added (uploads, pictures sent back), what is being uploaded and the new body fit in SSD_UPLOAD_CACHE.
 The files there before the first request (the example photos, which Gradio copies in at start-up) are neither
-counted nor removed. A small body (an event's
-parameters) looks at the folder at most once a second: the pictures it makes the app send back are what the next
-look removes if need be."""
+counted nor removed. Between two looks at the folder (at most one every RESCAN_S while under the bound) the bodies
+admitted are added to the last look's total; the pictures the app sends back are counted at the next look."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from pathlib import Path
 import anyio
 
 log = logging.getLogger("ssd.app")
-SMALL_BODY = 64 * 1024
+RESCAN_S = 2.0
 
 
 class UploadCache:
@@ -30,6 +29,8 @@ class UploadCache:
         self._lock = threading.Lock()
         self._kept: set[str] | None = None  # the files present before the first request
         self._looked = -1.0  # time.monotonic() of the last look at the folder
+        self._total = 0  # bytes visitors had added at that look
+        self._added = 0  # bytes of the bodies admitted since (an upper bound of what they wrote)
 
     def _files(self) -> list[tuple[float, int, str]]:
         found = []
@@ -44,20 +45,27 @@ class UploadCache:
         return found
 
     def admit(self, size: int) -> int:
-        """Make room for a body of `size` bytes, count it as incoming, and return how many files were removed."""
+        """Make room for a body of `size` bytes, count it as incoming, and return how many files were removed.
+
+        The folder is walked at most once every RESCAN_S while the estimate (the last walk's total, plus every
+        body admitted since) stays under the bound: walking it for each request, under the lock, made uploads
+        wait seconds under load once it held thousands of files."""
         with self._lock:
-            if size < SMALL_BODY and time.monotonic() - self._looked < 1.0:
+            now = time.monotonic()
+            estimate = self._total + self._added + self.incoming + size
+            if self._kept is not None and now - self._looked < RESCAN_S and estimate <= self.max_bytes:
+                self._added += size
                 self.incoming += size
                 return 0
-            self._looked = time.monotonic()
+            self._looked = now
             files = self._files()
             if self._kept is None:
                 self._kept = {path for _, _, path in files}
             files = [f for f in files if f[2] not in self._kept]
-            total = sum(file_size for _, file_size, _ in files) + self.incoming + size
+            total = sum(file_size for _, file_size, _ in files)
             removed = 0
             for _, file_size, path in sorted(files):
-                if total <= self.max_bytes:
+                if total + self.incoming + size <= self.max_bytes:
                     break
                 try:
                     os.remove(path)
@@ -70,6 +78,7 @@ class UploadCache:
                         os.rmdir(os.path.dirname(path))  # Gradio gives each upload a folder of its own
                     except OSError:  # not empty
                         pass
+            self._total, self._added = total, size
             self.incoming += size
         if removed:
             log.info("upload cache: removed the %d oldest files to stay under %d MB", removed,
