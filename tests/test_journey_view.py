@@ -6,19 +6,15 @@ import pytest
 import torch
 
 import ssd
-from ssd.graph import InferenceGraph
+from tests.outputs import CFG, random_outputs
 from visualize.journey import class_bars, draw_journey, journey, journey_markdown
 from visualize.nms import nms_trace
 
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(2)
-    cfg = ssd.SSD300_VOC.replace(batch_norm=True, width=0.25)
-    images = torch.randint(0, 256, (1, 300, 300, 3), dtype=torch.uint8)
-    with torch.no_grad():
-        boxes, scores = InferenceGraph(ssd.build_ssd(cfg).eval(), cfg)(images)
-    raw = ssd.RawPrediction(boxes, scores, 300, 300, 0.0)
+    cfg, raw = CFG, random_outputs(2)
+    boxes, scores = raw.boxes, raw.scores
     dets = ssd.postprocess.select_detections(boxes, scores, cfg, float(scores[0, :, 1:].max()) * 0.5, 0.45)[0]
     return cfg, raw, dets
 

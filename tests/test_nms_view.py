@@ -6,20 +6,14 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-import ssd
-from ssd.graph import InferenceGraph
 from ssd.postprocess import select_detections
+from tests.outputs import CFG, random_outputs
 from visualize.nms import nms_summary, nms_table, nms_trace
 
 
 @pytest.fixture(scope="module")
 def raw():
-    torch.manual_seed(1)
-    cfg = ssd.SSD300_VOC.replace(batch_norm=True, width=0.25)
-    images = torch.randint(0, 256, (1, 300, 300, 3), dtype=torch.uint8)
-    with torch.no_grad():
-        boxes, scores = InferenceGraph(ssd.build_ssd(cfg).eval(), cfg)(images)
-    return cfg, ssd.RawPrediction(boxes, scores, 300, 300, 0.0)
+    return CFG, random_outputs(1)
 
 
 @pytest.mark.parametrize("nms_threshold", [0.3, 0.45, 0.7])
