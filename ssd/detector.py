@@ -249,7 +249,7 @@ class Detector:
         (None: all), chosen before the top-k cut."""
         score_threshold = self.score_threshold if score_threshold is None else score_threshold
         (det,) = select_detections(raw.boxes, raw.scores, self.config, score_threshold, nms_threshold, top_k,
-                                   classes=self._class_ids(classes))
+                                   classes=self.class_ids(classes))
         return self._to_detections(det, raw.width, raw.height)
 
     def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None) -> Detections:
@@ -269,7 +269,8 @@ class Detector:
             out += [self._to_detections(d, im.width, im.height) for d, im in zip(dets, chunk)]
         return out
 
-    def _class_ids(self, names):
+    def class_ids(self, names):
+        """The class ids (1 = the first class; 0 is background) of class names; None stays None."""
         if names is None:
             return None
         unknown = [n for n in names if n not in self.class_names]

@@ -181,6 +181,15 @@ def test_upload_detect_and_screenshot_every_tab(page, weights, tmp_path):
     assert kept >= among >= (1 if shown else 0)
     wait_for_text(page, "nms-table", "kept")
     paths.append(save_screenshot(page, "nms", until="nms-table", since="nms"))
+    # While it is open, the NMS view follows the sliders (one post-processing redraws it and the detections).
+    last = page.locator("#detect-summary").inner_text()
+    for value in ("0.95", final if TRAINED else "0.9"):
+        slider = page.get_by_label("number input for Score threshold")
+        slider.fill(value)
+        slider.press("Enter")
+        wait_for_text(page, "nms-summary", f"above score {float(value):.2f}")
+        wait_for_text(page, "detect-summary", f"above score {float(value):.2f}")
+    assert page.locator("#detect-summary").inner_text().split("·")[0] == last.split("·")[0]
 
     page.get_by_role("tab", name="Default boxes").click()
     wait_for_image(page, "priors-output")

@@ -51,6 +51,24 @@ class DetectState:
         return from_jpeg(self.jpeg)
 
 
+@dataclass
+class Shown:
+    """One post-processing of a DetectState at the sliders' values: what the picture, the table and the NMS view
+    are drawn from, so that one slider move post-processes once."""
+
+    name: str  # the DemoModels name of the model whose outputs these are
+    model: DemoModel
+    dets: ssd.Detections
+    post_ms: float
+    score_threshold: float
+    nms_threshold: float
+    top_k: int
+    wanted: list[str]
+
+
+NO_NMS = (gr.skip(),) * 3  # the NMS view's outputs while its accordion is closed
+
+
 class DetectTab:
     def __init__(self, models: DemoModel | DemoModels):
         self.models = DemoModels.of(models)
@@ -74,17 +92,27 @@ class DetectTab:
         return {"feature_map": f"{d['feature_map']}x{d['feature_map']}", "cell": [d["row"], d["col"]],
                 "default_box_shape": d["shape"]}
 
-    def render(self, state: DetectState, score_threshold, nms_threshold, top_k, classes=None):
-        """Post-processing only, on the cached network outputs, by the model that produced them (the state's):
-        (annotated image, table, data, summary)."""
+    def shown(self, state: DetectState, score_threshold, nms_threshold, top_k, classes=None) -> Shown:
+        """Post-processing only, on the cached network outputs, by the model that produced them (the state's)."""
         name = self.models.name(state.model)
         model = self.models.get(name)
         score_threshold, nms_threshold, top_k, wanted = self.parameters(score_threshold, nms_threshold, top_k,
                                                                         classes, model)
-        detector, raw, cfg = model.require(), state.raw, model.config
+        detector = model.require()
         start = time.perf_counter()
-        dets = detector.postprocess(raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
-        post_ms = (time.perf_counter() - start) * 1000
+        dets = detector.postprocess(state.raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
+        return Shown(name, model, dets, (time.perf_counter() - start) * 1000, score_threshold, nms_threshold, top_k,
+                     wanted)
+
+    def render(self, state: DetectState, score_threshold, nms_threshold, top_k, classes=None):
+        """(annotated image, table, data, summary) of the cached network outputs at these slider values."""
+        return self.drawn(state, self.shown(state, score_threshold, nms_threshold, top_k, classes))
+
+    def drawn(self, state: DetectState, shown: Shown):
+        """(annotated image, table, data, summary) of one post-processing."""
+        name, dets, post_ms, wanted = shown.name, shown.dets, shown.post_ms, shown.wanted
+        score_threshold, nms_threshold, top_k = shown.score_threshold, shown.nms_threshold, shown.top_k
+        detector, raw, cfg = shown.model.require(), state.raw, shown.model.config
         picture = draw_detections(state.display(), dets, scale=state.scale)
         rows = []
         for i, d in enumerate(dets):
@@ -119,25 +147,32 @@ class DetectTab:
         return served(picture), rows, data, summary
 
     def nms_view(self, state, class_name, score_threshold, nms_threshold, top_k, classes):
-        """NMS step by step for one class of the cached outputs: (summary, table, the class chosen). No class
-        chosen yet: the best detection's, else the class with the best candidate."""
+        """NMS step by step for one class of the cached outputs: (summary, table, the class chosen)."""
         if state is None:
             return "Detect on a photo first.", None, gr.skip()
-        model = self.models.get(self.models.name(state.model))
-        score_threshold, nms_threshold, top_k, wanted = self.parameters(score_threshold, nms_threshold, top_k,
-                                                                        classes, model)
-        dets = model.require().postprocess(state.raw, score_threshold, nms_threshold, top_k,
-                                           classes=wanted or None)
-        names = list(model.class_names)
+        return self.nms_of(state, self.shown(state, score_threshold, nms_threshold, top_k, classes), class_name)
+
+    def nms_of(self, state: DetectState, shown: Shown, class_name):
+        """The NMS view of one post-processing. No class chosen yet: the best detection's, else the class with
+        the best candidate."""
+        dets, names = shown.dets, list(shown.model.class_names)
         if class_name not in names:
             best = int(state.raw.scores[0, :, 1:].float().max(0).values.argmax())
             class_name = dets[0].label if dets else names[best]
-        label = names.index(class_name) + 1
-        trace = nms_trace(state.raw, label, score_threshold, nms_threshold)
+        (label,) = shown.model.require().class_ids([class_name])
+        trace = nms_trace(state.raw, label, shown.score_threshold, shown.nms_threshold)
         detected = {d.prior_index for d in dets if d.label == class_name}
-        return (nms_summary(trace, class_name, score_threshold, nms_threshold) + f" Of the {len(dets)} "
-                f"detections shown (top-k {top_k} over all classes), {len(detected)} are {class_name}.",
+        return (nms_summary(trace, class_name, shown.score_threshold, shown.nms_threshold) + f" Of the {len(dets)} "
+                f"detections shown (top-k {shown.top_k} over all classes), {len(detected)} are {class_name}.",
                 nms_table(trace, state.raw.width, state.raw.height, detected), gr.update(value=class_name))
+
+    def on_sliders(self, state, nms_open, class_name, score_threshold, nms_threshold, top_k, classes):
+        """A slider or the class filter moved: one post-processing redraws the picture, the table, the data, the
+        summary and, while its accordion is open, the NMS view."""
+        if state is None:
+            return (gr.skip(),) * 7
+        shown = self.shown(state, score_threshold, nms_threshold, top_k, classes)
+        return (*self.drawn(state, shown), *(self.nms_of(state, shown, class_name) if nms_open else NO_NMS))
 
     def journey_of(self, model, raw, number: int, score_threshold, nms_threshold, top_k, classes):
         """The journey of detection `number` (1 = the table's first row) of `raw`, or None if there is none."""
@@ -147,9 +182,8 @@ class DetectTab:
         if not 1 <= number <= len(dets):
             return None
         d = dets[number - 1]
-        label = list(model.class_names).index(d.label) + 1
-        trace = nms_trace(raw, label, score_threshold, nms_threshold)
-        return journey(model.config, raw, d.prior_index, label, model.class_names, trace)
+        trace = nms_trace(raw, d.class_id, score_threshold, nms_threshold)
+        return journey(model.config, raw, d.prior_index, d.class_id, model.class_names, trace)
 
     def journey_view(self, state, score_threshold, nms_threshold, top_k, classes, evt: gr.SelectData):
         """A row of the table clicked: that detection's journey (text, picture, class scores)."""
@@ -187,25 +221,38 @@ class DetectTab:
             raise Refused(f"Name one class: this model detects {', '.join(chosen.class_names)}.")
         class_name = named[0]
         raw = chosen.predict(read_upload(image))
-        trace = nms_trace(raw, list(chosen.class_names).index(class_name) + 1, score_threshold, nms_threshold)
+        trace = nms_trace(raw, chosen.require().class_ids(named)[0], score_threshold, nms_threshold)
         return {"class": class_name, "score_threshold": score_threshold, "nms_threshold": nms_threshold,
                 "candidates": [{**vars(c), "box": pixels(c.box, raw.width, raw.height),
                                 **self.where(c.prior, chosen.config)} for c in trace],
                 "kept": sum(c.kept for c in trace)}
 
-    def detect_with_state(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None,
-                          model=None):
-        """The page's Detect: run the network of `model` (a name of `self.models`; None: the default), draw, and
-        keep what the sliders need (DetectState)."""
+    def run_network(self, image, score_threshold, nms_threshold, top_k, classes, model) -> tuple[DetectState, Shown]:
+        """Run the network of `model` (a name of `self.models`; None: the default) on `image` and post-process
+        its outputs: what the sliders need (DetectState), and what they show now."""
         name = self.models.name(model)
         chosen = self.models.get(name)
         chosen.require()
-        parameters = self.parameters(score_threshold, nms_threshold, top_k, classes, chosen)  # before the network
+        self.parameters(score_threshold, nms_threshold, top_k, classes, chosen)  # refused before the network runs
         picture = read_upload(image)
         raw = chosen.predict(picture)
         display, scale = fit(picture, DISPLAY_SIDE)
         state = DetectState.of(raw, display, scale, name)
-        return (*self.render(state, *parameters), state)
+        return state, self.shown(state, score_threshold, nms_threshold, top_k, classes)
+
+    def detect_with_state(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None,
+                          model=None):
+        """Detect and keep what the sliders need: (annotated image, table, data, summary, DetectState)."""
+        state, shown = self.run_network(image, score_threshold, nms_threshold, top_k, classes, model)
+        return (*self.drawn(state, shown), state)
+
+    def detect_page(self, nms_open, class_name, image, score_threshold, nms_threshold, top_k, classes, model=None):
+        """The page's Detect (the button, or a new image in the input): detect_with_state's outputs, then the
+        NMS view's while its accordion is open. The image removed clears the outputs."""
+        if image is None:
+            return None, [], None, "", None, *NO_NMS
+        state, shown = self.run_network(image, score_threshold, nms_threshold, top_k, classes, model)
+        return (*self.drawn(state, shown), state, *(self.nms_of(state, shown, class_name) if nms_open else NO_NMS))
 
     def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None, model=None):
         """Detect objects in `image`. Returns the annotated image, a table, the detections as data and a summary.
@@ -218,21 +265,16 @@ class DetectTab:
         """
         return self.detect_with_state(image, score_threshold, nms_threshold, top_k, classes, model)[:4]
 
-    def detect_on_change(self, image, score_threshold, nms_threshold, top_k, classes, model=None):
-        """A new image in the input: run the network (clearing the outputs when the image is removed)."""
-        if image is None:
-            return None, [], None, "", None
-        return self.detect_with_state(image, score_threshold, nms_threshold, top_k, classes, model)
-
-    def on_model(self, image, nms_threshold, top_k, classes, model):
+    def on_model(self, nms_open, class_name, image, nms_threshold, top_k, classes, model):
         """The page's model choice changed: the score slider moves to that model's recommended threshold, and the
-        current image (if any) goes through that model's network. Returns the outputs of `detect_with_state`
-        and the slider."""
+        current image (if any) goes through that model's network. Returns the outputs of `detect_page` and the
+        slider."""
         chosen = self.models.get(model)
         score = gr.Slider(value=chosen.default_score)
         if image is None or chosen.detector is None:
-            return (*(gr.skip(),) * 5, score)
-        return (*self.detect_with_state(image, chosen.default_score, nms_threshold, top_k, classes, model), score)
+            return (*(gr.skip(),) * 8, score)
+        return (*self.detect_page(nms_open, class_name, image, chosen.default_score, nms_threshold, top_k, classes,
+                                  model), score)
 
     def live(self, frame, score_threshold, nms_threshold, top_k, classes, model=None):
         """One webcam frame of the live view, through the chosen model: (the frame with its detections, a
@@ -249,11 +291,6 @@ class DetectTab:
         found = ", ".join(f"{d.label} {d.score:.2f}" for d in dets[:5]) or "nothing above the score threshold"
         return (served(draw_detections(picture, dets)),
                 f"{found} · network {raw.seconds * 1000:.0f} ms on {picture.width}×{picture.height} frames")
-
-    def rerender(self, state, score_threshold, nms_threshold, top_k, classes):
-        if state is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return self.render(state, score_threshold, nms_threshold, top_k, classes)
 
     def build(self, examples_dir: Path, choice: gr.components.Component | None = None) -> Controls:
         """The tab's widgets and events (inside a gr.Blocks). `choice`: the page's model choice (its value a
@@ -304,7 +341,7 @@ class DetectTab:
                 with gr.Column(scale=2):
                     journey_image = drawn_picture("Its default box and the candidates it suppressed",
                                                   format="jpeg", elem_id="journey-output")
-        with gr.Accordion("NMS step by step, for one class", open=False, elem_id="nms"):
+        with gr.Accordion("NMS step by step, for one class", open=False, elem_id="nms") as nms_accordion:
             with gr.Row():
                 nms_class = gr.Dropdown(list(model.class_names), value=None, label="Class", scale=1,
                                         allow_custom_value=True, elem_id="nms-class")
@@ -312,14 +349,15 @@ class DetectTab:
             nms_rows = gr.Dataframe(headers=NMS_HEADERS, interactive=False, max_height=360, elem_id="nms-table",
                                     label="Candidates of the class, best score first")
         state = gr.State(None, time_to_live=STATE_TTL_S)
+        nms_open = gr.State(False)  # the NMS view is computed only while a visitor looks at it
         inputs = [image_in, score, nms, top_k, classes, *chosen]
         outputs = [image_out, table, data_out, summary, state]
-        # preprocess=False: the handlers decode uploads themselves (ui.inputs.upload_source).
         nms_in, nms_out = [state, nms_class, score, nms, top_k, classes], [nms_text, nms_rows, nms_class]
         nms_kw = dict(api_visibility="private", show_progress="hidden", trigger_mode="always_last",
                       concurrency_limit=8, concurrency_id="postprocess")
-        run.click(self.detect_with_state, inputs, outputs, api_visibility="private", concurrency_id="network",
-                  preprocess=False).then(self.nms_view, nms_in, nms_out, **nms_kw)
+        # preprocess=False: the handlers decode uploads themselves (ui.inputs.upload_source).
+        page_kw = dict(api_visibility="private", concurrency_id="network", preprocess=False)
+        run.click(self.detect_page, [nms_open, nms_class, *inputs], [*outputs, *nms_out], **page_kw)
         gr.Button(visible=False).click(self.nms_api, [image_in, nms_class, score, nms, *chosen],
                                        [gr.JSON(visible=False)], api_name="nms", concurrency_id="network",
                                        preprocess=False)
@@ -327,9 +365,12 @@ class DetectTab:
         # call, and each would otherwise hold its state until it expired).
         gr.Button(visible=False).click(self.detect, inputs, outputs[:4], api_name="detect",
                                        concurrency_id="network", preprocess=False)
-        image_in.change(self.detect_on_change, inputs, outputs, api_visibility="private", concurrency_id="network",
-                        trigger_mode="always_last", preprocess=False).then(self.nms_view, nms_in, nms_out, **nms_kw)
+        image_in.change(self.detect_page, [nms_open, nms_class, *inputs], [*outputs, *nms_out],
+                        trigger_mode="always_last", **page_kw)
         nms_class.input(self.nms_view, nms_in, nms_out, **nms_kw)
+        nms_accordion.expand(lambda: True, None, nms_open, api_visibility="private", queue=False).then(
+            self.nms_view, nms_in, nms_out, **nms_kw)
+        nms_accordion.collapse(lambda: False, None, nms_open, api_visibility="private", queue=False)
         table.select(self.journey_view, [state, score, nms, top_k, classes], [journey_text, journey_image,
                                                                               journey_bars], **nms_kw)
         gr.Button(visible=False).click(self.journey_api, [image_in, gr.Number(visible=False), score, nms, *chosen],
@@ -343,12 +384,9 @@ class DetectTab:
                       concurrency_id="live", concurrency_limit=LIVE_STREAMS, show_progress="hidden",
                       preprocess=False)
         for control in (score, nms, top_k, classes):
-            control.change(self.rerender, [state, score, nms, top_k, classes], outputs[:4],
-                           api_visibility="private", show_progress="hidden", trigger_mode="always_last",
-                           concurrency_limit=8, concurrency_id="postprocess")
-            control.change(self.nms_view, nms_in, nms_out, **nms_kw)
+            control.change(self.on_sliders, [state, nms_open, nms_class, score, nms, top_k, classes],
+                           [*outputs[:4], *nms_out], **nms_kw)
         if choice is not None and self.models.switchable:
-            choice.change(self.on_model, [image_in, nms, top_k, classes, choice], [*outputs, score],
-                          api_visibility="private", concurrency_id="network", trigger_mode="always_last",
-                          preprocess=False)
+            choice.change(self.on_model, [nms_open, nms_class, image_in, nms, top_k, classes, choice],
+                          [*outputs, *nms_out, score], trigger_mode="always_last", **page_kw)
         return Controls(score, nms)
