@@ -11,7 +11,7 @@ from pathlib import Path
 CARD_SUFFIX = ".json"
 LOG_SUFFIX = ".log.csv"
 REPORT_SUFFIX = ".eval.json"
-# The evaluation report's layout: its writer (`train.eval_report`) stamps it, its reader refuses any other.
+# The evaluation report's layout: its writer (`ssd.evaluation.report`) stamps it, its reader refuses any other.
 REPORT_FORMAT = 1
 
 

@@ -122,3 +122,14 @@ def test_no_tab_imports_another_tab():
     tabs = {m for m in graph if m.startswith("ui.") and m.endswith("_tab")}
     leaning = {m: sorted(graph[m] & tabs) for m in tabs if graph[m] & tabs}
     assert not leaning, f"tabs that import other tabs: {leaning}"
+
+
+def test_evaluation_sits_on_the_detector_core_below_training_and_the_app():
+    """ssd.evaluation uses the library; the library's core never needs it; training imports it downward."""
+    graph = module_graph()
+    evaluation = {m for m in graph if m == "ssd.evaluation" or m.startswith("ssd.evaluation.")}
+    core = {m for m in graph if m.split(".")[0] == "ssd"} - evaluation
+    leaning = {m: sorted(graph[m] & evaluation) for m in core if graph[m] & evaluation}
+    assert not leaning, f"the library's core imports its evaluation: {leaning}"
+    assert not any(t.split(".")[0] in {"train", "ui", "visualize"} for m in evaluation for t in graph[m])
+    assert graph["train.engine"] & evaluation and graph["train.evaluate"] & evaluation

@@ -217,7 +217,7 @@ def test_the_model_cards_score_threshold_is_the_default(tmp_path):
 
 def test_detect_batch_has_the_defaults_of_detect(detector):
     # One owner of the defaults: the card's score threshold, the config's NMS IoU and top-k, for one image or many.
-    # (Evaluation asks for the paper's 0.01 itself: train.evaluate.collect_detections.)
+    # (Evaluation asks for the paper's 0.01 itself: ssd.evaluation.collect_detections.)
     images = [Image.fromarray(rgb_noise(120, 90, seed=s)) for s in (4, 5)]
     for image, dets in zip(images, detector.detect_batch(images)):
         want = detector.detect(image)

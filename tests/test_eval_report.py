@@ -1,4 +1,4 @@
-"""The evaluation report beside the weights (train.eval_report, `python -m train.evaluate --report`): the
+"""The evaluation report beside the weights (ssd.evaluation.report, `python -m train.evaluate --report`): the
 matching's verdicts per detection, the kinds of false positive, the downsampled PR curves, and the file the
 app's Model tab reads back (visualize.model_report)."""
 
@@ -9,15 +9,15 @@ import json
 import numpy as np
 import pytest
 
-from train import engine
-from train.eval_report import (
+from ssd.evaluation.report import (
     build_report,
     classify_false_positives,
     downsample_curve,
     report_path,
     write_report,
 )
-from train.voc_eval import DetectionOutcomes, evaluate_voc, voc_ap
+from ssd.evaluation.voc import DetectionOutcomes, evaluate_voc, voc_ap
+from train import engine
 from visualize import model_report
 
 TP, FP, IGNORED = DetectionOutcomes.TRUE_POSITIVE, DetectionOutcomes.FALSE_POSITIVE, DetectionOutcomes.IGNORED

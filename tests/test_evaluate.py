@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from ssd import SSD300_VOC, Detection
-from train.coco_eval import evaluate_coco
-from train.evaluate import evaluate_detector
-from train.voc_eval import evaluate_voc, voc_ap
+from ssd.evaluation import evaluate_detector
+from ssd.evaluation.coco import evaluate_coco
+from ssd.evaluation.voc import evaluate_voc, voc_ap
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from train.voc_eval import evaluate_voc
+from ssd.evaluation.voc import evaluate_voc
 from visualize.plots import plot_pr_curves, plot_training_curves
 
 

@@ -486,7 +486,7 @@ class Trainer:
         if self.val_source is None or not self.is_main:
             return None
         from ssd import Detector
-        from train.evaluate import evaluate_detector
+        from ssd.evaluation import evaluate_detector
 
         det = Detector(copy.deepcopy(self.model), self.cfg, self.class_names, device=self.device)
         result = evaluate_detector(det, self.val_source, limit=limit, progress=False)

@@ -3,7 +3,7 @@ them and evaluates nothing:
 
 * the model card, `<stem>.json` (written with the weights by `ssd.export_weights`);
 * the training log, `<stem>.log.csv` (the trainer's export writes it: the rows of the run's log.csv);
-* the evaluation report, `<stem>.eval.json` (`python -m train.evaluate --report`, see `train.eval_report`).
+* the evaluation report, `<stem>.eval.json` (`python -m train.evaluate --report`, see `ssd.evaluation.report`).
 
 Also: a false positive of the report drawn on its photo, when the photo is at hand (the VOC folder is not
 part of the project, and the hosted demo has none).

@@ -60,7 +60,7 @@ def _float(x) -> float:
 
 # ------------------------------------------------------------------------------------------ PR curves
 def plot_pr_curves(result, class_names=None, path=None, *, figsize=(9.0, 6.0), dpi=100, max_classes=20) -> Figure:
-    """Precision against recall for each class of a VOC evaluation (`train.voc_eval.VOCResult`, or its
+    """Precision against recall for each class of a VOC evaluation (`ssd.evaluation.VOCResult`, or its
     `to_dict(curves=True)`), one line per class, legend sorted by area AP.
 
     class_names: labels for the classes in `result.per_class` order (default: its keys). Classes without

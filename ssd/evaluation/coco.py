@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 
-from train.eval_inputs import flatten, image_detections, image_ground_truth
+from .inputs import flatten, image_detections, image_ground_truth
 
 __all__ = ["COCO_STAT_NAMES", "evaluate_coco"]
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from train.eval_inputs import flatten, image_detections, image_ground_truth
+from .inputs import flatten, image_detections, image_ground_truth
 
 __all__ = ["ClassAP", "DetectionOutcomes", "VOCResult", "evaluate_voc", "voc_ap"]
 
@@ -138,7 +138,7 @@ class VOCResult:
     iou_threshold: float
     num_images: int
     eval_seconds: float
-    detect_seconds: float | None = None  # set by evaluate_detector: time spent loading + detecting
+    detect_seconds: float | None = None  # set by `run.score_voc`: time spent loading + detecting
     outcomes: DetectionOutcomes | None = field(default=None, repr=False)  # every detection's verdict
 
     def to_dict(self, curves: bool = False) -> dict:

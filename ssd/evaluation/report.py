@@ -4,7 +4,7 @@ instead of at every start of the app.
 
 It holds mAP and per-class AP, each class's precision-recall curve downsampled to a few hundred points, and the
 highest-scoring false positives, each with the kind of error it is. Every verdict (true positive, false
-positive, duplicate) comes from `train.voc_eval`'s matching (`VOCResult.outcomes`); this module only reads
+positive, duplicate) comes from `ssd.evaluation.voc`'s matching (`VOCResult.outcomes`); this module only reads
 them and, for a false positive, looks up which ground-truth box it overlaps most.
 
 Kinds of false positive, after Hoiem, Chodpathumwan and Dai, "Diagnosing error in object detectors" (ECCV 2012):
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from ssd.weights_files import REPORT_FORMAT, REPORT_SUFFIX, beside, sha256
-from train.voc_eval import DetectionOutcomes, VOCResult, json_number
+from ..weights_files import REPORT_FORMAT, REPORT_SUFFIX, beside, sha256
+from .voc import DetectionOutcomes, VOCResult, json_number
 
 __all__ = ["ERRORS", "REPORT_SUFFIX", "build_report", "classify_false_positives", "downsample_curve",
            "report_path", "sha256", "write_report"]
