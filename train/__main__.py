@@ -14,7 +14,7 @@ import sys
 from dataclasses import fields
 
 from ssd import PRESETS
-from train.cli import error_exit, shown_command
+from train.cli import error_exit, program, shown_command
 from train.engine import Recipe, RunError, Trainer
 
 
@@ -27,7 +27,7 @@ RECIPE_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "schedule": ("cosine",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+    p = argparse.ArgumentParser(prog=program("python -m train"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model")
     m.add_argument("--config", default="SSD300_VOC", choices=sorted(PRESETS), help="paper preset")
@@ -120,7 +120,7 @@ def main(argv=None):
               f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     state = trainer.train()
     # The card records how the weights were made (run the same command again to resume or re-export).
-    command = shown_command("python -m train", sys.argv[1:] if argv is None else list(argv))
+    command = shown_command(program("python -m train"), sys.argv[1:] if argv is None else list(argv))
     if trainer.is_main:
         # Every segment exports weights (a time-budgeted segment must leave usable weights behind);
         # the full val evaluation runs once training is complete.

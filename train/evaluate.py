@@ -14,14 +14,14 @@ from ssd.evaluation.coco import COCO_STAT_NAMES, evaluate_coco
 from ssd.evaluation.report import build_report, report_path, sha256, write_report
 from ssd.evaluation.run import collect_detections, score_voc
 from ssd.evaluation.voc import VOCResult, format_percent, json_number
-from train.cli import error_exit, shown_command
+from train.cli import error_exit, program, shown_command
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.evaluate",
+        prog=program("python -m train.evaluate"),
         description="VOC mAP (VOC07 11-point and area) and COCO AP of SSD weights on a dataset.")
     p.add_argument("--weights", help="a .safetensors file written by training (model card beside it); "
                                      "default: the shipped demo weights")
@@ -92,7 +92,7 @@ def write_evaluation_report(args, argv, dataset, detector, result: VOCResult) ->
         result, dataset.classes, dataset.ids[:n], sizes,
         weights=weights.name, weights_sha256=sha256(weights),
         data=str(args.pack or args.coco_ann or f"{Path(args.data_root).name} {args.image_set}"),
-        command=shown_command("python -m train.evaluate", words),
+        command=shown_command(program("python -m train.evaluate"), words),
         inference={"conf_threshold": cfg.conf_threshold, "nms_threshold": cfg.nms_threshold, "top_k": cfg.top_k},
         device=device)
     return write_report(args.report or report_path(weights), report)

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from train.cli import error_exit
+from train.cli import error_exit, program
 from train.datasets import DatasetError, Sample, decode_image
 
 __all__ = ["PackDataset", "build_pack", "main"]
@@ -238,7 +238,7 @@ def main(argv=None) -> dict:
     from ssd import VOC_CLASSES
     from train.datasets import COCODataset, VOCDataset
 
-    p = argparse.ArgumentParser(prog="python -m train.pack", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=program("python -m train.pack"), description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", required=True, help="VOC: the VOC<year> folder; COCO: the image folder")
     p.add_argument("--image-set", default="trainval", help="VOC ImageSets/Main/<name>.txt (default trainval)")
     p.add_argument("--format", choices=("voc", "coco"), default="voc")
