@@ -20,11 +20,18 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .backends import BACKENDS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def program(module_form: str) -> str:
+    """The command's name as the user ran it, for `--help` and the recorded command: the console script's
+    (`ssd-evaluate`, installed by pyproject.toml) or else `module_form` (`python -m train.evaluate`)."""
+    name = PurePath(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("ssd-") else module_form
 
 
 def _image_suffixes() -> set[str]:

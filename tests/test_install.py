@@ -1,5 +1,6 @@
-"""`pip install .` works: a wheel with the packages ssd, train and visualize, the shipped weights and the console
-commands, importable from outside the repository. Built offline (no build isolation) from a copy of the
+"""`pip install .` works: a wheel with the library `ssd` and the checkout's train/ and visualize/ under names no
+other project claims (`ssd_train`, `ssd_visualize`), the shipped weights and the console commands, importable
+from outside the repository. Built offline (no build isolation) from a copy of the
 project's files, so the checkout stays clean."""
 
 import os
@@ -34,29 +35,40 @@ def installed(tmp_path_factory):
     return wheel, site
 
 
+COMMANDS = ("ssd-detect", "ssd-train", "ssd-evaluate", "ssd-pack", "ssd-plot")
+
+
 def test_the_wheel_holds_the_three_packages_the_weights_and_the_commands(installed):
     wheel, _ = installed
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("ssd/detector.py", "ssd/efficientnet_lite.py", "train/engine.py", "visualize/draw.py", "detect.py"):
+    for module in ("ssd/detector.py", "ssd/evaluation/voc.py", "ssd/efficientnet_lite.py", "ssd_train/engine.py",
+                   "ssd_visualize/draw.py", "ssd_visualize/detect.py"):
         assert module in names
+    # No generic top-level names beside other projects' packages.
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert tops == {"ssd", "ssd_train", "ssd_visualize"}, tops
     assert any(n.startswith("ssd/weights/") and n.endswith(".safetensors") for n in names)
     # The demo weights' training log and evaluation report travel with them (the Model tab reads them).
     assert {"ssd/weights/ssd300_lite0_voc07.log.csv", "ssd/weights/ssd300_lite0_voc07.eval.json"} <= set(names)
     (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    for command in ("ssd-detect", "ssd-train", "ssd-evaluate", "ssd-pack"):
+    for command in COMMANDS:
         assert f"{command} = " in text
 
 
 def test_the_installed_library_and_commands_work_outside_the_repository(installed, tmp_path):
     _, site = installed
     env = {**os.environ, "PYTHONPATH": str(site)}
-    code = "import ssd, train.engine, visualize.draw; print(ssd.__file__); print(ssd.Detector.load().config.name)"
+    code = ("import ssd, ssd_train.engine, ssd_visualize.draw; print(ssd.__file__); "
+            "print(ssd.Detector.load().config.name)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     where, name = out.stdout.split()
     assert Path(where).is_relative_to(site) and name == "SSD300_LITE0_VOC"
-    for command in ("ssd-detect", "ssd-train", "ssd-evaluate", "ssd-pack"):
+    for command in COMMANDS:
         r = subprocess.run([str(site / "bin" / command), "--help"], cwd=tmp_path, env=env, capture_output=True,
                            text=True)
         assert r.returncode == 0 and r.stdout.startswith(f"usage: {command} "), (command, r.stdout[:80], r.stderr)
+    r = subprocess.run([sys.executable, "-m", "ssd_train.evaluate", "--help"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python -m ssd_train.evaluate "), r.stderr

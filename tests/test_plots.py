@@ -144,3 +144,19 @@ def test_class_ap_from_a_model_cards_val_and_from_nothing():
     assert "no class has ground truth" in " ".join(t.get_text() for t in fig.axes[0].texts)
     with pytest.raises(TypeError, match="per_class"):
         plot_class_ap({"map_area": 0.5})
+
+
+def test_the_command_line_draws_a_runs_log_and_an_evaluation_report(tmp_path, capsys):
+    """Training writes log.csv and no picture; `python -m visualize.plots` draws it, and the PR curves of the
+    evaluation report beside the shipped weights."""
+    from ssd.detector import DEFAULT_WEIGHTS
+    from ssd.evaluation.report import report_path
+    from train.engine import write_log
+    from visualize.plots import main
+
+    write_log(tmp_path, _log_rows())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]
+    assert main([str(tmp_path)]) == 0 and _png_size(tmp_path / "curves.png") == (900, 700)
+    out = tmp_path / "pr.png"
+    assert main([str(report_path(DEFAULT_WEIGHTS)), "--out", str(out)]) == 0 and _png_size(out) == (900, 600)
+    assert main([str(tmp_path / "log.txt")]) == 2 and "expected a training log" in capsys.readouterr().err

@@ -14,8 +14,10 @@ import sys
 from dataclasses import fields
 
 from ssd import PRESETS
-from train.cli import error_exit, program, shown_command
-from train.engine import Recipe, RunError, Trainer
+from ssd.cli import program
+
+from .cli import error_exit, shown_command
+from .engine import Recipe, RunError, Trainer
 
 
 class UsageError(ValueError):
@@ -27,7 +29,7 @@ RECIPE_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "schedule": ("cosine",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=program("python -m train"), description=__doc__,
+    p = argparse.ArgumentParser(prog=program(f"python -m {__package__}"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model")
     m.add_argument("--config", default="SSD300_VOC", choices=sorted(PRESETS), help="paper preset")
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             o.add_argument(name, type=kind, default=value, choices=RECIPE_CHOICES.get(f.name),
                            help=f"(default {value})")
-    p.add_argument("--out", required=True, help="run directory: checkpoint, log.csv, curves.png, weights")
+    p.add_argument("--out", required=True,
+                   help="run directory: checkpoint, log.csv (python -m visualize.plots DIR draws it), weights")
     p.add_argument("--export", help="also write the shipped weights here (fp16 safetensors + .json card + .log.csv "
                                     "training log)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -68,11 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_sources(args):
-    from train.datasets import COCODataset, VOCDataset
+    from .datasets import COCODataset, VOCDataset
 
     classes = tuple(args.classes.split(",")) if args.classes else None
     if args.pack:
-        from train.pack import PackDataset
+        from .pack import PackDataset
 
         train_source, desc = PackDataset(args.pack), f"pack {args.pack}"
     elif args.format == "voc":
@@ -120,7 +123,7 @@ def main(argv=None):
               f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     state = trainer.train()
     # The card records how the weights were made (run the same command again to resume or re-export).
-    command = shown_command(program("python -m train"), sys.argv[1:] if argv is None else list(argv))
+    command = shown_command(program(f"python -m {__package__}"), sys.argv[1:] if argv is None else list(argv))
     if trainer.is_main:
         # Every segment exports weights (a time-budgeted segment must leave usable weights behind);
         # the full val evaluation runs once training is complete.
@@ -141,7 +144,7 @@ def cli(argv=None) -> int:
     """`python -m train` and the `ssd-train` command: bad data or options, and a run folder or checkpoint that
     cannot be used, give one `error:` line naming the file or option and exit status 2, like train.evaluate and
     train.pack, instead of a traceback."""
-    from train.datasets import DatasetError
+    from .datasets import DatasetError
 
     try:
         main(argv)

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from train.datasets import DatasetError
+from .datasets import DatasetError
 
 __all__ = ["SubsetSource", "check_images"]
 

@@ -16,13 +16,6 @@ def error_exit(problem: Exception) -> int:
     return EXIT_USAGE
 
 
-def program(module_form: str) -> str:
-    """The command's name as the user ran it, for `--help` and the recorded command: the console script's
-    (`ssd-evaluate`, installed by pyproject.toml) or else `module_form` (`python -m train.evaluate`)."""
-    name = PurePath(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    return name if name.startswith("ssd-") else module_form
-
-
 def shown_command(prog: str, words: list[str]) -> str:
     """`prog` and `words` as a shell line, for a card or report that others read: a path to the VOC data outside
     the working directory (absolute, or up through `..`) is shown from its VOCdevkit folder on, as a user who

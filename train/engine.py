@@ -27,12 +27,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from ssd import MultiBoxLoss, SSDConfig, build_ssd, export_weights
+from ssd import Detector, MultiBoxLoss, SSDConfig, build_ssd, export_weights
 from ssd.backends import cpu_has_native_bf16
+from ssd.evaluation import evaluate_detector
 from ssd.image import normalise
 from ssd.weights_files import LOG_SUFFIX, beside
-from train.checks import SubsetSource, check_images
-from train.datasets import DatasetError, DetectionDataset, collate
+
+from .checks import SubsetSource, check_images
+from .datasets import DatasetError, DetectionDataset, collate
 
 CHECKPOINT = "last.ckpt"
 IMAGE_CHECK_CACHE = "checked_images.json"
@@ -286,13 +288,9 @@ def write_log_csv(path: Path, rows: list[dict]):
 
 
 def write_log(run_dir: Path, rows: list[dict]):
+    """The run's log.csv; `python -m visualize.plots RUN_DIR/log.csv` draws its curves (training draws nothing,
+    so it needs no plotting library)."""
     write_log_csv(run_dir / LOG_CSV, rows)
-    try:
-        from visualize.plots import plot_training_curves
-
-        plot_training_curves(rows, run_dir / "curves.png")
-    except Exception as e:  # the plot is a convenience; never lose a run over it
-        print(f"[train] could not draw curves.png: {e}")
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -485,9 +483,6 @@ class Trainer:
         """VOC mAP on the val source with a copy of the current model (so eval mode / fp16 never leak)."""
         if self.val_source is None or not self.is_main:
             return None
-        from ssd import Detector
-        from ssd.evaluation import evaluate_detector
-
         det = Detector(copy.deepcopy(self.model), self.cfg, self.class_names, device=self.device)
         result = evaluate_detector(det, self.val_source, limit=limit, progress=False)
         return {"val_map": float(result.map_11pt), "val_map_area": float(result.map_area), "result": result}

@@ -10,18 +10,20 @@ import sys
 from pathlib import Path
 
 from ssd.backends import BACKENDS
+from ssd.cli import program
 from ssd.evaluation.coco import COCO_STAT_NAMES, evaluate_coco
 from ssd.evaluation.report import build_report, report_path, sha256, write_report
 from ssd.evaluation.run import collect_detections, score_voc
 from ssd.evaluation.voc import VOCResult, format_percent, json_number
-from train.cli import error_exit, program, shown_command
+
+from .cli import error_exit, shown_command
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=program("python -m train.evaluate"),
+        prog=program(f"python -m {__spec__.name}"),
         description="VOC mAP (VOC07 11-point and area) and COCO AP of SSD weights on a dataset.")
     p.add_argument("--weights", help="a .safetensors file written by training (model card beside it); "
                                      "default: the shipped demo weights")
@@ -38,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="what runs the network (ssd.Detector's backends; default: onnxruntime on the CPU when "
                         "the weights' export is cached, else torch), e.g. to measure what a backend's precision costs")
     p.add_argument("--iou", type=float, default=0.5, help="VOC IoU threshold (default 0.5)")
-    p.add_argument("--json", help="write every number (and the PR curves) to this JSON file")
-    p.add_argument("--plot", help="save the precision-recall curves to this PNG")
+    p.add_argument("--json", help="write every number (and the PR curves) to this JSON file; "
+                                  "`python -m visualize.plots FILE` draws the curves")
     p.add_argument("--report", nargs="?", const="", metavar="FILE",
                    help="write the evaluation report the app's Model tab shows (per-class AP, PR curves, the "
                         "worst false positives and their kinds); FILE defaults to <weights stem>.eval.json beside "
@@ -92,7 +94,7 @@ def write_evaluation_report(args, argv, dataset, detector, result: VOCResult) ->
         result, dataset.classes, dataset.ids[:n], sizes,
         weights=weights.name, weights_sha256=sha256(weights),
         data=str(args.pack or args.coco_ann or f"{Path(args.data_root).name} {args.image_set}"),
-        command=shown_command(program("python -m train.evaluate"), words),
+        command=shown_command(program(f"python -m {__spec__.name}"), words),
         inference={"conf_threshold": cfg.conf_threshold, "nms_threshold": cfg.nms_threshold, "top_k": cfg.top_k},
         device=device)
     return write_report(args.report or report_path(weights), report)
@@ -138,11 +140,6 @@ def main(argv=None) -> int:
     if args.report is not None:
         path = write_evaluation_report(args, argv, dataset, detector, result)
         print(f"wrote {path}")
-    if args.plot:
-        from visualize.plots import plot_pr_curves
-
-        plot_pr_curves(result, classes, path=args.plot)
-        print(f"wrote {args.plot}")
     return 0
 
 

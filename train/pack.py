@@ -44,8 +44,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from train.cli import error_exit, program
-from train.datasets import DatasetError, Sample, decode_image
+from ssd.cli import program
+
+from .cli import error_exit
+from .datasets import DatasetError, Sample, decode_image
 
 __all__ = ["PackDataset", "build_pack", "main"]
 
@@ -236,9 +238,10 @@ class PackDataset:
 # ----------------------------------------------------------------------------------------------------- CLI
 def main(argv=None) -> dict:
     from ssd import VOC_CLASSES
-    from train.datasets import COCODataset, VOCDataset
 
-    p = argparse.ArgumentParser(prog=program("python -m train.pack"), description=__doc__.split("\n\n")[0])
+    from .datasets import COCODataset, VOCDataset
+
+    p = argparse.ArgumentParser(prog=program(f"python -m {__spec__.name}"), description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", required=True, help="VOC: the VOC<year> folder; COCO: the image folder")
     p.add_argument("--image-set", default="trainval", help="VOC ImageSets/Main/<name>.txt (default trainval)")
     p.add_argument("--format", choices=("voc", "coco"), default="voc")

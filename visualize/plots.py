@@ -1,4 +1,10 @@
-"""Training curves, precision-recall curves and per-class AP (matplotlib, Agg canvas).
+"""Training curves, precision-recall curves and per-class AP (matplotlib, Agg canvas), and the command line that
+draws them from the files training and evaluation write:
+
+    python -m visualize.plots runs/lite0                  (or its log.csv): curves.png beside the log
+    python -m visualize.plots model.eval.json --out pr.png  (an evaluation report, or train.evaluate's --json)
+
+Training and evaluation write numbers only, so that they need no plotting library.
 
 Figures are built with `matplotlib.figure.Figure` on an Agg canvas, never through `pyplot`, so nothing is
 registered in pyplot's global figure list and no backend is switched: safe in servers, threads and tests.
@@ -7,14 +13,20 @@ Every function returns the Figure; given `path` it also writes a PNG of exactly 
 
 from __future__ import annotations
 
+import argparse
+import csv
 import io
+import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+
+from ssd.cli import EXIT_USAGE, program
 
 __all__ = ["figure_to_image", "plot_class_ap", "plot_pr_curves", "plot_training_curves"]
 
@@ -250,3 +262,46 @@ def plot_training_curves(rows, path=None, *, figsize=(9.0, 7.0), dpi=100) -> Fig
     if handles:
         ax_map.legend(handles=handles, labels=[h.get_label() for h in handles], fontsize=8, loc="lower right")
     return _finish(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+def read_pr_result(path: Path) -> dict:
+    """The per-class curves of an evaluation report (`<stem>.eval.json`, curves under each class's "pr") or of
+    `python -m train.evaluate --json` (under "voc"), in the form `plot_pr_curves` takes."""
+    data = json.loads(path.read_text())
+    result = data.get("voc", data)
+    per_class = result.get("per_class")
+    if not isinstance(per_class, dict):
+        raise ValueError(f"{path}: no per-class results (an evaluation report or train.evaluate's --json file)")
+    return {**result, "per_class": {k: {**c, **c.get("pr", {})} for k, c in per_class.items()}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog=program(f"python -m {__spec__.name}"),
+                                description="Draw a training run's curves (loss and val mAP against the step) "
+                                            "or an evaluation's precision-recall curves.")
+    p.add_argument("file", help="a run folder or its log.csv; or an evaluation report / train.evaluate --json")
+    p.add_argument("--out", help="the PNG (default: curves.png beside a log, <name>_pr.png beside an evaluation)")
+    args = p.parse_args(argv)
+    path = Path(args.file)
+    path = path / "log.csv" if path.is_dir() else path
+    try:
+        if path.suffix == ".csv":
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            out = Path(args.out) if args.out else path.with_name("curves.png")
+            plot_training_curves(rows, out)
+        elif path.suffix == ".json":
+            out = Path(args.out) if args.out else path.with_name(path.name.split(".")[0] + "_pr.png")
+            plot_pr_curves(read_pr_result(path), path=out)
+        else:
+            raise ValueError(f"{path}: expected a training log (.csv) or an evaluation (.json)")
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
