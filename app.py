@@ -25,10 +25,10 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from ui import priors_tab  # noqa: E402
 from ui.augment_tab import AugmentTab  # noqa: E402
+from ui.demo_models import EXPORTS_MAY_START, DemoModel, DemoModels  # noqa: E402
 from ui.detect_tab import DetectTab  # noqa: E402
 from ui.heap import keep_heap_small  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
-from ui.model import EXPORTS_MAY_START, DemoModel, DemoModels  # noqa: E402
 from ui.model_tab import build_model_tabs  # noqa: E402
 from ui.settings import (  # noqa: E402
     CONCURRENCY,
@@ -52,16 +52,16 @@ CHOICE_INFO = ("The same default boxes, scored by another network: Detect, Match
 
 def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
     """The page, for `model`: one model or several to switch between (default: the weights named by SSD_WEIGHTS,
-    one file or several joined by os.pathsep, else the shipped ones; `ui.model.DemoModels.load`)."""
+    one file or several joined by os.pathsep, else the shipped ones; `ui.demo_models.DemoModels.load`)."""
     models = DemoModels.of(model) if model is not None else DemoModels.load(
         os.environ.get("SSD_WEIGHTS") or None, os.environ.get("SSD_BACKEND") or "auto")
     detect, matching = DetectTab(models), MatchingTab(models)
     # Output pictures older than an hour are removed from Gradio's cache every half hour (ui.inputs.served).
     with gr.Blocks(title="SSD: Single Shot MultiBox Detector", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
-        # A function, so every page load says what runs the network now (PyTorch until a first start's
-        # background export is ready, then onnxruntime: ui.model.DemoModel.load).
-        summary = gr.Markdown(models.default.summary, elem_id="model-summary")
+        # Said again at every page load (below): what runs the network changes, PyTorch until a first start's
+        # background export is ready, then onnxruntime (ui.demo_models.DemoModel.load).
+        summary = gr.Markdown(models.default.summary(), elem_id="model-summary")
         # The model choice: a value per browser session, like every input. With one model it stays hidden; the
         # /detect API still takes it (its optional last argument, `model`).
         choice = gr.Radio(models.choices(), value=models.default_name, label="Model", info=CHOICE_INFO,
@@ -82,6 +82,8 @@ def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
                                concurrency_limit=4, concurrency_id="pictures")
             with gr.Tab("Model", id="model"):
                 build_model_tabs(models, choice)
+        demo.load(models.summary, choice, summary, api_visibility="private", show_progress="hidden",
+                  preprocess=False)
         demo.load(priors_fn, priors_in, priors_out, api_visibility="private", preprocess=False).then(
             matching.load_example, load_in, load_out, api_visibility="private").then(
             matching.refresh, refresh_in, refresh_out, api_visibility="private")
@@ -102,7 +104,7 @@ def log_to_console():
 def main():
     log_to_console()
     keep_heap_small(MALLOC_ARENAS)  # before the server starts its threads
-    # A first start's background exports (ui.model.DemoModel.load) wait until the page answers: started at
+    # A first start's background exports (ui.demo_models.DemoModel.load) wait until the page answers: started at
     # once, they would share the 2 cores with loading the other models and building the page.
     EXPORTS_MAY_START.clear()
     demo = build_demo()

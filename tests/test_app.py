@@ -147,7 +147,7 @@ def test_uploads_are_capped(client, files):
 
 @pytest.fixture(scope="module")
 def model(weights):
-    from ui.model import DemoModel
+    from ui.demo_models import DemoModel
 
     return settled(DemoModel.load(weights))
 
@@ -164,9 +164,9 @@ def test_without_weights_the_teaching_tabs_work_and_detect_explains(tmp_path):
 
     import app
     from ui import priors_tab
+    from ui.demo_models import DemoModel
     from ui.detect_tab import DetectTab
     from ui.matching_tab import MatchingTab
-    from ui.model import DemoModel
 
     model = DemoModel.load(tmp_path / "missing.safetensors")
     assert model.detector is None and "No model loaded" in model.summary()
@@ -187,7 +187,7 @@ def test_a_card_that_does_not_fit_its_weights_is_refused_at_start(weights, tmp_p
     import json
     import shutil
 
-    from ui.model import DemoModel
+    from ui.demo_models import DemoModel
 
     copy = tmp_path / weights.name
     shutil.copy(weights, copy)
@@ -261,6 +261,16 @@ def test_bad_parameters_get_a_message_that_names_them(client, files):
     label = low["detections"][0]["label"]
     _, _, only, _ = detect(client, files / "photo.jpg", 0.01, classes=label)
     assert {d["label"] for d in only["detections"]} == {label}
+
+
+def test_the_public_api_is_the_documented_endpoints_only(model):
+    """What "Use via API" lists: the README's endpoints, none of the page's own events (a Markdown whose value is a
+    function once added a `/summary_1`)."""
+    import app
+
+    demo = app.build_demo(model)
+    public = sorted(f.api_name for f in demo.fns.values() if f.api_visibility == "public")
+    assert public == ["augment", "detect", "journey", "loss", "nms"], public
 
 
 def test_the_api_endpoint_keeps_no_session_state_and_the_page_keeps_a_small_one(model):
@@ -530,7 +540,7 @@ def test_a_first_start_serves_on_pytorch_at_once_and_switches_to_onnxruntime(wei
     """With no cached export, `auto` does not make the first visitor wait for it: the model serves on PyTorch
     while a background thread exports, then on onnxruntime, with the same detections. A second start finds the
     export in the cache and starts on onnxruntime."""
-    from ui.model import DemoModel
+    from ui.demo_models import DemoModel
 
     monkeypatch.setenv("SSD_CACHE_DIR", str(tmp_path / "cache"))  # an empty cache, as on a new Space
     photo = Image.fromarray(np.random.default_rng(3).integers(0, 256, (200, 260, 3), dtype=np.uint8))

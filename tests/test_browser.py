@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.app_server import ROOT, export_random_weights, running_app
+from tests.live_view import start_live_view
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The committed README screenshots are rewritten only on request (SSD_UPDATE_SCREENSHOTS=1), so a test run
@@ -255,11 +256,7 @@ def test_live_webcam_view_streams_frames_through_the_detector(browser, app_url):
     try:
         page = context.new_page()
         page.set_default_timeout(60_000)
-        page.goto(app_url, wait_until="domcontentloaded")
-        page.get_by_role("tab", name="Detect").click()
-        page.get_by_text("Live: detect on your webcam").click()
-        page.get_by_text("Click to Access Webcam").click()
-        page.locator("#live-input button[aria-label='capture photo']").click()  # Gradio's record button
+        start_live_view(page, app_url)
         wait_for_image(page, "live-output")
         wait_for_text(page, "live-summary", "network")
         wait_for_text(page, "live-summary", "640×480 frames")  # the fake camera's frames, as the server saw them

@@ -1,4 +1,4 @@
-"""Switching models in the app (ui.model.DemoModels): which weights the page serves, and the Detect and Matching
+"""Switching models in the app (ui.demo_models.DemoModels): which weights the page serves, and the Detect and Matching
 tabs run by the chosen model, in process (the tabs built around small random-weight models) and through the API
 of a running app."""
 
@@ -19,7 +19,7 @@ from visualize.matching import match_ground_truth
 
 gr = pytest.importorskip("gradio")
 
-from ui.model import DemoModel, DemoModels, weights_paths  # noqa: E402
+from ui.demo_models import DemoModel, DemoModels, weights_paths  # noqa: E402
 
 A, B = "random_a", "random_b"
 

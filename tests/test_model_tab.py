@@ -18,7 +18,7 @@ from ssd.evaluation.report import build_report, report_path, sha256, write_repor
 from ssd.evaluation.voc import evaluate_voc
 from tests.app_server import export_random_weights, settled
 from train.engine import log_path, write_log_csv
-from ui.model import DemoModel
+from ui.demo_models import DemoModel
 from ui.model_tab import FP_HEADERS, FP_SHOWN, ModelTab, card_markdown
 from visualize.draw import class_colour
 from visualize.model_report import ModelFiles
@@ -217,7 +217,7 @@ def test_the_shipped_files_name_one_threshold_and_paths_a_user_has():
     user who unpacked it has it (VOCdevkit/VOC2007), not as the machine that made them."""
     import re
 
-    from ui.model import DemoModel
+    from ui.demo_models import DemoModel
 
     tab = ModelTab(DemoModel.load(SHIPPED, backend="torch"))
     card = tab.files.card

@@ -16,14 +16,14 @@ gr = pytest.importorskip("gradio")
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from ui.model import DemoModel
+    from ui.demo_models import DemoModel
 
     return settled(DemoModel.load(export_random_weights(tmp_path_factory.mktemp("weights"))))
 
 
 @pytest.fixture(scope="module")
 def no_model(tmp_path_factory):
-    from ui.model import DemoModel
+    from ui.demo_models import DemoModel
 
     return DemoModel.load(tmp_path_factory.mktemp("none") / "missing.safetensors")
 

@@ -33,6 +33,7 @@ from ssd.evaluation import evaluate_detector
 from ssd.image import normalise
 from ssd.weights_files import LOG_SUFFIX, beside
 
+from .card import model_card
 from .checks import SubsetSource, check_images
 from .datasets import DatasetError, DetectionDataset, collate
 
@@ -259,20 +260,6 @@ def lock_run_folder(run_dir: Path):
     handle.write(f"pid {os.getpid()} on {platform.node()}")
     handle.flush()
     return handle
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def base_weights_info(cfg: SSDConfig) -> dict | str:
-    if cfg.backbone == "vgg16":
-        return "none: VGG16 trained from scratch (no ImageNet VGG16 ships with this project)"
-    from ssd.efficientnet_lite import imagenet_weights_info
-
-    return imagenet_weights_info()
 
 
 def log_path(weights) -> Path:
@@ -639,31 +626,8 @@ class Trainer:
         if not self.is_main:
             return None
         st, r = self.state, self.recipe
-        imgs = [row["img_per_s"] for row in st.log[1:]] or [row["img_per_s"] for row in st.log]
-        card = {
-            "data": self.data_description,
-            "recipe": {**asdict(r), "world_size": self.world, "global_batch": r.batch_size * self.world,
-                       "optimizer": "SGD", "weight_decay_on": "conv weights only"},
-            "steps": st.step,
-            "epochs": round(st.step / self.steps_per_epoch, 2),
-            "wall_time_s": round(st.elapsed_s, 1),
-            "hardware": hardware(),
-            "train_img_per_s": round(float(np.median(imgs)), 2) if imgs else None,
-            "skipped_steps": st.skipped,
-            "torch": torch.__version__,
-            "backbone": self.cfg.backbone,
-            "base_weights": base_weights_info(self.cfg),
-            **extra,
-        }
-        if evaluation:
-            res = evaluation["result"]
-            best = res.best_f1_threshold()
-            card["val"] = {"map_11pt": evaluation["val_map"], "map_area": evaluation["val_map_area"],
-                           "images": res.num_images, "best_f1": best,
-                           "per_class": {str(k): v.to_dict() for k, v in res.per_class.items()}}
-            if math.isfinite(best["score"]):
-                # The default of the app's slider and the CLI's --score (Detector.score_threshold).
-                card["score_threshold"] = math.floor(best["score"] * 100) / 100
+        card = model_card(self.cfg, r, st, self.world, self.steps_per_epoch, self.data_description, evaluation,
+                          **extra)
         path = Path(path) if path else self.run_dir / "weights.safetensors"
         path = export_weights(self.model, self.cfg, self.class_names, path, **card)
         write_log_csv(log_path(path), st.log)  # the curves of how these weights were trained

@@ -142,8 +142,8 @@ def _identity(st) -> tuple:
 class PackDataset:
     """A training pack, with the same API as `VOCDataset`: len, ids, classes, load(i), annotation(i).
 
-    Boxes and sizes are those of the pack's (resized) images; `original_size(i)` gives the source's
-    (width, height) and `info` the pack's source description, max_side and quality.
+    Boxes and sizes are those of the pack's (resized) images; `info` gives the pack's source description,
+    max_side and quality. (The index also records each source image's size, orig_width/orig_height.)
     """
 
     def __init__(self, path, keep_difficult: bool = False):
@@ -174,7 +174,6 @@ class PackDataset:
         self.ids = [r["id"] for r in images]
         self._where = [(r["offset"], r["length"]) for r in images]
         self._sizes = [(r["width"], r["height"]) for r in images]
-        self._orig = [(r["orig_width"], r["orig_height"]) for r in images]
         self._ann = []
         for r in images:
             boxes = np.array(r["boxes"], np.float32).reshape(-1, 4)
@@ -192,9 +191,6 @@ class PackDataset:
         """(boxes [M,4] float32 pixel xyxy in the pack's image, labels, difficult, width, height)."""
         boxes, labels, difficult = self._ann[i]
         return boxes.copy(), labels.copy(), difficult.copy(), *self._sizes[i]
-
-    def original_size(self, i: int) -> tuple[int, int]:
-        return self._orig[i]
 
     def read_bytes(self, i: int) -> bytes:
         """The stored JPEG file of image i."""

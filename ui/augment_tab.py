@@ -19,9 +19,9 @@ from visualize.examples import example_annotations, example_image, example_names
 from visualize.matching import GroundTruth, parse_ground_truth
 
 from .configs import CONFIG_LABEL, config_choices, own_label
+from .demo_models import DemoModel
 from .inputs import Refused, served
 from .links import PhotoInputs
-from .model import DemoModel
 from .settings import MAX_GT_ROWS
 
 FROM_MATCHING = "the Matching tab's photo and ground truth"

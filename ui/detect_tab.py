@@ -16,9 +16,9 @@ from visualize.examples import write_examples
 from visualize.journey import class_bars, draw_journey, journey, journey_markdown
 from visualize.nms import NMS_HEADERS, nms_summary, nms_table, nms_trace, pixels
 
+from .demo_models import NO_MODEL, DemoModel, DemoModels
 from .inputs import Refused, check_parameters, from_jpeg, read_upload, served, to_jpeg
 from .links import Controls
-from .model import NO_MODEL, DemoModel, DemoModels
 from .pictures import drawn_picture
 from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, LIVE_STREAMS, STATE_TTL_S
 

@@ -29,9 +29,9 @@ from visualize.matching import (
 )
 
 from .configs import CONFIG_LABEL, config_choices, own_label
+from .demo_models import NO_MODEL, DemoModel, DemoModels
 from .inputs import check_number, check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .links import Controls, PhotoInputs
-from .model import NO_MODEL, DemoModel, DemoModels
 from .pictures import drawn_picture
 from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
 

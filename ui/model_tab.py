@@ -19,8 +19,8 @@ from PIL import Image
 from visualize.model_report import ModelFiles, draw_false_positive, voc_photo
 from visualize.plots import figure_to_image, plot_class_ap, plot_pr_curves, plot_training_curves
 
+from .demo_models import DemoModel, DemoModels
 from .inputs import served
-from .model import DemoModel, DemoModels
 from .settings import VOC_ROOT
 
 FP_SHOWN = 6  # the worst false positives the tab lists (the report keeps more)

@@ -1,0 +1,60 @@
+"""The model card a training run writes beside its weights: what the run was (data, recipe, steps, epochs, wall
+time, hardware, speed, where the base's ImageNet weights came from) and what it measured (val mAP, per-class AP,
+the recommended score threshold). `ssd.export_weights` writes it; `ssd.Detector` and the app read it."""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from ssd import SSDConfig
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def base_weights_info(cfg: SSDConfig) -> dict | str:
+    if cfg.backbone == "vgg16":
+        return "none: VGG16 trained from scratch (no ImageNet VGG16 ships with this project)"
+    from ssd.efficientnet_lite import imagenet_weights_info
+
+    return imagenet_weights_info()
+
+
+def model_card(cfg: SSDConfig, recipe, state, world: int, steps_per_epoch: int, data: str,
+               evaluation: dict | None = None, **extra) -> dict:
+    """The card's fields for a run at `state` (the engine's TrainState: step, elapsed_s, skipped, log rows) of
+    `recipe` on `world` processes; `evaluation` is `Trainer.evaluate()`'s, when the run was evaluated."""
+    imgs = [row["img_per_s"] for row in state.log[1:]] or [row["img_per_s"] for row in state.log]
+    card = {
+        "data": data,
+        "recipe": {**asdict(recipe), "world_size": world, "global_batch": recipe.batch_size * world,
+                   "optimizer": "SGD", "weight_decay_on": "conv weights only"},
+        "steps": state.step,
+        "epochs": round(state.step / steps_per_epoch, 2),
+        "wall_time_s": round(state.elapsed_s, 1),
+        "hardware": hardware(),
+        "train_img_per_s": round(float(np.median(imgs)), 2) if imgs else None,
+        "skipped_steps": state.skipped,
+        "torch": torch.__version__,
+        "backbone": cfg.backbone,
+        "base_weights": base_weights_info(cfg),
+        **extra,
+    }
+    if evaluation:
+        res = evaluation["result"]
+        best = res.best_f1_threshold()
+        card["val"] = {"map_11pt": evaluation["val_map"], "map_area": evaluation["val_map_area"],
+                       "images": res.num_images, "best_f1": best,
+                       "per_class": {str(k): v.to_dict() for k, v in res.per_class.items()}}
+        if math.isfinite(best["score"]):
+            # The default of the app's slider and the CLI's --score (Detector.score_threshold).
+            card["score_threshold"] = math.floor(best["score"] * 100) / 100
+    return card
