@@ -2,6 +2,7 @@
 
     python bench/train.py [--batch 8] [--runs 5] [--width 1.0] [--batch-norm]
     python bench/train.py --config SSD300_LITE0_VOC --batch 16 [--frozen-base-layers 0] [--compare-before]
+                          [--compare-autocast-depthwise]
 
 SSD300_VOC (default): both models are the paper's SSD300 (VGG16, 8732 default boxes, 21 classes, random
 weights) against torchvision's ssd300_vgg16. SSD300_LITE0_VOC: our SSD300 on EfficientNet-Lite0 (its ImageNet
@@ -12,11 +13,14 @@ transform resizes/normalises; ours normalises uint8 on the device and uses the e
 
 Ours runs the path `python -m train` takes by default on this machine: the engine's memory format, `--amp auto`
 (bfloat16 autocast on a CPU with native bfloat16, else float32) and the frozen layers' BatchNorm folded into
-their convolutions (ssd.efficientnet_lite.ConvBN). --amp and --no-fold force another path; --compare-before
-also times the path before those two (float32, BatchNorm unfolded) in the same alternation and prints the
-speed-up. torchvision's step is always float32. Runs alternate between the models; the table reports medians
-and their ratio, then where our step's time goes (forward, matching + loss, backward, SGD update). Set
-OMP_WAIT_POLICY yourself to compare thread policies (ssd sets PASSIVE unless it is set).
+their convolutions (ssd.efficientnet_lite.ConvBN), and under bfloat16 the depthwise layers that train faster in
+float32 on this CPU run in float32 (timed at start-up, train.precision). --amp, --no-fold and
+--depthwise-precision autocast force another path; --compare-before also times the path before the first two
+(float32, BatchNorm unfolded), and --compare-autocast-depthwise the path before the third (every depthwise layer
+under autocast), in the same alternation, and print the speed-up. torchvision's step is always float32. Runs
+alternate between the models; the table reports medians and their ratio, then where our step's time goes
+(forward, matching + loss, backward, SGD update). Set OMP_WAIT_POLICY yourself to compare thread policies (ssd
+sets PASSIVE unless it is set).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ssd.backends import cpu_has_native_bf16  # noqa: E402
 from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.image import normalise  # noqa: E402
 from train.engine import Recipe, amp_choice, compute_loss, memory_format, parameter_groups  # noqa: E402
+from train.precision import choose_depthwise_precision, depthwise_layers  # noqa: E402
 
 
 def cpu_line() -> str:
@@ -92,6 +97,10 @@ def main():
     p.add_argument("--no-fold", action="store_true", help="ours: BatchNorm of frozen layers not folded")
     p.add_argument("--compare-before", action="store_true",
                    help="also time ours as before (float32, BatchNorm unfolded) and print the speed-up")
+    p.add_argument("--depthwise-precision", default="auto", choices=["auto", "autocast"],
+                   help="ours: as python -m train --depthwise-precision")
+    p.add_argument("--compare-autocast-depthwise", action="store_true",
+                   help="also time ours with every depthwise layer under autocast and print the speed-up")
     p.add_argument("--neighbour", type=float, default=0.0, metavar="F",
                    help="time the steps beside a second process busy F of one core (0.25: as the app or a test run)")
     p.add_argument("--profile", action="store_true", help="also profile our step and print its time by kind of op")
@@ -122,7 +131,14 @@ def main():
     tv_images = [im.float() / 255 for im in make_batch(args.batch, size=tv_size)[0]]
     tv_targets = [{"boxes": b * tv_size, "labels": lab} for b, lab in zip(boxes, labels)]
 
-    def step_ours(dtype=autocast, fold=fold):
+    chosen = []
+    if autocast is torch.bfloat16 and args.depthwise_precision == "auto":
+        chosen = choose_depthwise_precision(ours, args.batch, cfg.image_size, autocast, fmt)
+        amp_reason += f"; {len(chosen)} of {len(depthwise_layers(ours))} depthwise layers in float32"
+
+    def step_ours(dtype=autocast, fold=fold, depthwise_float32=True):
+        for name, layer in depthwise_layers(ours).items():
+            layer.float32_under_autocast = depthwise_float32 and name in chosen
         with folding(fold):
             loc, conf = compute_loss(ours, criterion, images, boxes, labels, dtype, fmt=fmt)
             opt_ours.zero_grad(set_to_none=True)
@@ -140,6 +156,9 @@ def main():
     before_name = "ours before (fp32, BN unfolded)"
     if args.compare_before:
         steps[before_name] = lambda: step_ours(None, False)
+    autocast_name = "ours, depthwise all under autocast"
+    if args.compare_autocast_depthwise:
+        steps[autocast_name] = lambda: step_ours(depthwise_float32=False)
     times = {name: [] for name in steps}
     with neighbour(args.neighbour):
         for i in range(args.runs + 1):  # the first round is warm-up
@@ -163,6 +182,8 @@ def main():
     print(f"ratio ours/torchvision (time): {med[ours_name] / med[tv_name]:.2f}")
     if args.compare_before:
         print(f"speed-up ours/before: {med[before_name] / med[ours_name]:.2f}x")
+    if args.compare_autocast_depthwise:
+        print(f"speed-up ours/depthwise all under autocast: {med[autocast_name] / med[ours_name]:.2f}x")
     with folding(fold):
         print_breakdown(ours, cfg, priors, opt_ours, images, boxes, labels, args.runs, fmt, autocast)
     if args.profile:

@@ -45,11 +45,22 @@ class ConvBN(nn.Sequential):
     with ReLU6). That is most of the time of the frozen layers in training (their 150×150 and 75×75 maps) and
     of the base at inference. The fold is recomputed at every call from the current parameters (they are
     small), so it cannot go stale after a load, and gradients still reach the conv and BatchNorm through it.
-    `fold = False` (on the class) runs the two unfused, as before, for benchmarks and parity checks."""
+    `fold = False` (on the class) runs the two unfused, as before, for benchmarks and parity checks.
+
+    `float32_under_autocast` (per layer, off by default) runs this layer in float32 while autocast would run it in
+    a lower precision: for some depthwise shapes oneDNN's bfloat16 backward is several times slower than its
+    float32 one on the same CPU. Training chooses the layers by timing them (`train.precision`)."""
 
     fold = True
+    float32_under_autocast = False
 
     def forward(self, x):
+        if self.float32_under_autocast and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._forward(x.float())
+        return self._forward(x)
+
+    def _forward(self, x):
         conv, bn = self[0], self[1]
         if bn.training or not self.fold:
             return super().forward(x)

@@ -36,6 +36,7 @@ from ssd.weights_files import LOG_SUFFIX, beside
 from .card import model_card
 from .checks import SubsetSource, check_images
 from .datasets import DatasetError, DetectionDataset, collate
+from .precision import choose_depthwise_precision, depthwise_layers
 
 CHECKPOINT = "last.ckpt"
 IMAGE_CHECK_CACHE = "checked_images.json"
@@ -62,6 +63,9 @@ class Recipe:
     max_steps: int = 10_000
     time_budget_s: float | None = None
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bfloat16, else off), bf16, fp16, off
+    # Under bf16 autocast on a CPU: "auto" runs in float32 the depthwise layers that train faster so on this CPU
+    # (timed at start-up, train.precision); "autocast" leaves every layer to autocast.
+    depthwise_precision: str = "auto"
     workers: int = 4
     seed: int = 0
     log_every: int = 20
@@ -344,6 +348,12 @@ class Trainer:
                                          momentum=recipe.momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, recipe))
         self.autocast, self.amp_reason = amp_choice(recipe, self.device)
+        if self.autocast is torch.bfloat16 and self.device.type == "cpu" and recipe.depthwise_precision == "auto":
+            chosen = choose_depthwise_precision(self.model, recipe.batch_size, cfg.image_size, self.autocast,
+                                                memory_format(self.device, cfg))
+            if depthwise_layers(self.model):
+                self.amp_reason += (f"; {len(chosen)} of {len(depthwise_layers(self.model))} depthwise layers in "
+                                    "float32, faster so on this CPU")
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
         self.criterion = MultiBoxLoss(cfg, global_positives(self.world)).to(self.device)
