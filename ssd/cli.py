@@ -10,8 +10,9 @@ are reported on stderr and make the exit status non-zero.
 
     python -m ssd.export --out model.onnx | --cache [--weights W]     (export_main; see ssd.export)
 
-Drawing pictures is not the library's job: `main` takes the function that draws (the application edge,
-detect.py, passes visualize's), and only then is there an --out DIR for annotated copies.
+Drawing pictures is not the library's job: `main` takes the function that draws (the command-line edge,
+visualize.detect, the `ssd-detect` command, passes visualize's), and only then is there an --out DIR for
+annotated copies.
 """
 
 from __future__ import annotations

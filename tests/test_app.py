@@ -292,7 +292,7 @@ def test_the_api_endpoint_keeps_no_session_state_and_the_page_keeps_a_small_one(
     *_, state = tab.detect_with_state(photo, 0.01, 0.45, 200, [])
     size = len(state.jpeg) + sum(t.numel() * t.element_size() for t in (state.raw.boxes, state.raw.scores))
     assert size < 1_500_000, size  # noise is the worst case for JPEG; a photo is smaller still
-    again = tab.render(state, 0.01, 0.45, 200)
+    again = tab.drawn(state, tab.shown(state, 0.01, 0.45, 200))
     assert again[2]["detections_after_nms"] > 0 and again[0].size == (1024, 1024)
     # The Matching tab keeps its picture as JPEG too: the 800-pixel picture's raw pixels took 1.1 MB.
     from ui.matching_tab import MatchingTab

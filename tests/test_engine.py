@@ -88,6 +88,39 @@ def test_resume_is_exact(tmp_path, shapes):
     assert [r["loss"] for r in straight.state.log] == [r["loss"] for r in second.state.log]
 
 
+def test_a_resumed_run_keeps_the_depthwise_layers_its_start_put_in_float32(tmp_path, shapes, monkeypatch):
+    """Under bf16 autocast on a CPU the depthwise layers that train faster in float32 are timed once, at the run's
+    start; the checkpoint keeps the choice, and a resume takes it instead of timing again (timings vary)."""
+    from train import precision
+
+    cfg = ssd.SSD300_LITE0_VOC.replace(num_classes=3)
+    picked = ["base.blocks.8.depthwise", "base.blocks.3.depthwise"]
+
+    def timed(model, *args, **kwargs):
+        return precision.set_float32_layers(model, picked)
+
+    def trainer(run_dir, **recipe):
+        source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle"))
+        r = Recipe(**{"batch_size": 2, "max_steps": 2, "workers": 0, "amp": "bf16", **recipe})
+        return Trainer(cfg, r, source, Resize(300), run_dir, device="cpu")
+
+    def in_float32(t):
+        return [n for n, m in precision.depthwise_layers(t.model).items() if m.float32_under_autocast]
+
+    monkeypatch.setattr(engine, "choose_depthwise_precision", timed)
+    first = trainer(tmp_path / "run")
+    assert in_float32(first) == first.depthwise_float32 == sorted(picked, key=lambda n: int(n.split(".")[2]))
+    assert "2 of 16 depthwise layers in float32" in first.amp_reason
+    first.train(stop_after_steps=1)
+    monkeypatch.setattr(engine, "choose_depthwise_precision", lambda *a, **k: pytest.fail("timed again"))
+    second = trainer(tmp_path / "run")
+    assert second.resumed and in_float32(second) == first.depthwise_float32
+    assert "as the checkpoint's run chose" in second.amp_reason
+    # Turned off, or without bf16 autocast: every layer is left to autocast, nothing is timed.
+    assert in_float32(trainer(tmp_path / "off", depthwise_precision="autocast")) == []
+    assert in_float32(trainer(tmp_path / "fp32", amp="off")) == []
+
+
 def test_evaluation_steps_off_the_logging_grid_are_evaluated(tmp_path, shapes, monkeypatch):
     trainer = _trainer(tmp_path, shapes, log_every=4, eval_every=3, max_steps=7)
     monkeypatch.setattr(trainer, "evaluate", lambda limit=None: {"val_map": 0.25, "val_map_area": 0.5})

@@ -125,7 +125,7 @@ def test_the_sliders_post_process_with_the_model_that_ran(models, photo):
     assert state_b.model == B and slider.value == 0.2 == models.get(B).default_score
     assert outputs[2]["model_name"] == B and outputs[2]["score_threshold"] == 0.2
     # A slider moves afterwards: each state is post-processed from its own model's outputs, never mixed.
-    moved_a, moved_b = tab.render(state_a, 0.05, 0.45, 200, []), tab.render(state_b, 0.05, 0.45, 200, [])
+    moved_a, moved_b = (tab.drawn(s, tab.shown(s, 0.05, 0.45, 200, [])) for s in (state_a, state_b))
     assert moved_a[2]["model_name"] == A and moved_b[2]["model_name"] == B
     assert detections(moved_b[2]) == detections(tab.detect(photo, 0.05, 0.45, 200, [], B)[2])
     assert detections(moved_a[2]) == detections(tab.detect(photo, 0.05, 0.45, 200, [], A)[2])
@@ -144,7 +144,7 @@ def test_a_slider_move_post_processes_once_and_a_closed_nms_view_not_at_all(mode
     monkeypatch.setattr(detector, "postprocess", lambda *a, **k: calls.append(1) or real(*a, **k))
     *shown, state, text, rows, _ = tab.detect_page(True, None, photo, 0.05, 0.45, 200, [], A)
     assert len(calls) == 1 and "kept by NMS" in text and rows  # the picture, the table and NMS from one pass
-    assert detections(shown[2]) == detections(tab.render(state, 0.05, 0.45, 200, [])[2])
+    assert detections(shown[2]) == detections(tab.drawn(state, tab.shown(state, 0.05, 0.45, 200, []))[2])
     calls.clear()
     closed = tab.on_sliders(state, False, None, 0.1, 0.45, 200, [])
     assert len(calls) == 1 and closed[4:] == NO_NMS and closed[2]["score_threshold"] == 0.1

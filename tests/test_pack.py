@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from torch.utils.data import DataLoader
 from ssd.augment import Resize
 from tests.shapes import make_shapes_coco, make_shapes_voc
 from train.datasets import COCODataset, DatasetError, DetectionDataset, Sample, VOCDataset, collate
-from train.pack import PackDataset, build_pack, main
+from train.pack import _HEADER, PackDataset, build_pack, main
 
 MAX_SIDE = 120
 
@@ -33,6 +35,13 @@ def test_pack_round_trip_matches_the_dataset_within_resize_rounding(voc_and_pack
     assert pack.ids == direct.ids and pack.classes == direct.classes
     assert out.stat().st_size == summary["bytes"]
     assert pack.info["max_side"] == MAX_SIDE and pack.info["source"]["format"] == "voc"
+    # The index records each source image's size too (the file format's orig_width / orig_height).
+    with open(out, "rb") as f:
+        _, offset, length = _HEADER.unpack(f.read(_HEADER.size))
+        f.seek(offset)
+        index = json.loads(f.read(length))
+    assert [(r["orig_width"], r["orig_height"]) for r in index["images"]] == [
+        tuple(direct.annotation(i)[3:5]) for i in range(len(direct))]
     enlarged_none = shrunk = 0
     for i in range(len(pack)):
         b0, l0, _, w, h = direct.annotation(i)

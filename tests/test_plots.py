@@ -159,4 +159,6 @@ def test_the_command_line_draws_a_runs_log_and_an_evaluation_report(tmp_path, ca
     assert main([str(tmp_path)]) == 0 and _png_size(tmp_path / "curves.png") == (900, 700)
     out = tmp_path / "pr.png"
     assert main([str(report_path(DEFAULT_WEIGHTS)), "--out", str(out)]) == 0 and _png_size(out) == (900, 600)
+    (tmp_path / "log.txt").write_text("step\n")
     assert main([str(tmp_path / "log.txt")]) == 2 and "expected a training log" in capsys.readouterr().err
+    assert main([str(tmp_path / "nowhere")]) == 2 and "no such file" in capsys.readouterr().err

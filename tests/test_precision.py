@@ -31,8 +31,6 @@ def test_a_float32_layer_under_autocast_computes_what_float32_computes():
     assert (got - expected).abs().max() < 0.05  # only the input's rounding to bfloat16 differs
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert depthwise()(x.bfloat16()).dtype == torch.bfloat16  # the flag off: autocast decides
-    # Outside autocast the flag changes nothing.
-    assert torch.allclose(layer(x), depthwise()(x), atol=1e-6)
 
 
 def test_the_chooser_follows_the_timings_times_each_shape_once_and_leaves_the_model_as_it_was(monkeypatch):

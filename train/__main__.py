@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
             o.add_argument(name, type=kind, default=value, choices=RECIPE_CHOICES.get(f.name),
                            help=f"(default {value})")
     p.add_argument("--out", required=True,
-                   help="run directory: checkpoint, log.csv (python -m visualize.plots DIR draws it), weights")
+                   help="run directory: checkpoint, log.csv (visualize.plots draws it: ssd-plot DIR), weights")
     p.add_argument("--export", help="also write the shipped weights here (fp16 safetensors + .json card + .log.csv "
                                     "training log)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")

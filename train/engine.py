@@ -1,5 +1,5 @@
 """The training loop: SGD + warmup/cosine (or multi-step) LR, AMP, channels_last, DDP via torchrun,
-time budget, atomic checkpoints with exact resume, CSV/JSON log + plot, and export of the shipped weights.
+time budget, atomic checkpoints with exact resume, a CSV log, and export of the shipped weights.
 
 Exact resume: the data order of epoch e is a permutation seeded by (seed, e), and every sample's
 augmentation draws from an RNG seeded by (seed, e, index) (train.datasets.DetectionDataset) — so a run
@@ -36,7 +36,7 @@ from ssd.weights_files import LOG_SUFFIX, beside
 from .card import model_card
 from .checks import SubsetSource, check_images
 from .datasets import DatasetError, DetectionDataset, collate
-from .precision import choose_depthwise_precision, depthwise_layers
+from .precision import choose_depthwise_precision, depthwise_layers, set_float32_layers
 
 CHECKPOINT = "last.ckpt"
 IMAGE_CHECK_CACHE = "checked_images.json"
@@ -279,8 +279,8 @@ def write_log_csv(path: Path, rows: list[dict]):
 
 
 def write_log(run_dir: Path, rows: list[dict]):
-    """The run's log.csv; `python -m visualize.plots RUN_DIR/log.csv` draws its curves (training draws nothing,
-    so it needs no plotting library)."""
+    """The run's log.csv; `python -m visualize.plots RUN_DIR` draws its curves (training draws nothing, so it
+    imports no plotting library)."""
     write_log_csv(run_dir / LOG_CSV, rows)
 
 
@@ -348,12 +348,8 @@ class Trainer:
                                          momentum=recipe.momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, recipe))
         self.autocast, self.amp_reason = amp_choice(recipe, self.device)
-        if self.autocast is torch.bfloat16 and self.device.type == "cpu" and recipe.depthwise_precision == "auto":
-            chosen = choose_depthwise_precision(self.model, recipe.batch_size, cfg.image_size, self.autocast,
-                                                memory_format(self.device, cfg))
-            if depthwise_layers(self.model):
-                self.amp_reason += (f"; {len(chosen)} of {len(depthwise_layers(self.model))} depthwise layers in "
-                                    "float32, faster so on this CPU")
+        self.depthwise_float32: list[str] = []  # layers that train in float32 under bf16 autocast
+        self._checkpoint_depthwise: list[str] | None = None
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
         self.criterion = MultiBoxLoss(cfg, global_positives(self.world)).to(self.device)
@@ -363,6 +359,7 @@ class Trainer:
         self._sampler()  # at least one batch, checked before any checkpoint is written
         if not self.resumed and recipe.init_weights:
             self._load_init_weights(Path(recipe.init_weights))
+        self._choose_depthwise_precision()
 
     @property
     def is_main(self) -> bool:
@@ -406,6 +403,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
         set_rng_state(ckpt["rng"])
+        self._checkpoint_depthwise = ckpt.get("depthwise_float32")
         changed = self._apply_recipe_changes(ckpt.get("recipe", {}), path)
         if self.is_main:
             print(f"[train] resumed from {path} at step {self.state.step}"
@@ -455,8 +453,30 @@ class Trainer:
             save_checkpoint(self.run_dir / CHECKPOINT, model=self.model.state_dict(),
                             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                             scaler=self.scaler.state_dict(), state=asdict(self.state), rng=rng_state(),
-                            config=self.cfg.to_dict(), recipe=asdict(self.recipe), classes=self.class_names)
+                            config=self.cfg.to_dict(), recipe=asdict(self.recipe), classes=self.class_names,
+                            depthwise_float32=self.depthwise_float32)
             write_log(self.run_dir, self.state.log)
+
+    def _choose_depthwise_precision(self):
+        """Under bf16 autocast on a CPU, the depthwise layers that train in float32 (train.precision): timed at a
+        fresh start, by the main process for all of them; on a resume, those the checkpoint's run chose, so that
+        the resumed run computes what the uninterrupted one would have."""
+        layers = depthwise_layers(self.model)
+        if not (layers and self.autocast is torch.bfloat16 and self.device.type == "cpu"
+                and self.recipe.depthwise_precision == "auto"):
+            return
+        chosen, how = self._checkpoint_depthwise, "as the checkpoint's run chose"
+        if chosen is None:
+            how = "faster so on this CPU"
+            if self.is_main:
+                chosen = choose_depthwise_precision(self.model, self.recipe.batch_size, self.cfg.image_size,
+                                                    self.autocast, memory_format(self.device, self.cfg))
+            if self.world > 1:
+                box = [chosen]
+                dist.broadcast_object_list(box, src=0)
+                chosen = box[0]
+        self.depthwise_float32 = set_float32_layers(self.model, chosen)
+        self.amp_reason += f"; {len(chosen)} of {len(layers)} depthwise layers in float32, {how}"
 
     def _sampler(self, epoch: int = 0, start_batch: int = 0) -> EpochSampler:
         r = self.recipe

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                         "the weights' export is cached, else torch), e.g. to measure what a backend's precision costs")
     p.add_argument("--iou", type=float, default=0.5, help="VOC IoU threshold (default 0.5)")
     p.add_argument("--json", help="write every number (and the PR curves) to this JSON file; "
-                                  "`python -m visualize.plots FILE` draws the curves")
+                                  "visualize.plots draws the curves (ssd-plot FILE)")
     p.add_argument("--report", nargs="?", const="", metavar="FILE",
                    help="write the evaluation report the app's Model tab shows (per-class AP, PR curves, the "
                         "worst false positives and their kinds); FILE defaults to <weights stem>.eval.json beside "

@@ -5,8 +5,8 @@ but its backward is not always: the 5×5 weight gradient and the strided input g
 float32, so that in a bfloat16 step the depthwise layers took twice as long as in a float32 one. Which shapes lose
 depends on the CPU and the library, so the engine times each depthwise layer of the base at its training shape
 both ways, on a copy and random data, and runs in float32 those that are faster so
-(`ssd.efficientnet_lite.ConvBN.float32_under_autocast`). Float32 is the more precise of the two, so the choice
-changes speed, not what is learned.
+(`ssd.efficientnet_lite.ConvBN.float32_under_autocast`). Those layers then round less, not more, than under
+autocast; the choice is kept in the checkpoint, so a resumed run computes as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,6 +26,17 @@ MARGIN = 0.9  # float32 must take at most this share of the bfloat16 time: a cle
 def depthwise_layers(model: nn.Module) -> dict[str, ConvBN]:
     return {name: m for name, m in model.named_modules()
             if isinstance(m, ConvBN) and m[0].groups > 1 and m[0].groups == m[0].in_channels}
+
+
+def set_float32_layers(model: nn.Module, names) -> list[str]:
+    """Run exactly the depthwise layers `names` in float32 under autocast; returns them in the model's order."""
+    names = set(names)
+    unknown = names - set(depthwise_layers(model))
+    if unknown:
+        raise ValueError(f"not depthwise layers of this model: {sorted(unknown)}")
+    for name, layer in depthwise_layers(model).items():
+        layer.float32_under_autocast = name in names
+    return [name for name in depthwise_layers(model) if name in names]
 
 
 def input_shapes(model: nn.Module, layers: dict[str, ConvBN], image_size: int, device, memory_format):

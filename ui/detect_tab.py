@@ -104,10 +104,6 @@ class DetectTab:
         return Shown(name, model, dets, (time.perf_counter() - start) * 1000, score_threshold, nms_threshold, top_k,
                      wanted)
 
-    def render(self, state: DetectState, score_threshold, nms_threshold, top_k, classes=None):
-        """(annotated image, table, data, summary) of the cached network outputs at these slider values."""
-        return self.drawn(state, self.shown(state, score_threshold, nms_threshold, top_k, classes))
-
     def drawn(self, state: DetectState, shown: Shown):
         """(annotated image, table, data, summary) of one post-processing."""
         name, dets, post_ms, wanted = shown.name, shown.dets, shown.post_ms, shown.wanted
@@ -250,7 +246,7 @@ class DetectTab:
         """The page's Detect (the button, or a new image in the input): detect_with_state's outputs, then the
         NMS view's while its accordion is open. The image removed clears the outputs."""
         if image is None:
-            return None, [], None, "", None, *NO_NMS
+            return None, [], None, "", None, *self.nms_view(None, None, None, None, None, None)
         state, shown = self.run_network(image, score_threshold, nms_threshold, top_k, classes, model)
         return (*self.drawn(state, shown), state, *(self.nms_of(state, shown, class_name) if nms_open else NO_NMS))
 

@@ -272,7 +272,8 @@ def read_pr_result(path: Path) -> dict:
     result = data.get("voc", data)
     per_class = result.get("per_class")
     if not isinstance(per_class, dict):
-        raise ValueError(f"{path}: no per-class results (an evaluation report or train.evaluate's --json file)")
+        raise ValueError(f"{path}: no per-class results (an evaluation report, or the --json file of "
+                         "train.evaluate / ssd-evaluate)")
     return {**result, "per_class": {k: {**c, **c.get("pr", {})} for k, c in per_class.items()}}
 
 
@@ -281,18 +282,24 @@ def main(argv=None) -> int:
                                 description="Draw a training run's curves (loss and val mAP against the step) "
                                             "or an evaluation's precision-recall curves.")
     p.add_argument("file", help="a run folder or its log.csv; or an evaluation report / train.evaluate --json")
-    p.add_argument("--out", help="the PNG (default: curves.png beside a log, <name>_pr.png beside an evaluation)")
+    p.add_argument("--out", help="the PNG (default: a run folder's curves.png; <stem>_curves.png or <stem>_pr.png "
+                                 "in the current folder for another file)")
     args = p.parse_args(argv)
     path = Path(args.file)
     path = path / "log.csv" if path.is_dir() else path
+    stem = path.name.split(".")[0]
     try:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
         if path.suffix == ".csv":
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
-            out = Path(args.out) if args.out else path.with_name("curves.png")
+            # A run folder's log gets its curves beside it; any other log (weights' <stem>.log.csv) here.
+            default = path.with_name("curves.png") if path.name == "log.csv" else Path(f"{stem}_curves.png")
+            out = Path(args.out) if args.out else default
             plot_training_curves(rows, out)
         elif path.suffix == ".json":
-            out = Path(args.out) if args.out else path.with_name(path.name.split(".")[0] + "_pr.png")
+            out = Path(args.out) if args.out else Path(f"{stem}_pr.png")  # not beside installed weights
             plot_pr_curves(read_pr_result(path), path=out)
         else:
             raise ValueError(f"{path}: expected a training log (.csv) or an evaluation (.json)")
