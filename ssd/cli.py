@@ -25,7 +25,13 @@ from pathlib import Path, PurePath
 
 from .backends import BACKENDS
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # usage: bad data, options, weights or run folder
+
+
+def error_exit(problem: Exception) -> int:
+    """One `error:` line on stderr instead of a traceback, for what the user can fix; returns the exit status."""
+    print(f"error: {problem}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def program(module_form: str) -> str:

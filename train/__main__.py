@@ -14,9 +14,9 @@ import sys
 from dataclasses import fields
 
 from ssd import PRESETS
-from ssd.cli import program
+from ssd.cli import error_exit, program
 
-from .cli import error_exit, shown_command
+from .cli import shown_command
 from .engine import Recipe, RunError, Trainer
 
 

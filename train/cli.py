@@ -1,19 +1,10 @@
-"""What the command-line tools share: how they report what a user can fix, and the command a model card or an
-evaluation report records."""
+"""The command a model card or an evaluation report records (`shown_command`). What every command line shares
+(its name, its `error:` line) is the library's: `ssd.cli.program`, `ssd.cli.error_exit`."""
 
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import PurePath
-
-EXIT_USAGE = 2  # bad data, options, weights or run folder: the message says what to fix
-
-
-def error_exit(problem: Exception) -> int:
-    """One `error:` line on stderr instead of a traceback; returns the exit status."""
-    print(f"error: {problem}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def shown_command(prog: str, words: list[str]) -> str:

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 from ssd.backends import BACKENDS
-from ssd.cli import program
+from ssd.cli import error_exit, program
 from ssd.evaluation.coco import COCO_STAT_NAMES, evaluate_coco
 from ssd.evaluation.report import build_report, report_path, sha256, write_report
 from ssd.evaluation.run import collect_detections, score_voc
 from ssd.evaluation.voc import VOCResult, format_percent, json_number
 
-from .cli import error_exit, shown_command
+from .cli import shown_command
 
 __all__ = ["main"]
 

@@ -44,9 +44,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ssd.cli import program
+from ssd.cli import error_exit, program
 
-from .cli import error_exit
 from .datasets import DatasetError, Sample, decode_image
 
 __all__ = ["PackDataset", "build_pack", "main"]

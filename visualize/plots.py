@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ssd.cli import EXIT_USAGE, program
+from ssd.cli import error_exit, program
 
 __all__ = ["figure_to_image", "plot_class_ap", "plot_pr_curves", "plot_training_curves"]
 
@@ -304,8 +304,7 @@ def main(argv=None) -> int:
         else:
             raise ValueError(f"{path}: expected a training log (.csv) or an evaluation (.json)")
     except (OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return error_exit(e)
     print(f"wrote {out}")
     return 0
 
