@@ -42,7 +42,7 @@ from ssd.backends import cpu_has_native_bf16  # noqa: E402
 from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.image import normalise  # noqa: E402
 from train.engine import Recipe, amp_choice, compute_loss, memory_format, parameter_groups  # noqa: E402
-from train.precision import choose_depthwise_precision, depthwise_layers  # noqa: E402
+from train.precision import choose_depthwise_precision, depthwise_layers, set_float32_layers  # noqa: E402
 
 
 def cpu_line() -> str:
@@ -137,8 +137,7 @@ def main():
         amp_reason += f"; {len(chosen)} of {len(depthwise_layers(ours))} depthwise layers in float32"
 
     def step_ours(dtype=autocast, fold=fold, depthwise_float32=True):
-        for name, layer in depthwise_layers(ours).items():
-            layer.float32_under_autocast = depthwise_float32 and name in chosen
+        set_float32_layers(ours, chosen if depthwise_float32 else [])
         with folding(fold):
             loc, conf = compute_loss(ours, criterion, images, boxes, labels, dtype, fmt=fmt)
             opt_ours.zero_grad(set_to_none=True)

@@ -168,7 +168,11 @@ class DetectTab:
         if state is None:
             return (gr.skip(),) * 7
         shown = self.shown(state, score_threshold, nms_threshold, top_k, classes)
-        return (*self.drawn(state, shown), *(self.nms_of(state, shown, class_name) if nms_open else NO_NMS))
+        return (*self.drawn(state, shown), *self.nms_if_open(nms_open, state, shown, class_name))
+
+    def nms_if_open(self, nms_open: bool, state: DetectState, shown: Shown, class_name):
+        """The NMS view's outputs of one post-processing, or nothing to change while its accordion is closed."""
+        return self.nms_of(state, shown, class_name) if nms_open else NO_NMS
 
     def journey_of(self, model, raw, number: int, score_threshold, nms_threshold, top_k, classes):
         """The journey of detection `number` (1 = the table's first row) of `raw`, or None if there is none."""
@@ -248,7 +252,7 @@ class DetectTab:
         if image is None:
             return None, [], None, "", None, *self.nms_view(None, None, None, None, None, None)
         state, shown = self.run_network(image, score_threshold, nms_threshold, top_k, classes, model)
-        return (*self.drawn(state, shown), state, *(self.nms_of(state, shown, class_name) if nms_open else NO_NMS))
+        return (*self.drawn(state, shown), state, *self.nms_if_open(nms_open, state, shown, class_name))
 
     def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None, model=None):
         """Detect objects in `image`. Returns the annotated image, a table, the detections as data and a summary.
