@@ -17,7 +17,7 @@ VOC_CLASSES = (
 
 
 # How many source layers each base network provides itself (the extra layers provide the others).
-BASE_SOURCES = {"vgg16": 2, "efficientnet_lite0": 3}
+BASE_SOURCES = {"vgg16": 2, "efficientnet_lite0": 3, "efficientnet_lite1": 3}
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,13 @@ class SSDConfig:
     extra_layers: tuple[tuple[int, int, int], ...] = ((3, 2, 1), (3, 2, 1), (3, 1, 0), (3, 1, 0))
     variances: tuple[float, float] = (0.1, 0.2)
     # The base network: "vgg16" (the paper's: conv4_3 and fc7 are the first two sources) or
-    # "efficientnet_lite0" (ImageNet-pretrained, ssd.efficientnet_lite: blocks.5 / blocks.11 expansions and the
+    # "efficientnet_lite0" or "efficientnet_lite1" (ImageNet-pretrained, ssd.efficientnet_lite: the expansions of
+    # the blocks that start stages 3 and 5 — Lite0's blocks.5 / blocks.11, Lite1's blocks.7 / blocks.15 — and the
     # head conv are the first three sources). The extra layers add the rest, so the default boxes are the same.
     backbone: str = "vgg16"
     # Depthwise-separable extras and heads (SSDLite, Sandler et al. 2018) instead of the paper's 3x3 convs.
     separable: bool = False
-    # Leading base layers ([stem, blocks.0, ...] for EfficientNet-Lite0) that keep their ImageNet weights and
+    # Leading base layers ([stem, blocks.0, ...] for EfficientNet-Lite) that keep their ImageNet weights and
     # BatchNorm statistics during training.
     frozen_base_layers: int = 0
     # Options for training from scratch (ScratchDet/DSOD); the presets are the paper's model.
@@ -174,4 +175,14 @@ SSD300_LITE0_VOC = SSD300_VOC.replace(
     pixel_std=(128.0, 128.0, 128.0),
 )
 
-PRESETS = {c.name: c for c in (SSD300_VOC, SSD512_VOC, SSD300_COCO, SSD512_COCO, SSD300_LITE0_VOC)}
+# The same SSD on EfficientNet-Lite1 (Lite0 deeper, the same widths: the extra layers and heads are Lite0's
+# shapes). Frozen 8 keeps the stages Lite0's preset freezes (stem, stages 0–2).
+SSD300_LITE1_VOC = SSD300_LITE0_VOC.replace(
+    name="SSD300_LITE1_VOC",
+    backbone="efficientnet_lite1",
+    source_layers=("blocks.7 expand", "blocks.15 expand", "head conv", "extra1", "extra2", "extra3"),
+    frozen_base_layers=8,
+)
+
+PRESETS = {c.name: c for c in (SSD300_VOC, SSD512_VOC, SSD300_COCO, SSD512_COCO, SSD300_LITE0_VOC,
+                               SSD300_LITE1_VOC)}

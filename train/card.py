@@ -25,7 +25,7 @@ def base_weights_info(cfg: SSDConfig) -> dict | str:
         return "none: VGG16 trained from scratch (no ImageNet VGG16 ships with this project)"
     from ssd.efficientnet_lite import imagenet_weights_info
 
-    return imagenet_weights_info()
+    return imagenet_weights_info(cfg.backbone)
 
 
 def model_card(cfg: SSDConfig, recipe, state, world: int, steps_per_epoch: int, data: str,

@@ -436,12 +436,20 @@ class Trainer:
         theirs = load_file(str(path))
         ours = self.model.state_dict()
         fits = {k: theirs[k].to(v.dtype) for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape}
+        # Another base network (Lite0 weights for a Lite1 SSD): many of its tensors have our names and shapes, in
+        # blocks that do other work, so the base keeps its ImageNet weights and only the extra layers and heads
+        # are taken.
+        base = {k for k in ours if k.startswith("base.")}
+        other_base = base != {k for k in theirs if k.startswith("base.")} or any(k not in fits for k in base)
+        if other_base:
+            fits = {k: v for k, v in fits.items() if not k.startswith("base.")}
         if not fits:
             raise ValueError(f"--init-weights {path}: none of its tensors fits {self.cfg.name} (another base network?)")
         self.model.load_state_dict(fits, strict=False)
         if self.is_main:
             left = sorted(set(ours) - set(fits))
             print(f"[train] initialised {len(fits)}/{len(ours)} tensors from {path}"
+                  + ("; its base network is another one: ours keeps its ImageNet weights" if other_base else "")
                   + (f"; kept the initialisation of {len(left)} that do not fit (e.g. {left[0]})" if left else ""))
 
     def save(self):

@@ -14,6 +14,7 @@ from PIL import Image
 
 import ssd
 import ssd.detector
+from ssd.efficientnet_lite import VARIANTS
 
 from .inputs import Refused
 from .settings import CONCURRENCY
@@ -115,7 +116,7 @@ class DemoModel:
         if cfg.backbone == "vgg16":
             base = f"VGG16{'-BN' if cfg.batch_norm else ''}" + (f" ×{cfg.width:g}" if cfg.width != 1 else "")
         else:
-            base = {"efficientnet_lite0": "EfficientNet-Lite0"}.get(cfg.backbone, cfg.backbone)
+            base = VARIANTS[cfg.backbone].title if cfg.backbone in VARIANTS else cfg.backbone
         if card.get("base_weights"):
             base += ", ImageNet-pretrained"
         parts = [name, base]
