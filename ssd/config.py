@@ -54,6 +54,10 @@ class SSDConfig:
     # Leading base layers ([stem, blocks.0, ...] for EfficientNet-Lite) that keep their ImageNet weights and
     # BatchNorm statistics during training.
     frozen_base_layers: int = 0
+    # The base's BatchNorm layers that train keep their running statistics (eval mode, as in detection fine-tuning
+    # with small batches: Detectron's FrozenBN); their scale and shift still train. For EfficientNet-Lite they are
+    # then folded into their convolutions, which also makes the step cheaper.
+    frozen_base_batchnorm: bool = False
     # Options for training from scratch (ScratchDet/DSOD); the presets are the paper's model.
     batch_norm: bool = False
     width: float = 1.0

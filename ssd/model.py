@@ -155,10 +155,16 @@ class SSD(nn.Module):
         return True
 
     def train(self, mode: bool = True):
-        """Frozen base layers stay in eval mode: their BatchNorm statistics are ImageNet's."""
+        """Frozen base layers stay in eval mode: their BatchNorm statistics are ImageNet's. With
+        `cfg.frozen_base_batchnorm` every BatchNorm of the base does (its running statistics stay those it was
+        loaded with)."""
         super().train(mode)
         for m in self._frozen:
             m.eval()
+        if self.cfg.frozen_base_batchnorm:
+            for m in self.base.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
         return self
 
     def features(self, x) -> list[torch.Tensor]:

@@ -154,3 +154,26 @@ def test_ssd300_lite0_detects_the_same_with_folded_and_unfolded_batchnorm():
             ConvBN.fold = True
     for a, b in zip(folded, unfused):
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_frozen_base_batchnorm_keeps_the_statistics_while_the_layers_train():
+    """FrozenBN: with `frozen_base_batchnorm` the base's BatchNorm layers use and keep their running statistics
+    (folded into the convolutions) while convolutions and BatchNorm scales still train; the heads' BatchNorm
+    does not change its ways."""
+    torch.manual_seed(0)
+    cfg = SSD300_LITE0_VOC.replace(frozen_base_layers=0, frozen_base_batchnorm=True)
+    model = ssd.build_ssd(cfg, pretrained_base=True).train()
+    bns = [m for m in model.base.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert model.conf_heads[0][1].training  # outside the base
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loc, conf = model(torch.randn(2, 3, 300, 300))
+    (loc.square().mean() + conf.logsumexp(-1).mean()).backward()
+    opt.step()
+    after = model.state_dict()
+    stats = [k for k in after if k.startswith("base.") and k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(after[k], before[k]) for k in stats)
+    for k in ("base.stem.0.weight", "base.blocks.3.depthwise.0.weight", "base.blocks.3.depthwise.1.weight"):
+        assert not torch.equal(after[k], before[k]), f"{k} did not train"
+    assert not torch.equal(after["conf_heads.0.1.running_mean"], before["conf_heads.0.1.running_mean"])
