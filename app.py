@@ -23,11 +23,11 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from ssd.heap import keep_heap_small  # noqa: E402
 from ui import priors_tab  # noqa: E402
 from ui.augment_tab import AugmentTab  # noqa: E402
 from ui.demo_models import EXPORTS_MAY_START, DemoModel, DemoModels  # noqa: E402
 from ui.detect_tab import DetectTab  # noqa: E402
-from ui.heap import keep_heap_small  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
 from ui.model_tab import build_model_tabs  # noqa: E402
 from ui.settings import (  # noqa: E402

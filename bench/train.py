@@ -3,11 +3,13 @@
     python bench/train.py [--batch 8] [--runs 5] [--width 1.0] [--batch-norm]
     python bench/train.py --config SSD300_LITE0_VOC --batch 16 [--frozen-base-layers 0] [--compare-before]
                           [--compare-autocast-depthwise]
+    python bench/train.py --config SSD300_LITE1_VOC --batch 16      (the deeper Lite1 base, same heads)
 
 SSD300_VOC (default): both models are the paper's SSD300 (VGG16, 8732 default boxes, 21 classes, random
-weights) against torchvision's ssd300_vgg16. SSD300_LITE0_VOC: our SSD300 on EfficientNet-Lite0 (its ImageNet
-weights, the preset's frozen layers unless --frozen-base-layers says otherwise, as training uses it) against
-torchvision's ssdlite320_mobilenet_v3_large (random weights, 320x320 inputs: its own size; 3234 default boxes).
+weights) against torchvision's ssd300_vgg16. SSD300_LITE0_VOC (or SSD300_LITE1_VOC): our SSD300 on
+EfficientNet-Lite0 (or -Lite1; its ImageNet weights, the preset's frozen layers unless --frozen-base-layers says
+otherwise, as training uses it) against torchvision's ssdlite320_mobilenet_v3_large (random weights, 320x320
+inputs: its own size; 3234 default boxes).
 A step is forward + matching + MultiBox loss with 3:1 hard negatives + backward + SGD update (torchvision's own
 transform resizes/normalises; ours normalises uint8 on the device and uses the engine's memory format).
 
@@ -41,7 +43,14 @@ import ssd  # noqa: E402
 from ssd.backends import cpu_has_native_bf16  # noqa: E402
 from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.image import normalise  # noqa: E402
-from train.engine import Recipe, amp_choice, compute_loss, memory_format, parameter_groups  # noqa: E402
+from train.engine import (  # noqa: E402
+    Recipe,
+    amp_choice,
+    compute_loss,
+    memory_format,
+    parameter_groups,
+    speed_up_the_process,
+)
 from train.precision import choose_depthwise_precision, depthwise_layers, set_float32_layers  # noqa: E402
 
 
@@ -89,8 +98,11 @@ def main():
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch-norm", action="store_true")
-    p.add_argument("--config", default="SSD300_VOC", choices=["SSD300_VOC", "SSD300_LITE0_VOC"])
-    p.add_argument("--frozen-base-layers", type=int, default=None, help="Lite0: layers kept fixed (default: preset's)")
+    p.add_argument("--config", default="SSD300_VOC", choices=["SSD300_VOC", "SSD300_LITE0_VOC", "SSD300_LITE1_VOC"])
+    p.add_argument("--frozen-base-layers", type=int, default=None, help="Lite: layers kept fixed (default: preset's)")
+    p.add_argument("--plain-process", action="store_true",
+                   help="without python -m train's process settings (denormals flushed, freed memory kept)")
+    p.add_argument("--frozen-base-batchnorm", action="store_true", help="Lite: as python -m train's (FrozenBN)")
     p.add_argument("--memory-format", default="engine", choices=["engine", "nchw", "channels_last"],
                    help="ours: the engine's choice for this config (default), or force one")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="ours: as python -m train --amp")
@@ -105,6 +117,7 @@ def main():
                    help="time the steps beside a second process busy F of one core (0.25: as the app or a test run)")
     p.add_argument("--profile", action="store_true", help="also profile our step and print its time by kind of op")
     args = p.parse_args()
+    process = "plain process" if args.plain_process else speed_up_the_process()  # as python -m train
     from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 
     torch.manual_seed(0)
@@ -113,9 +126,10 @@ def main():
         tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21).train()
         tv_name, tv_size, wd = "ssd300_vgg16", 300, 5e-4
     else:
-        cfg = ssd.SSD300_LITE0_VOC
+        cfg = ssd.PRESETS[args.config]
         if args.frozen_base_layers is not None:
             cfg = cfg.replace(frozen_base_layers=args.frozen_base_layers)
+        cfg = cfg.replace(frozen_base_batchnorm=args.frozen_base_batchnorm)
         tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21).train()
         tv_name, tv_size, wd = "ssdlite320_mobilenet_v3_large", 320, 4e-5
     fmt = {"engine": memory_format(torch.device("cpu"), cfg), "nchw": torch.contiguous_format,
@@ -167,10 +181,12 @@ def main():
                 if i:
                     times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(cpu_line())
+    print(cpu_line() + f"; {process}")
     if args.neighbour:
         print(f"beside a second process busy {args.neighbour:.0%} of one core")
-    frozen = f", frozen base layers {cfg.frozen_base_layers}" if cfg.backbone != "vgg16" else ""
+    frozen = (f", frozen base layers {cfg.frozen_base_layers}" + (", base BatchNorm frozen (FrozenBN)"
+                                                                  if cfg.frozen_base_batchnorm else "")
+              if cfg.backbone != "vgg16" else "")
     print(f"{cfg.name} training step, batch {args.batch}{frozen}, memory format "
           f"{'channels_last' if fmt == torch.channels_last else 'NCHW'}; ours: amp {amp_reason}, frozen BatchNorm "
           f"{'folded' if fold else 'unfolded'}"

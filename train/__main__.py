@@ -17,7 +17,7 @@ from ssd import PRESETS
 from ssd.cli import error_exit, program
 
 from .cli import shown_command
-from .engine import Recipe, RunError, Trainer
+from .engine import Recipe, RunError, Trainer, speed_up_the_process
 
 
 class UsageError(ValueError):
@@ -37,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-norm", action="store_true", help="BatchNorm after every conv (training from scratch)")
     m.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = paper); VGG16 base only")
     m.add_argument("--frozen-base-layers", type=int, default=None,
-                   help="EfficientNet-Lite0 base: how many leading layers of [stem, blocks.0, ..., blocks.15] keep "
+                   help="EfficientNet-Lite base: how many leading layers of [stem, blocks.0, blocks.1, ...] keep "
                         "their ImageNet weights and BatchNorm statistics (default: the preset's)")
+    m.add_argument("--frozen-base-batchnorm", action="store_true",
+                   help="every BatchNorm of the base keeps the running statistics it starts with while the "
+                        "layers train (FrozenBN; folded into the convolutions for EfficientNet-Lite)")
     d = p.add_argument_group("data")
     d.add_argument("--format", choices=["voc", "coco"], default="voc")
     d.add_argument("--data", help="VOC: the VOC<year> folder (with JPEGImages, Annotations, ImageSets); "
@@ -104,6 +107,7 @@ def load_sources(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    process = speed_up_the_process()
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
     from ssd.augment import SSDAugmentation
 
@@ -112,6 +116,8 @@ def main(argv=None):
         raise UsageError(f"--batch-norm and --width change the VGG16 base; {args.config} has a {preset.backbone} base")
     train_source, val_source, desc = load_sources(args)
     changes = {} if args.frozen_base_layers is None else {"frozen_base_layers": args.frozen_base_layers}
+    if args.frozen_base_batchnorm:
+        changes["frozen_base_batchnorm"] = True
     cfg = preset.replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm, width=args.width,
                          **changes)
     if cfg.num_classes != PRESETS[args.config].num_classes:
@@ -121,7 +127,7 @@ def main(argv=None):
     if trainer.is_main:
         print(f"[train] {cfg.name} batch_norm={cfg.batch_norm} width={cfg.width} on {desc}; device "
               f"{trainer.device}, world {trainer.world}, amp {trainer.amp_reason}, "
-              f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+              f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, {process}")
     state = trainer.train()
     # The card records how the weights were made (run the same command again to resume or re-export).
     command = shown_command(program(f"python -m {__package__}"), sys.argv[1:] if argv is None else list(argv))

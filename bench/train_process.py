@@ -1,0 +1,87 @@
+"""What `python -m train`'s process settings (train.engine.speed_up_the_process) are worth on real data: the
+engine's own step on a training pack's augmented batches, with the settings off and on in turn, one step each,
+in one process.
+
+    python bench/train_process.py --pack runs/voc07_tmm.pack [--init-weights ssd/weights/ssd300_lite0_voc07.safetensors]
+                                  [--frozen-base-layers 4] [--steps 48]
+
+The settings are process-wide, so the comparison toggles them between steps: denormals flushed to zero
+(torch.set_flush_denormal) and freed memory kept for the next step (no block mmapped on its own, no heap trim:
+ssd.heap). bench/train.py's fixed random batch does not show the first (random images and targets give no
+denormal gradients), so this one trains on the pack as the campaign does, from trained weights. Prints the
+median step of each of the four combinations and the speed-up of both against neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ssd  # noqa: E402
+from ssd.augment import SSDAugmentation  # noqa: E402
+from ssd.heap import M_MMAP_MAX, M_TRIM_THRESHOLD  # noqa: E402
+from train.engine import Recipe, Trainer  # noqa: E402
+from train.pack import PackDataset  # noqa: E402
+
+GLIBC_DEFAULTS = {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pack", required=True, help="a training pack (python -m train.pack)")
+    p.add_argument("--config", default="SSD300_LITE0_VOC", choices=["SSD300_LITE0_VOC", "SSD300_LITE1_VOC"])
+    p.add_argument("--init-weights", default=str(Path(__file__).resolve().parents[1]
+                                                 / "ssd/weights/ssd300_lite0_voc07.safetensors"))
+    p.add_argument("--frozen-base-layers", type=int, default=4)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=48, help="steps measured (a quarter with each combination)")
+    args = p.parse_args()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not hasattr(libc, "mallopt"):
+        sys.exit("error: needs glibc (mallopt)")
+
+    cfg = ssd.PRESETS[args.config].replace(frozen_base_layers=args.frozen_base_layers)
+    recipe = Recipe(batch_size=args.batch, lr=0.003, warmup_steps=1, max_steps=10_000, grad_clip=10.0, workers=1,
+                    init_weights=args.init_weights)
+    trainer = Trainer(cfg, recipe, PackDataset(args.pack), SSDAugmentation(size=cfg.image_size, mean=cfg.pixel_mean),
+                      Path(tempfile.mkdtemp()), device="cpu")
+    trainer.ddp.train()
+
+    def settings(flush: bool, keep: bool):
+        torch.set_flush_denormal(flush)
+        for param, default in GLIBC_DEFAULTS.items():
+            libc.mallopt(param, {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}[param] if keep else default)
+
+    combos = {"neither": (False, False), "denormals flushed": (True, False), "freed memory kept": (False, True),
+              "both (python -m train)": (True, True)}
+    times = {name: [] for name in combos}
+    batches = iter(trainer._loader(0, 0))
+    for i in range(args.steps + len(combos)):  # the first round is warm-up
+        name = list(combos)[i % len(combos)]
+        settings(*combos[name])
+        images, boxes, labels = next(batches)
+        t = time.perf_counter()
+        trainer._step(images, boxes, labels)
+        trainer.scheduler.step()
+        if i >= len(combos):
+            times[name].append(time.perf_counter() - t)
+    print(f"{cfg.name}, frozen base layers {cfg.frozen_base_layers}, batch {args.batch}, from {args.init_weights}; "
+          f"amp {trainer.amp_reason}; {torch.get_num_threads()} threads")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name, m in med.items():
+        print(f"{name:<26} {m:6.3f} s/step  {args.batch / m:6.2f} img/s")
+    print(f"speed-up both/neither: {med['neither'] / med['both (python -m train)']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
