@@ -25,9 +25,10 @@ QUEUE_SIZE = int(os.environ.get("SSD_QUEUE_SIZE", "64"))
 STATE_TTL_S = int(os.environ.get("SSD_STATE_TTL_S", "900"))  # a session's cached outputs live this long
 # Gradio keeps every session it has seen (a copy of the page's settings, about 0.4 MB here, and its State values)
 # until 10 000 sessions; beyond SESSIONS the least recently active ones are dropped. A dropped page keeps what it
-# shows; its sliders then wait for the photo to be given again, as after STATE_TTL_S.
-SESSIONS = int(os.environ.get("SSD_SESSIONS", "50"))
-MALLOC_ARENAS = int(os.environ.get("SSD_MALLOC_ARENAS", "2"))  # ui.heap; 0: glibc's default (8 per core)
+# shows; its sliders then wait for the photo to be given again, as after STATE_TTL_S. Each session kept costs
+# about 1–2 MB of RSS in all (bench/app_sessions.py), and 20 visitors at once already share 2 cores thinly.
+SESSIONS = int(os.environ.get("SSD_SESSIONS", "20"))
+MALLOC_ARENAS = int(os.environ.get("SSD_MALLOC_ARENAS", "2"))  # ssd.heap; 0: glibc's default (8 per core)
 DISPLAY_SIDE = 1024  # pictures sent back to the browser are at most this big
 MATCH_SIDE = 800  # the Matching tab's picture
 MAX_GT_ROWS = 100  # ground-truth boxes a visitor's table may give (VOC images have at most 42 objects)
