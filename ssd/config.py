@@ -188,5 +188,18 @@ SSD300_LITE1_VOC = SSD300_LITE0_VOC.replace(
     frozen_base_layers=8,
 )
 
+# A larger input for small objects on the same base: SSD300-Lite0's layout at 384×384. Every default box keeps
+# its size as a fraction of the image (s_k), the strides stay 8/16/32 (48×48, 24×24, 12×12 from the base; the
+# same three extra layers give 6, 3, 1), so a SSD300-Lite0's weights fit it unchanged: 13792 default boxes,
+# 1.64× the pixels.
+SSD384_LITE0_VOC = SSD300_LITE0_VOC.replace(
+    name="SSD384_LITE0_VOC",
+    image_size=384,
+    feature_maps=(48, 24, 12, 6, 3, 1),
+    steps=(8, 16, 32, 64, 128, 384),
+    min_sizes=tuple(round(m * 384 / 300, 2) for m in SSD300_LITE0_VOC.min_sizes),
+    max_sizes=tuple(round(m * 384 / 300, 2) for m in SSD300_LITE0_VOC.max_sizes),
+)
+
 PRESETS = {c.name: c for c in (SSD300_VOC, SSD512_VOC, SSD300_COCO, SSD512_COCO, SSD300_LITE0_VOC,
-                               SSD300_LITE1_VOC)}
+                               SSD300_LITE1_VOC, SSD384_LITE0_VOC)}

@@ -177,3 +177,25 @@ def test_frozen_base_batchnorm_keeps_the_statistics_while_the_layers_train():
     for k in ("base.stem.0.weight", "base.blocks.3.depthwise.0.weight", "base.blocks.3.depthwise.1.weight"):
         assert not torch.equal(after[k], before[k]), f"{k} did not train"
     assert not torch.equal(after["conf_heads.0.1.running_mean"], before["conf_heads.0.1.running_mean"])
+
+
+def test_ssd384_on_lite0_is_ssd300_lite0_at_a_larger_input_and_takes_its_weights(tmp_path):
+    """SSD384_LITE0_VOC: the same network and default boxes as fractions of the image, on 48×48 … 1×1 maps; the
+    shipped SSD300-Lite0 weights load into it unchanged and detect the astronaut at 384×384."""
+    from safetensors.torch import load_file
+
+    from ssd import SSD384_LITE0_VOC
+
+    cfg = SSD384_LITE0_VOC
+    assert cfg.feature_maps == (48, 24, 12, 6, 3, 1) and cfg.num_default_boxes == 13792
+    assert all(f * s == 384 for f, s in zip(cfg.feature_maps, cfg.steps))
+    for ours, theirs in ((cfg.min_sizes, SSD300_LITE0_VOC.min_sizes), (cfg.max_sizes, SSD300_LITE0_VOC.max_sizes)):
+        assert [round(a / 384, 4) for a in ours] == [round(b / 300, 4) for b in theirs]
+    model = ssd.build_ssd(cfg).eval()
+    model.load_state_dict({k: v.float() for k, v in load_file(str(ssd.detector.DEFAULT_WEIGHTS)).items()})
+    with torch.no_grad():
+        feats = model.features(torch.zeros(1, 3, 384, 384))
+    assert tuple(f.shape[-1] for f in feats) == cfg.feature_maps
+    path = ssd.export_weights(model, cfg, ssd.VOC_CLASSES, tmp_path / "ssd384.safetensors")
+    detections = ssd.Detector.load(path, backend="torch").detect(data.astronaut())
+    assert detections and detections[0].label == "person"
