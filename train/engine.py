@@ -460,9 +460,10 @@ class Trainer:
             raise ValueError(f"--init-weights {path}: none of its tensors fits {self.cfg.name} (another base network?)")
         self.model.load_state_dict(fits, strict=False)
         if self.is_main:
-            left = sorted(set(ours) - set(fits))
+            left = sorted(set(ours) - set(fits) - (base if other_base else set()))
             print(f"[train] initialised {len(fits)}/{len(ours)} tensors from {path}"
-                  + ("; its base network is another one: ours keeps its ImageNet weights" if other_base else "")
+                  + (f"; its base network is another one: ours keeps its ImageNet weights ({len(base)} tensors)"
+                     if other_base else "")
                   + (f"; kept the initialisation of {len(left)} that do not fit (e.g. {left[0]})" if left else ""))
 
     def save(self):
