@@ -15,8 +15,6 @@ median step of each of the four combinations and the speed-up of both against ne
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import statistics
 import sys
 import tempfile
@@ -29,11 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ssd  # noqa: E402
 from ssd.augment import SSDAugmentation  # noqa: E402
-from ssd.heap import M_MMAP_MAX, M_TRIM_THRESHOLD  # noqa: E402
+from ssd.heap import FREED_MEMORY_KEPT, GLIBC_DEFAULTS, glibc  # noqa: E402
 from train.engine import Recipe, Trainer  # noqa: E402
 from train.pack import PackDataset  # noqa: E402
-
-GLIBC_DEFAULTS = {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024}
 
 
 def main():
@@ -46,8 +42,8 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=48, help="steps measured (a quarter with each combination)")
     args = p.parse_args()
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    if not hasattr(libc, "mallopt"):
+    libc = glibc()
+    if libc is None:
         sys.exit("error: needs glibc (mallopt)")
 
     cfg = ssd.PRESETS[args.config].replace(frozen_base_layers=args.frozen_base_layers)
@@ -59,8 +55,8 @@ def main():
 
     def settings(flush: bool, keep: bool):
         torch.set_flush_denormal(flush)
-        for param, default in GLIBC_DEFAULTS.items():
-            libc.mallopt(param, {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}[param] if keep else default)
+        for param, value in (FREED_MEMORY_KEPT if keep else GLIBC_DEFAULTS).items():
+            libc.mallopt(param, value)
 
     combos = {"neither": (False, False), "denormals flushed": (True, False), "freed memory kept": (False, True),
               "both (python -m train)": (True, True)}

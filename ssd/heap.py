@@ -20,9 +20,13 @@ import threading
 
 # glibc's mallopt parameters
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+# keep_freed_memory's settings, and glibc's defaults they replace (bench/train_process.py toggles between them).
+FREED_MEMORY_KEPT = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}
+GLIBC_DEFAULTS = {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024}
 
 
-def _glibc():
+def glibc():
+    """glibc's libc with mallopt and malloc_trim, or None elsewhere."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
@@ -34,7 +38,7 @@ def _glibc():
 def keep_heap_small(arenas: int, trim_every_s: float = 60.0) -> bool:
     """At most `arenas` malloc arenas (0: glibc's default) for the threads started from now on, and a daemon
     thread that returns free heap to the system every `trim_every_s` seconds. True where glibc took it."""
-    libc = _glibc()
+    libc = glibc()
     if libc is None or os.environ.get("MALLOC_ARENA_MAX"):  # set by the user: glibc already read it
         return False
     if arenas > 0:
@@ -52,7 +56,7 @@ def keep_heap_small(arenas: int, trim_every_s: float = 60.0) -> bool:
 def keep_freed_memory() -> bool:
     """Freed memory stays in the process for reuse: no block is mmapped on its own and the heap is never trimmed.
     True where glibc took it (a user's MALLOC_MMAP_MAX_ or MALLOC_TRIM_THRESHOLD_ wins)."""
-    libc = _glibc()
+    libc = glibc()
     if libc is None or os.environ.get("MALLOC_MMAP_MAX_") or os.environ.get("MALLOC_TRIM_THRESHOLD_"):
         return False
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    return all([bool(libc.mallopt(param, value)) for param, value in FREED_MEMORY_KEPT.items()])
