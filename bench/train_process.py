@@ -3,7 +3,10 @@ engine's own step on a training pack's augmented batches, with the settings off 
 in one process.
 
     python bench/train_process.py --pack runs/voc07_tmm.pack [--init-weights ssd/weights/ssd300_lite0_voc07.safetensors]
-                                  [--frozen-base-layers 4] [--steps 48]
+                                  [--frozen-base-layers 4] [--steps 48] [--compare-before]
+
+With --compare-before it times, alternating in the same way, the engine's default step against the step as it
+was before issue 21's changes: float32, the frozen layers' BatchNorm unfolded, glibc's and the CPU's defaults.
 
 The settings are process-wide, so the comparison toggles them between steps: denormals flushed to zero
 (torch.set_flush_denormal) and freed memory kept for the next step (no block mmapped on its own, no heap trim:
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ssd  # noqa: E402
 from ssd.augment import SSDAugmentation  # noqa: E402
+from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.heap import FREED_MEMORY_KEPT, GLIBC_DEFAULTS, glibc  # noqa: E402
 from train.engine import Recipe, Trainer  # noqa: E402
 from train.pack import PackDataset  # noqa: E402
@@ -40,7 +44,9 @@ def main():
                                                  / "ssd/weights/ssd300_lite0_voc07.safetensors"))
     p.add_argument("--frozen-base-layers", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=48, help="steps measured (a quarter with each combination)")
+    p.add_argument("--steps", type=int, default=48, help="steps measured (shared equally by the paths timed)")
+    p.add_argument("--compare-before", action="store_true",
+                   help="time the default step against the one before issue 21 (fp32, BN unfolded, no settings)")
     args = p.parse_args()
     libc = glibc()
     if libc is None:
@@ -53,13 +59,21 @@ def main():
                       Path(tempfile.mkdtemp()), device="cpu")
     trainer.ddp.train()
 
-    def settings(flush: bool, keep: bool):
+    default = ("both (python -m train)", (True, True, trainer.autocast, True))
+
+    def settings(flush: bool, keep: bool, autocast, fold: bool):
         torch.set_flush_denormal(flush)
         for param, value in (FREED_MEMORY_KEPT if keep else GLIBC_DEFAULTS).items():
             libc.mallopt(param, value)
+        trainer.autocast = autocast  # what _step runs the forward pass under
+        ConvBN.fold = fold
 
-    combos = {"neither": (False, False), "denormals flushed": (True, False), "freed memory kept": (False, True),
-              "both (python -m train)": (True, True)}
+    if args.compare_before:
+        combos = {"before (fp32, BN unfolded, no settings)": (False, False, None, False), "python -m train": default[1]}
+    else:
+        combos = {"neither": (False, False, trainer.autocast, True),
+                  "denormals flushed": (True, False, trainer.autocast, True),
+                  "freed memory kept": (False, True, trainer.autocast, True), default[0]: default[1]}
     times = {name: [] for name in combos}
     batches = iter(trainer._loader(0, 0))
     for i in range(args.steps + len(combos)):  # the first round is warm-up
@@ -75,8 +89,10 @@ def main():
           f"amp {trainer.amp_reason}; {torch.get_num_threads()} threads")
     med = {k: statistics.median(v) for k, v in times.items()}
     for name, m in med.items():
-        print(f"{name:<26} {m:6.3f} s/step  {args.batch / m:6.2f} img/s")
-    print(f"speed-up both/neither: {med['neither'] / med['both (python -m train)']:.2f}x")
+        print(f"{name:<40} {m:6.3f} s/step  {args.batch / m:6.2f} img/s")
+    first, last = list(med)[0], list(med)[-1]
+    print(f"speed-up {'python -m train/before' if args.compare_before else 'both/neither'}: "
+          f"{med[first] / med[last]:.2f}x")
 
 
 if __name__ == "__main__":
