@@ -4,10 +4,10 @@
     python bench/train.py --config SSD300_LITE0_VOC --batch 16 [--frozen-base-layers 0] [--compare-before]
                           [--compare-autocast-depthwise]
     python bench/train.py --config SSD300_LITE1_VOC --batch 16      (the deeper Lite1 base, same heads)
-    python bench/train.py --config SSD384_LITE0_VOC --batch 16      (Lite0 at 384x384)
+    python bench/train.py --config SSD384_LITE0_VOC --batch 16      (Lite0 at 384x384; SSD512_LITE0_VOC at 512)
 
 SSD300_VOC (default): both models are the paper's SSD300 (VGG16, 8732 default boxes, 21 classes, random
-weights) against torchvision's ssd300_vgg16. SSD300_LITE0_VOC (or SSD300_LITE1_VOC, SSD384_LITE0_VOC): our SSD
+weights) against torchvision's ssd300_vgg16. SSD300_LITE0_VOC (or SSD300_LITE1_VOC, SSD384/512_LITE0_VOC): our SSD
 on EfficientNet-Lite0 (or -Lite1; its ImageNet weights, the preset's frozen layers unless --frozen-base-layers says
 otherwise, as training uses it) against torchvision's ssdlite320_mobilenet_v3_large (random weights, 320x320
 inputs: its own size; 3234 default boxes).
@@ -100,7 +100,8 @@ def main():
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch-norm", action="store_true")
     p.add_argument("--config", default="SSD300_VOC",
-                   choices=["SSD300_VOC", "SSD300_LITE0_VOC", "SSD300_LITE1_VOC", "SSD384_LITE0_VOC"])
+                   choices=["SSD300_VOC", "SSD300_LITE0_VOC", "SSD300_LITE1_VOC", "SSD384_LITE0_VOC",
+                            "SSD512_LITE0_VOC"])
     p.add_argument("--frozen-base-layers", type=int, default=None, help="Lite: layers kept fixed (default: preset's)")
     p.add_argument("--plain-process", action="store_true",
                    help="without python -m train's process settings (denormals flushed, freed memory kept)")

@@ -188,18 +188,28 @@ SSD300_LITE1_VOC = SSD300_LITE0_VOC.replace(
     frozen_base_layers=8,
 )
 
-# A larger input for small objects on the same base: SSD300-Lite0's layout at 384×384. Every default box keeps
-# its size as a fraction of the image (s_k), the strides stay 8/16/32 (48×48, 24×24, 12×12 from the base; the
-# same three extra layers give 6, 3, 1), so a SSD300-Lite0's weights fit it unchanged: 13792 default boxes,
-# 1.64× the pixels.
-SSD384_LITE0_VOC = SSD300_LITE0_VOC.replace(
-    name="SSD384_LITE0_VOC",
-    image_size=384,
-    feature_maps=(48, 24, 12, 6, 3, 1),
-    steps=(8, 16, 32, 64, 128, 384),
-    min_sizes=tuple(round(m * 384 / 300, 2) for m in SSD300_LITE0_VOC.min_sizes),
-    max_sizes=tuple(round(m * 384 / 300, 2) for m in SSD300_LITE0_VOC.max_sizes),
-)
+# Larger inputs for small objects on the same base: SSD300-Lite0's network at size×size. Every default box
+# keeps its size as a fraction of the image (s_k) and the base's strides stay 8/16/32, so a SSD300-Lite0's
+# weights fit unchanged.
+def _lite0_at(size: int, feature_maps: tuple[int, ...]) -> SSDConfig:
+    scale = size / SSD300_LITE0_VOC.image_size
+    return SSD300_LITE0_VOC.replace(
+        name=f"SSD{size}_LITE0_VOC",
+        image_size=size,
+        feature_maps=feature_maps,
+        steps=tuple(size // f for f in feature_maps),
+        min_sizes=tuple(round(m * scale, 2) for m in SSD300_LITE0_VOC.min_sizes),
+        max_sizes=tuple(round(m * scale, 2) for m in SSD300_LITE0_VOC.max_sizes),
+    )
+
+
+# 48×48, 24×24, 12×12 from the base, the same three extra layers give 6, 3, 1: 13792 default boxes, 1.64× the
+# pixels.
+SSD384_LITE0_VOC = _lite0_at(384, (48, 24, 12, 6, 3, 1))
+# SSD512's input on the same network: 64×64 … 4×4 maps, and the last extra layer (3×3, no padding) turns 4×4
+# into 2×2 where SSD300 has 1×1 (the paper's SSD512 adds a seventh layer instead, which these weights lack):
+# 24528 default boxes, 2.9× SSD300's pixels.
+SSD512_LITE0_VOC = _lite0_at(512, (64, 32, 16, 8, 4, 2))
 
 PRESETS = {c.name: c for c in (SSD300_VOC, SSD512_VOC, SSD300_COCO, SSD512_COCO, SSD300_LITE0_VOC,
-                               SSD300_LITE1_VOC, SSD384_LITE0_VOC)}
+                               SSD300_LITE1_VOC, SSD384_LITE0_VOC, SSD512_LITE0_VOC)}

@@ -179,23 +179,27 @@ def test_frozen_base_batchnorm_keeps_the_statistics_while_the_layers_train():
     assert not torch.equal(after["conf_heads.0.1.running_mean"], before["conf_heads.0.1.running_mean"])
 
 
-def test_ssd384_on_lite0_is_ssd300_lite0_at_a_larger_input_and_takes_its_weights(tmp_path):
-    """SSD384_LITE0_VOC: the same network and default boxes as fractions of the image, on 48×48 … 1×1 maps; the
-    shipped SSD300-Lite0 weights load into it unchanged and detect the astronaut at 384×384."""
+@pytest.mark.parametrize("name, maps, boxes", [("SSD384_LITE0_VOC", (48, 24, 12, 6, 3, 1), 13792),
+                                               ("SSD512_LITE0_VOC", (64, 32, 16, 8, 4, 2), 24528)])
+def test_lite0_at_a_larger_input_is_ssd300_lite0_and_takes_its_weights(tmp_path, name, maps, boxes):
+    """SSD384/SSD512_LITE0_VOC: the same network and default boxes as fractions of the image on larger maps;
+    the shipped SSD300-Lite0 weights load into it unchanged. At 384 they already find the astronaut; at 512 the
+    objects' sizes in feature-map cells have moved too far (they see a bottle there) until it is trained."""
     from safetensors.torch import load_file
 
-    from ssd import SSD384_LITE0_VOC
-
-    cfg = SSD384_LITE0_VOC
-    assert cfg.feature_maps == (48, 24, 12, 6, 3, 1) and cfg.num_default_boxes == 13792
-    assert all(f * s == 384 for f, s in zip(cfg.feature_maps, cfg.steps))
+    cfg = ssd.PRESETS[name]
+    size = cfg.image_size
+    assert cfg.feature_maps == maps and cfg.num_default_boxes == boxes
+    assert all(f * s == size for f, s in zip(cfg.feature_maps, cfg.steps))
     for ours, theirs in ((cfg.min_sizes, SSD300_LITE0_VOC.min_sizes), (cfg.max_sizes, SSD300_LITE0_VOC.max_sizes)):
-        assert [round(a / 384, 4) for a in ours] == [round(b / 300, 4) for b in theirs]
+        assert [round(a / size, 4) for a in ours] == [round(b / 300, 4) for b in theirs]
     model = ssd.build_ssd(cfg).eval()
     model.load_state_dict({k: v.float() for k, v in load_file(str(ssd.detector.DEFAULT_WEIGHTS)).items()})
     with torch.no_grad():
-        feats = model.features(torch.zeros(1, 3, 384, 384))
+        feats = model.features(torch.zeros(1, 3, size, size))
     assert tuple(f.shape[-1] for f in feats) == cfg.feature_maps
-    path = ssd.export_weights(model, cfg, ssd.VOC_CLASSES, tmp_path / "ssd384.safetensors")
+    path = ssd.export_weights(model, cfg, ssd.VOC_CLASSES, tmp_path / f"{name}.safetensors")
     detections = ssd.Detector.load(path, backend="torch").detect(data.astronaut())
-    assert detections and detections[0].label == "person"
+    assert detections
+    if size == 384:
+        assert detections[0].label == "person"
