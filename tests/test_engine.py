@@ -324,6 +324,10 @@ def test_cli_trains_on_a_coco_format_folder_and_evaluates(tmp_path):
     assert card["command"].startswith("python -m train --format coco --data ")
     assert card["backbone"] == "vgg16" and "from scratch" in card["base_weights"]
     assert set(card["val"]["best_f1"]) == {"score", "precision", "recall", "f1"}
+    # The final evaluation ends the curves: the last row of both logs carries the card's mAP.
+    for log in (tmp_path / "run" / "log.csv", tmp_path / "run" / "weights.log.csv"):
+        last = log.read_text().splitlines()[-1].split(",")
+        assert last[0] == "2" and float(last[-2]) == round(card["val"]["map_11pt"], 4), log
 
 
 @pytest.mark.parametrize("option, typo", [("--amp", "fp61"), ("--schedule", "cosin")])

@@ -139,6 +139,7 @@ def main(argv=None):
         if evaluation:
             print(f"[train] val mAP (VOC07 11-point) {evaluation['val_map']:.4f}, "
                   f"area {evaluation['val_map_area']:.4f}")
+            trainer.log_final_evaluation(evaluation)
         for path in [trainer.run_dir / "weights.safetensors"] + ([args.export] if args.export else []):
             print(f"[train] wrote {trainer.export(path, evaluation=evaluation, complete=finished, command=command)}")
     if trainer.world > 1:
