@@ -35,6 +35,8 @@ def test_pack_round_trip_matches_the_dataset_within_resize_rounding(voc_and_pack
     assert pack.ids == direct.ids and pack.classes == direct.classes
     assert out.stat().st_size == summary["bytes"]
     assert pack.info["max_side"] == MAX_SIDE and pack.info["source"]["format"] == "voc"
+    # What the model card says the weights were trained on.
+    assert pack.describe() == f"VOC image set trainval, longer side at most {MAX_SIDE} px, JPEG quality 90"
     # The index records each source image's size too (the file format's orig_width / orig_height).
     with open(out, "rb") as f:
         _, offset, length = _HEADER.unpack(f.read(_HEADER.size))
@@ -121,6 +123,7 @@ def test_coco_pack_keeps_label_mapping(tmp_path):
         np.testing.assert_allclose(b, b0, atol=1e-3)
         assert lab.tolist() == l0.tolist()
     assert len(pack.annotation(4)[0]) == 0
+    assert pack.describe() == f"COCO {ann_file.name}, longer side at most 1000 px, JPEG quality 62"
 
 
 def test_bad_pack_files_are_named(tmp_path, voc_and_pack):

@@ -81,7 +81,8 @@ def load_sources(args):
     if args.pack:
         from .pack import PackDataset
 
-        train_source, desc = PackDataset(args.pack), f"pack {args.pack}"
+        train_source = PackDataset(args.pack)
+        desc = f"pack {args.pack} ({train_source.describe()})"
     elif args.format == "voc":
         if not args.data:
             raise UsageError("--data (the VOC<year> folder) or --pack is required")

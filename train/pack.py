@@ -183,6 +183,15 @@ class PackDataset:
             self._ann.append((boxes, labels, difficult))
         self._fd, self._pid = None, None
 
+    def describe(self) -> str:
+        """What the pack holds, for the model card: 'VOC image set trainval, longer side at most 300 px, JPEG
+        quality 62' (a COCO pack names its annotation file)."""
+        src = self.info["source"] or {}
+        what = (f"VOC image set {src['image_set']}" if src.get("format") == "voc" and src.get("image_set")
+                else f"COCO {Path(src['ann_file']).name}" if src.get("format") == "coco" and src.get("ann_file")
+                else "images")
+        return f"{what}, longer side at most {self.info['max_side']} px, JPEG quality {self.info['quality']}"
+
     def __len__(self) -> int:
         return len(self.ids)
 
