@@ -46,8 +46,8 @@ Detect objects with SSD ([Liu et al., ECCV 2016](https://arxiv.org/abs/1512.0232
 its default boxes, how they are matched to objects, and what the loss trains on."""
 
 
-CHOICE_INFO = ("The same default boxes, scored by another network: Detect, Matching (hard negatives, detections as "
-               "ground truth) and the Model tab follow this choice, for this browser tab only.")
+CHOICE_INFO = ("The same photo, seen by another network on its own default boxes: Detect, Matching (hard negatives, "
+               "detections as ground truth) and the Model tab follow this choice, for this browser tab only.")
 
 
 def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:

@@ -32,7 +32,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--calls", type=int, default=3)
-    p.add_argument("--weights", default=str(ROOT / "ssd/weights/ssd300_lite0_voc07.safetensors"))
+    p.add_argument("--weights", default=str(ROOT / "ssd/weights/ssd384_lite0_voc07.safetensors"))
     args = p.parse_args()
     from gradio_client import Client, handle_file
     from skimage import data

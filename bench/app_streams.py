@@ -57,7 +57,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--streams", type=int, default=2)
     p.add_argument("--calls", type=int, default=8)
-    p.add_argument("--weights", default=str(ROOT / "ssd/weights/ssd300_lite0_voc07.safetensors"))
+    p.add_argument("--weights", default=str(ROOT / "ssd/weights/ssd384_lite0_voc07.safetensors"))
     p.add_argument("--chromium", default="/usr/bin/chromium")
     args = p.parse_args()
     from playwright.sync_api import sync_playwright

@@ -2,7 +2,7 @@
 engine's own step on a training pack's augmented batches, with the settings off and on in turn, one step each,
 in one process.
 
-    python bench/train_process.py --pack runs/voc07_tmm.pack [--init-weights ssd/weights/ssd300_lite0_voc07.safetensors]
+    python bench/train_process.py --pack runs/voc07_tmm.pack [--init-weights ssd/weights/ssd384_lite0_voc07.safetensors]
                                   [--frozen-base-layers 4] [--steps 48] [--compare-before]
 
 With --compare-before it times, alternating in the same way, the engine's default step against the step as it
@@ -41,7 +41,7 @@ def main():
     p.add_argument("--pack", required=True, help="a training pack (python -m train.pack)")
     p.add_argument("--config", default="SSD300_LITE0_VOC", choices=["SSD300_LITE0_VOC", "SSD300_LITE1_VOC"])
     p.add_argument("--init-weights", default=str(Path(__file__).resolve().parents[1]
-                                                 / "ssd/weights/ssd300_lite0_voc07.safetensors"))
+                                                 / "ssd/weights/ssd384_lite0_voc07.safetensors"))
     p.add_argument("--frozen-base-layers", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=48, help="steps measured (shared equally by the paths timed)")

@@ -24,7 +24,7 @@ from .weights_files import CARD_SUFFIX, beside
 log = logging.getLogger("ssd")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssd300_lite0_voc07.safetensors"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssd384_lite0_voc07.safetensors"
 # Used when a model card recommends no score threshold of its own.
 FALLBACK_SCORE_THRESHOLD = 0.5
 

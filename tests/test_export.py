@@ -86,10 +86,11 @@ def test_the_file_says_what_it_is(shipped, shipped_onnx):
     (image,) = model.graph.input
     assert image.name == "images" and image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = image.type.tensor_type.shape.dim
-    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [300, 300, 3]  # dynamic batch, NHWC
+    size = shipped.config.image_size
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [size, size, 3]  # dynamic batch, NHWC
     assert [o.name for o in model.graph.output] == ["boxes", "scores"]
     props = {p.key: p.value for p in model.metadata_props}
-    assert props["config_name"] == "SSD300_LITE0_VOC"
+    assert props["config_name"] == shipped.config.name == "SSD384_LITE0_VOC"
     assert json.loads(props["classes"]) == list(ssd.VOC_CLASSES)
     assert float(props["score_threshold"]) == shipped.score_threshold
     assert "not in the graph" in props["nms"]
@@ -180,6 +181,6 @@ def test_command_line_export(tmp_path, capsys):
     out = tmp_path / "model.onnx"
     assert export_main(["--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert out.exists() and "SSD300_LITE0_VOC" in printed and "max |diff|" in printed
+    assert out.exists() and "SSD384_LITE0_VOC, 13792 default" in printed and "max |diff|" in printed
     diffs = [float(v.split(",")[0]) for v in printed.split("boxes ")[1].split("scores ")]
     assert max(diffs) < 1e-4

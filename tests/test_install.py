@@ -49,7 +49,7 @@ def test_the_wheel_holds_the_three_packages_the_weights_and_the_commands(install
     assert tops == {"ssd", "ssd_train", "ssd_visualize"}, tops
     assert any(n.startswith("ssd/weights/") and n.endswith(".safetensors") for n in names)
     # The demo weights' training log and evaluation report travel with them (the Model tab reads them).
-    assert {"ssd/weights/ssd300_lite0_voc07.log.csv", "ssd/weights/ssd300_lite0_voc07.eval.json"} <= set(names)
+    assert {"ssd/weights/ssd384_lite0_voc07.log.csv", "ssd/weights/ssd384_lite0_voc07.eval.json"} <= set(names)
     (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     for command in COMMANDS:
@@ -64,7 +64,7 @@ def test_the_installed_library_and_commands_work_outside_the_repository(installe
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     where, name = out.stdout.split()
-    assert Path(where).is_relative_to(site) and name == "SSD300_LITE0_VOC"
+    assert Path(where).is_relative_to(site) and name == "SSD384_LITE0_VOC"
     for command in COMMANDS:
         r = subprocess.run([str(site / "bin" / command), "--help"], cwd=tmp_path, env=env, capture_output=True,
                            text=True)
