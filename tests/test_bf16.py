@@ -47,7 +47,9 @@ def test_the_shipped_model_finds_the_same_objects_in_bfloat16(float32, bf16):
         for w in want:
             same = [g for g in got if g.label == w.label and float(iou(g, w)) > 0.9]
             assert same, (name, w)
-            assert same[0].score == pytest.approx(w.score, abs=0.02), (name, w)
+            # Half the 0.1 margin above: the shipped model's true objects move by under 0.01, its one confident
+            # wrong box (a pottedplant on the coffee photo, 0.60) by 0.03.
+            assert same[0].score == pytest.approx(w.score, abs=0.05), (name, w)
     assert bf16.detect(example_image("cat"))[0].label == "cat"
 
 
