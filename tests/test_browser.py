@@ -136,6 +136,7 @@ def library_loss(weights, example: str) -> float:
 
 
 def test_upload_detect_and_screenshot_every_tab(page, weights, tmp_path):
+    import ssd
     from visualize.examples import example_image
 
     photo = tmp_path / "astronaut.jpg"
@@ -194,8 +195,6 @@ def test_upload_detect_and_screenshot_every_tab(page, weights, tmp_path):
 
     page.get_by_role("tab", name="Default boxes").click()
     wait_for_image(page, "priors-output")
-    import ssd
-
     served = ssd.Detector.load(weights, backend="torch").config  # the tab opens on the served model's layout
     wait_for_text(page, "priors-summary", str(served.num_default_boxes))
     paths.append(save_screenshot(page, "default_boxes", until="priors-summary"))
