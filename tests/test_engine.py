@@ -328,6 +328,9 @@ def test_cli_trains_on_a_coco_format_folder_and_evaluates(tmp_path):
     for log in (tmp_path / "run" / "log.csv", tmp_path / "run" / "weights.log.csv"):
         last = log.read_text().splitlines()[-1].split(",")
         assert last[0] == "2" and float(last[-2]) == round(card["val"]["map_11pt"], 4), log
+    # So does the checkpoint's copy of the log, which a resume past the end (a larger --max-steps) continues.
+    saved = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)["state"]["log"][-1]
+    assert saved["step"] == 2 and saved["val_map"] == round(card["val"]["map_11pt"], 4)
 
 
 @pytest.mark.parametrize("option, typo", [("--amp", "fp61"), ("--schedule", "cosin")])

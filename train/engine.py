@@ -673,13 +673,14 @@ class Trainer:
             progress.write(json.dumps(row))
 
     def log_final_evaluation(self, evaluation: dict):
-        """The evaluation of the finished model goes into the last row of the log (and log.csv), so that the
-        curves end at the mAP the weights' card reports; `_log` leaves that step to the caller's full evaluation."""
+        """The evaluation of the finished model goes into the last row of the log, so that the curves end at the
+        mAP the weights' card reports; `_log` leaves that step to the caller's full evaluation. The checkpoint is
+        saved again (with log.csv), so that a run resumed past its end with a larger --max-steps keeps the row."""
         st = self.state
         if self.is_main and st.log and st.log[-1]["step"] == st.step:
             st.log[-1].update(val_map=round(evaluation["val_map"], 4),
                               val_map_area=round(evaluation["val_map_area"], 4))
-            write_log(self.run_dir, st.log)
+            self.save()
 
     def export(self, path=None, evaluation: dict | None = None, **extra) -> Path | None:
         """The shipped format: fp16 safetensors + model card with what the run was and what it measured, and the
