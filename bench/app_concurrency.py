@@ -25,6 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 from tests.app_server import running_app  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--calls", type=int, default=3)
-    p.add_argument("--weights", default=str(ROOT / "ssd/weights/ssd384_lite0_voc07.safetensors"))
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     args = p.parse_args()
     from gradio_client import Client, handle_file
     from skimage import data

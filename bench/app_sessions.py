@@ -24,6 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 from tests.app_server import running_app  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pages", type=int, default=0, help="page sessions in a headless Chromium")
     p.add_argument("--calls", type=int, default=500, help="new-session /detect calls")
-    p.add_argument("--weights", default=str(ROOT / "ssd/weights/ssd384_lite0_voc07.safetensors"))
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--settle-s", type=float, default=70.0)
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for the server")
     args = p.parse_args()

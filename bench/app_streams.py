@@ -20,6 +20,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 from tests.app_server import running_app  # noqa: E402
 from tests.live_view import start_live_view  # noqa: E402
 
@@ -57,7 +58,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--streams", type=int, default=2)
     p.add_argument("--calls", type=int, default=8)
-    p.add_argument("--weights", default=str(ROOT / "ssd/weights/ssd384_lite0_voc07.safetensors"))
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--chromium", default="/usr/bin/chromium")
     args = p.parse_args()
     from playwright.sync_api import sync_playwright

@@ -2,7 +2,7 @@
 engine's own step on a training pack's augmented batches, with the settings off and on in turn, one step each,
 in one process.
 
-    python bench/train_process.py --pack runs/voc07_tmm.pack [--init-weights ssd/weights/ssd384_lite0_voc07.safetensors]
+    python bench/train_process.py --pack runs/voc07_tmm.pack [--init-weights W (the shipped default)]
                                   [--frozen-base-layers 4] [--steps 48] [--compare-before]
 
 With --compare-before it times, alternating in the same way, the engine's default step against the step as it
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ssd  # noqa: E402
 from ssd.augment import SSDAugmentation  # noqa: E402
+from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.heap import FREED_MEMORY_KEPT, GLIBC_DEFAULTS, glibc  # noqa: E402
 from train.engine import Recipe, Trainer  # noqa: E402
@@ -39,9 +40,9 @@ from train.pack import PackDataset  # noqa: E402
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pack", required=True, help="a training pack (python -m train.pack)")
-    p.add_argument("--config", default="SSD300_LITE0_VOC", choices=["SSD300_LITE0_VOC", "SSD300_LITE1_VOC"])
-    p.add_argument("--init-weights", default=str(Path(__file__).resolve().parents[1]
-                                                 / "ssd/weights/ssd384_lite0_voc07.safetensors"))
+    p.add_argument("--config", default="SSD300_LITE0_VOC",
+                   choices=["SSD300_LITE0_VOC", "SSD300_LITE1_VOC", "SSD384_LITE0_VOC", "SSD512_LITE0_VOC"])
+    p.add_argument("--init-weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--frozen-base-layers", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=48, help="steps measured (shared equally by the paths timed)")
