@@ -188,28 +188,31 @@ SSD300_LITE1_VOC = SSD300_LITE0_VOC.replace(
     frozen_base_layers=8,
 )
 
-# Larger inputs for small objects on the same base: SSD300-Lite0's network at size×size. Every default box
-# keeps its size as a fraction of the image (s_k) and the base's strides stay 8/16/32, so a SSD300-Lite0's
+# Larger inputs for small objects on the same base: an SSD300-Lite network at size×size. Every default box
+# keeps its size as a fraction of the image (s_k) and the base's strides stay 8/16/32, so the SSD300 model's
 # weights fit unchanged.
-def _lite0_at(size: int, feature_maps: tuple[int, ...]) -> SSDConfig:
-    scale = size / SSD300_LITE0_VOC.image_size
-    return SSD300_LITE0_VOC.replace(
-        name=f"SSD{size}_LITE0_VOC",
+def _at(ssd300: SSDConfig, size: int, feature_maps: tuple[int, ...]) -> SSDConfig:
+    scale = size / ssd300.image_size
+    return ssd300.replace(
+        name=ssd300.name.replace("SSD300", f"SSD{size}"),
         image_size=size,
         feature_maps=feature_maps,
         steps=tuple(size // f for f in feature_maps),
-        min_sizes=tuple(round(m * scale, 2) for m in SSD300_LITE0_VOC.min_sizes),
-        max_sizes=tuple(round(m * scale, 2) for m in SSD300_LITE0_VOC.max_sizes),
+        min_sizes=tuple(round(m * scale, 2) for m in ssd300.min_sizes),
+        max_sizes=tuple(round(m * scale, 2) for m in ssd300.max_sizes),
     )
 
 
 # 48×48, 24×24, 12×12 from the base, the same three extra layers give 6, 3, 1: 13792 default boxes, 1.64× the
 # pixels.
-SSD384_LITE0_VOC = _lite0_at(384, (48, 24, 12, 6, 3, 1))
+SSD384_LITE0_VOC = _at(SSD300_LITE0_VOC, 384, (48, 24, 12, 6, 3, 1))
+# The bigger base at the input that moved Lite0: Lite1's ImageNet base with SSD384-Lite0's default boxes, extra
+# layers and heads (`--init-weights` from a Lite0 file takes those).
+SSD384_LITE1_VOC = _at(SSD300_LITE1_VOC, 384, (48, 24, 12, 6, 3, 1))
 # SSD512's input on the same network: 64×64 … 4×4 maps, and the last extra layer (3×3, no padding) turns 4×4
 # into 2×2 where SSD300 has 1×1 (the paper's SSD512 adds a seventh layer instead, which these weights lack):
 # 24528 default boxes, 2.9× SSD300's pixels.
-SSD512_LITE0_VOC = _lite0_at(512, (64, 32, 16, 8, 4, 2))
+SSD512_LITE0_VOC = _at(SSD300_LITE0_VOC, 512, (64, 32, 16, 8, 4, 2))
 
 PRESETS = {c.name: c for c in (SSD300_VOC, SSD512_VOC, SSD300_COCO, SSD512_COCO, SSD300_LITE0_VOC,
-                               SSD300_LITE1_VOC, SSD384_LITE0_VOC, SSD512_LITE0_VOC)}
+                               SSD300_LITE1_VOC, SSD384_LITE0_VOC, SSD384_LITE1_VOC, SSD512_LITE0_VOC)}

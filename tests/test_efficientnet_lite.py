@@ -179,6 +179,27 @@ def test_frozen_base_batchnorm_keeps_the_statistics_while_the_layers_train():
     assert not torch.equal(after["conf_heads.0.1.running_mean"], before["conf_heads.0.1.running_mean"])
 
 
+def test_lite1_at_384_is_ssd384_lite0_on_the_bigger_base_and_takes_its_heads():
+    """SSD384_LITE1_VOC: SSD300-Lite1 at 384 (the campaign's next lever), the same default boxes as
+    SSD384_LITE0_VOC; a Lite0 file's extra layers and heads load into it, the base stays Lite1's."""
+    from safetensors.torch import load_file
+
+    lite1, lite0 = ssd.PRESETS["SSD384_LITE1_VOC"], ssd.PRESETS["SSD384_LITE0_VOC"]
+    assert lite1.backbone == "efficientnet_lite1" and lite1.source_layers == SSD300_LITE1_VOC.source_layers
+    assert lite1.frozen_base_layers == SSD300_LITE1_VOC.frozen_base_layers
+    for field in ("image_size", "feature_maps", "steps", "min_sizes", "max_sizes", "aspect_ratios", "extra_layers"):
+        assert getattr(lite1, field) == getattr(lite0, field), field
+    assert lite1.num_default_boxes == 13792
+    model = ssd.build_ssd(lite1)
+    shipped = load_file(str(ssd.detector.DEFAULT_WEIGHTS))
+    theirs = {k: v for k, v in shipped.items() if not k.startswith("base.")}
+    ours = model.state_dict()
+    assert theirs and all(ours[k].shape == v.shape for k, v in theirs.items())
+    with torch.no_grad():
+        feats = model.eval().features(torch.zeros(1, 3, 384, 384))
+    assert tuple(f.shape[-1] for f in feats) == lite1.feature_maps
+
+
 @pytest.mark.parametrize("name, maps, boxes", [("SSD384_LITE0_VOC", (48, 24, 12, 6, 3, 1), 13792),
                                                ("SSD512_LITE0_VOC", (64, 32, 16, 8, 4, 2), 24528)])
 def test_lite0_at_a_larger_input_is_ssd300_lite0_and_takes_its_weights(tmp_path, name, maps, boxes):
