@@ -100,8 +100,7 @@ def main():
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch-norm", action="store_true")
     p.add_argument("--config", default="SSD300_VOC",
-                   choices=["SSD300_VOC", "SSD300_LITE0_VOC", "SSD300_LITE1_VOC", "SSD384_LITE0_VOC",
-                            "SSD384_LITE1_VOC", "SSD512_LITE0_VOC"])
+                   choices=["SSD300_VOC"] + sorted(n for n, c in ssd.PRESETS.items() if c.backbone != "vgg16"))
     p.add_argument("--frozen-base-layers", type=int, default=None, help="Lite: layers kept fixed (default: preset's)")
     p.add_argument("--plain-process", action="store_true",
                    help="without python -m train's process settings (denormals flushed, freed memory kept)")

@@ -41,8 +41,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pack", required=True, help="a training pack (python -m train.pack)")
     p.add_argument("--config", default="SSD300_LITE0_VOC",
-                   choices=["SSD300_LITE0_VOC", "SSD300_LITE1_VOC", "SSD384_LITE0_VOC", "SSD384_LITE1_VOC",
-                            "SSD512_LITE0_VOC"])
+                   choices=sorted(n for n, c in ssd.PRESETS.items() if c.backbone != "vgg16"))  # the Lite presets
     p.add_argument("--init-weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--frozen-base-layers", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
