@@ -463,7 +463,7 @@ class Trainer:
             info = json.loads(card.read_text()).get("base_weights")
         except (OSError, ValueError):
             info = None
-        return info or f"the base network of {Path(init_weights).name} (no model card beside it says where it came from)"
+        return info or f"the base network of {Path(init_weights).name} (no card beside it says where it came from)"
 
     def _load_init_weights(self, path: Path):
         from safetensors.torch import load_file
