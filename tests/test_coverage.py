@@ -67,3 +67,5 @@ def test_command_line_on_a_voc_folder(tmp_path, capsys):
 def test_command_line_names_missing_data(capsys):
     assert cov.main(["--config", "SSD300_VOC"]) == 2
     assert "error: name the data" in capsys.readouterr().err
+    assert cov.main(["--config", "SSD300_VOC", "--coco-ann", "instances.json"]) == 2
+    assert "error: --coco-ann and --image-dir go together" in capsys.readouterr().err

@@ -114,7 +114,9 @@ def main(argv=None) -> int:
             from .pack import PackDataset
 
             source = PackDataset(args.pack)
-        elif args.coco_ann and args.image_dir:
+        elif args.coco_ann or args.image_dir:
+            if not (args.coco_ann and args.image_dir):
+                raise ValueError("--coco-ann and --image-dir go together")
             source = datasets.COCODataset(args.image_dir, args.coco_ann, classes)
         elif args.data_root:
             source = datasets.VOCDataset(args.data_root, args.image_set, **({"classes": classes} if classes else {}))
