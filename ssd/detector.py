@@ -69,13 +69,14 @@ def card_path(weights: Path) -> Path:
     return beside(weights, CARD_SUFFIX)
 
 
-def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, **card) -> Path:
-    """Write the shipped format: fp16 safetensors + a JSON model card (config, classes, and `card` fields)."""
+def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, dtype=torch.float16, **card) -> Path:
+    """Write the shipped format: fp16 safetensors (or `dtype`, e.g. float32 for training's snapshots) + a JSON
+    model card (config, classes, and `card` fields)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
     save_file(state, str(path))
     meta = {"config": cfg.to_dict(), "classes": list(class_names), **card}

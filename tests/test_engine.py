@@ -43,6 +43,16 @@ def test_multistep_schedule_drops_tenfold_at_two_thirds_and_five_sixths():
     assert [lr_factor(s, r) for s in (0, 39, 40, 49, 50)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
 
 
+def test_cyclic_schedule_restarts_at_every_snapshot_and_ends_each_cycle_near_zero():
+    r = Recipe(warmup_steps=0, max_steps=100, schedule="cyclic", snapshot_every=10)
+    assert [lr_factor(s, r) for s in (0, 10, 20, 90)] == pytest.approx([1, 1, 1, 1])
+    assert lr_factor(5, r) == pytest.approx(0.5)
+    assert lr_factor(9, r) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))  # the last step of a cycle
+    assert lr_factor(19, r) == lr_factor(9, r) < 0.03
+    with pytest.raises(engine.RunError, match="--snapshot-every"):
+        Recipe(schedule="cyclic")
+
+
 def test_weight_decay_only_on_conv_weights():
     model = ssd.build_ssd(TINY)
     decay, no_decay = parameter_groups(model, 5e-4)
@@ -441,6 +451,26 @@ def test_an_error_mid_run_saves_a_checkpoint_first(tmp_path, shapes, monkeypatch
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["state"]["step"] == 3
     resumed = _trainer(tmp_path, shapes)
     assert resumed.resumed and resumed.state.step == 3
+
+
+def test_snapshots_hold_the_float32_weights_at_their_steps_and_a_resumed_run_writes_the_same(tmp_path, shapes):
+    from safetensors.torch import load_file
+
+    straight = _trainer(tmp_path / "a", shapes, snapshot_every=2)
+    straight.train()
+    snaps = sorted((tmp_path / "a" / engine.SNAPSHOTS).glob("*.safetensors"))
+    assert [p.name for p in snaps] == ["step_000002.safetensors", "step_000004.safetensors",
+                                       "step_000006.safetensors"]
+    last = load_file(str(snaps[-1]))
+    for k, v in straight.model.state_dict().items():  # the step-6 snapshot is the finished model, unrounded
+        assert last[k].dtype == v.dtype and torch.equal(last[k], v.contiguous()), k
+    assert ssd.Detector.load(snaps[0]).config == TINY
+    first = _trainer(tmp_path / "b", shapes, snapshot_every=2)
+    first.train(stop_after_steps=3)
+    _trainer(tmp_path / "b", shapes, snapshot_every=2).train()
+    for p in snaps:
+        theirs = load_file(str(tmp_path / "b" / engine.SNAPSHOTS / p.name))
+        assert all(torch.equal(theirs[k], v) for k, v in load_file(str(p)).items()), p.name
 
 
 def test_export_writes_the_training_log_beside_the_weights(tmp_path, shapes):

@@ -35,7 +35,7 @@ def installed(tmp_path_factory):
     return wheel, site
 
 
-COMMANDS = ("ssd-detect", "ssd-train", "ssd-evaluate", "ssd-pack", "ssd-plot")
+COMMANDS = ("ssd-detect", "ssd-train", "ssd-evaluate", "ssd-average", "ssd-pack", "ssd-plot")
 
 
 def test_the_wheel_holds_the_three_packages_the_weights_and_the_commands(installed):

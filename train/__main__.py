@@ -25,7 +25,7 @@ class UsageError(ValueError):
 
 
 # Recipe fields that take one of a few words: a typo must be an error, not a silent default.
-RECIPE_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "schedule": ("cosine", "multistep"),
+RECIPE_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "schedule": ("cosine", "multistep", "cyclic"),
                   "depthwise_precision": ("auto", "autocast")}
 
 

@@ -51,12 +51,19 @@ def model_card(cfg: SSDConfig, recipe, state, world: int, steps_per_epoch: int, 
         **extra,
     }
     if evaluation:
-        res = evaluation["result"]
-        best = res.best_f1_threshold()
-        card["val"] = {"map_11pt": evaluation["val_map"], "map_area": evaluation["val_map_area"],
-                       "images": res.num_images, "best_f1": best,
-                       "per_class": {str(k): v.to_dict() for k, v in res.per_class.items()}}
-        if math.isfinite(best["score"]):
-            # The default of the app's slider and the CLI's --score (Detector.score_threshold).
-            card["score_threshold"] = math.floor(best["score"] * 100) / 100
+        card.update(evaluation_fields(evaluation))
     return card
+
+
+def evaluation_fields(evaluation: dict) -> dict:
+    """The card's fields from an evaluation (`Trainer.evaluate()`'s: val_map, val_map_area and the VOCResult):
+    `val` (mAP, per-class AP, the best F1) and `score_threshold`, the recommended one (where F1 is best)."""
+    res = evaluation["result"]
+    best = res.best_f1_threshold()
+    fields = {"val": {"map_11pt": evaluation["val_map"], "map_area": evaluation["val_map_area"],
+                      "images": res.num_images, "best_f1": best,
+                      "per_class": {str(k): v.to_dict() for k, v in res.per_class.items()}}}
+    if math.isfinite(best["score"]):
+        # The default of the app's slider and the CLI's --score (Detector.score_threshold).
+        fields["score_threshold"] = math.floor(best["score"] * 100) / 100
+    return fields

@@ -40,6 +40,7 @@ from .datasets import DatasetError, DetectionDataset, collate
 from .precision import choose_depthwise_precision, depthwise_layers, set_float32_layers
 
 CHECKPOINT = "last.ckpt"
+SNAPSHOTS = "snapshots"
 IMAGE_CHECK_CACHE = "checked_images.json"
 LOG_CSV = "log.csv"
 LOG_FIELDS = ["step", "epoch", "elapsed_s", "img_per_s", "loss", "loc_loss", "conf_loss", "lr", "skipped",
@@ -59,7 +60,10 @@ class Recipe:
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # or "multistep" (x0.1 at 2/3 and 5/6 of training, as the paper's 40k/50k/60k)
+    # "cosine", "multistep" (x0.1 at 2/3 and 5/6 of training, as the paper's 40k/50k/60k), or "cyclic": a cosine
+    # from lr to 0 over every `snapshot_every` steps, so that each snapshot is taken where its cycle ends
+    # (stochastic weight averaging's cyclical schedule; python -m train.average averages the snapshots).
+    schedule: str = "cosine"
     warmup_steps: int = 500
     max_steps: int = 10_000
     time_budget_s: float | None = None
@@ -80,6 +84,13 @@ class Recipe:
     init_weights: str | None = None
     # Train without the images that cannot be decoded (checked once at start-up), instead of stopping.
     skip_bad_images: bool = False
+    # Every N steps the weights go to <out>/snapshots/step_NNNNNN.safetensors in float32, with their card, for
+    # weight averaging (python -m train.average); 0: none.
+    snapshot_every: int = 0
+
+    def __post_init__(self):
+        if self.schedule == "cyclic" and self.snapshot_every <= 0:
+            raise RunError("--schedule cyclic ends a cycle at every snapshot: it needs --snapshot-every N > 0")
 
 
 @dataclass
@@ -132,11 +143,15 @@ def parameter_groups(model: nn.Module, weight_decay: float):
 
 
 def lr_factor(step: int, recipe: Recipe) -> float:
-    """Linear warmup from ~0, then cosine to 0 or multi-step x0.1 at 2/3 and 5/6 of max_steps."""
+    """Linear warmup from ~0, then cosine to 0, multi-step x0.1 at 2/3 and 5/6 of max_steps, or cyclic: a cosine
+    from 1 to 0 within each `snapshot_every` steps, counted from step 0 so that every snapshot ends a cycle."""
     if step < recipe.warmup_steps:
         return (step + 1) / recipe.warmup_steps
     if recipe.schedule == "multistep":
         return 0.1 ** sum(step >= f * recipe.max_steps for f in (2 / 3, 5 / 6))
+    if recipe.schedule == "cyclic":
+        t = (step % recipe.snapshot_every) / recipe.snapshot_every
+        return 0.5 * (1 + math.cos(math.pi * t))
     t = (step - recipe.warmup_steps) / max(1, recipe.max_steps - recipe.warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
@@ -638,6 +653,8 @@ class Trainer:
                 st.elapsed_s = elapsed0 + time.perf_counter() - segment_start
                 if progress is not None:
                     progress.update(1)
+                if r.snapshot_every and st.step % r.snapshot_every == 0:
+                    self.snapshot()
                 # An evaluation step gets a row too, even off the logging grid (--eval-every 750 --log-every 20).
                 if (st.step % r.log_every == 0 or st.step == r.max_steps
                         or (r.eval_every and st.step % r.eval_every == 0)):
@@ -706,15 +723,22 @@ class Trainer:
                               val_map_area=round(evaluation["val_map_area"], 4))
             self.save()
 
-    def export(self, path=None, evaluation: dict | None = None, **extra) -> Path | None:
-        """The shipped format: fp16 safetensors + model card with what the run was and what it measured, and the
-        training log beside them (`<stem>.log.csv`, the same rows as the run's log.csv)."""
+    def snapshot(self) -> Path | None:
+        """The weights at this step, in float32 with their card and log, as <run>/snapshots/step_NNNNNN.safetensors:
+        the points that stochastic weight averaging averages (python -m train.average). A resumed run writes the
+        same files at the same steps."""
+        path = self.run_dir / SNAPSHOTS / f"step_{self.state.step:06d}.safetensors"
+        return self.export(path, complete=False, dtype=torch.float32)
+
+    def export(self, path=None, evaluation: dict | None = None, dtype=torch.float16, **extra) -> Path | None:
+        """The shipped format: fp16 safetensors (or `dtype`) + model card with what the run was and what it
+        measured, and the training log beside them (`<stem>.log.csv`, the same rows as the run's log.csv)."""
         if not self.is_main:
             return None
         st, r = self.state, self.recipe
         card = model_card(self.cfg, r, st, self.world, self.steps_per_epoch, self.data_description, evaluation,
                           base_weights=self.inherited_base, **extra)
         path = Path(path) if path else self.run_dir / "weights.safetensors"
-        path = export_weights(self.model, self.cfg, self.class_names, path, **card)
+        path = export_weights(self.model, self.cfg, self.class_names, path, dtype=dtype, **card)
         write_log_csv(log_path(path), st.log)  # the curves of how these weights were trained
         return path

@@ -1,0 +1,184 @@
+"""Stochastic weight averaging (SWA; Izmailov et al., 2018): the mean of several weights files of one network as
+a new weights file, with its model card and training log, evaluated like a training run's when val data is given.
+
+    python -m train.average runs/swa/snapshots/step_*.safetensors --out runs/swa/average.safetensors \\
+        [--pack runs/voc07_tmm_384.pack --batchnorm-images 1024] \\
+        [--val-data VOCdevkit/VOC2007 --val-image-set minival]
+
+The files are the snapshots a cyclic run writes at the end of each cycle (`python -m train --schedule cyclic
+--snapshot-every N`): points around one minimum, whose mean lies nearer its centre than any of them.
+The BatchNorm statistics of averaged weights are not the average of the statistics: with training data (`--pack`,
+or `--data` and `--image-set`), the BatchNorms of the layers that train are measured again on that many augmented
+training images, as training would see them; frozen layers keep theirs (the same in every snapshot). Without
+training data the averaged statistics are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ssd import Detector, SSDConfig, build_ssd, export_weights
+from ssd.cli import error_exit, program
+from ssd.image import normalise
+from ssd.weights_files import CARD_SUFFIX, LOG_SUFFIX, beside
+
+from .card import evaluation_fields
+from .cli import shown_command
+
+__all__ = ["average_weights", "recompute_batchnorm", "main"]
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """(tensors, card) of a weights file written by training."""
+    from safetensors.torch import load_file
+
+    card_file = beside(path, CARD_SUFFIX)
+    if not path.is_file() or not card_file.is_file():
+        raise FileNotFoundError(f"{path if not path.is_file() else card_file}: no such file (a weights file written "
+                                "by training, with its model card beside it)")
+    return load_file(str(path)), json.loads(card_file.read_text())
+
+
+def average_weights(paths) -> tuple[dict[str, torch.Tensor], dict]:
+    """The mean of the floating-point tensors of `paths` (float32, summed in float64), and the last file's card.
+    Integer tensors (BatchNorm's batch counts) are the last file's. Files of another network, config or classes
+    are refused: their mean is no network."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no weights files to average")
+    total, first_card = None, None
+    for path in paths:
+        tensors, card = _read(path)
+        if first_card is None:
+            first_card, total = card, {k: v.double() if v.is_floating_point() else v for k, v in tensors.items()}
+            continue
+        for key in ("config", "classes"):
+            if card.get(key) != first_card.get(key):
+                raise ValueError(f"{path}: its {key} differs from {paths[0]}'s; only one network's weights average")
+        if tensors.keys() != total.keys() or any(tensors[k].shape != total[k].shape for k in total):
+            raise ValueError(f"{path}: its tensors differ from {paths[0]}'s in names or shapes")
+        for k, v in tensors.items():
+            total[k] = total[k] + v.double() if v.is_floating_point() else v
+    mean = {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in total.items()}
+    return mean, card
+
+
+def training_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorms whose statistics training updates: those still in training mode after `model.train()` (the
+    frozen layers stay in eval mode)."""
+    model.train()
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, cfg: SSDConfig, batches) -> int:
+    """Replace the running statistics of the BatchNorms that train by their exact mean over `batches` (uint8
+    image batches [B, 3, S, S], as training feeds them); returns the number of images seen. The model is left in
+    eval mode."""
+    norms = training_batchnorms(model)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over all batches, not an exponential one
+    seen = 0
+    try:
+        for images in batches:
+            model(normalise(images, cfg))
+            seen += images.shape[0]
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return seen
+
+
+def training_batches(source, cfg: SSDConfig, images: int, batch_size: int = 16, seed: int = 0):
+    """`images` augmented training images (SSDAugmentation, as training draws them) in batches, in a seeded order."""
+    from ssd.augment import SSDAugmentation
+
+    from .datasets import DetectionDataset, collate
+
+    dataset = DetectionDataset(source, SSDAugmentation(size=cfg.image_size, mean=cfg.pixel_mean), seed=seed)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:images].tolist()
+    for start in range(0, len(order), batch_size):
+        yield collate([dataset[i] for i in order[start:start + batch_size]])[0]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=program(f"python -m {__spec__.name}"), description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights", nargs="+", help="weights files written by training (snapshots of one run)")
+    p.add_argument("--out", required=True, help="the averaged weights (.safetensors; card and log beside it)")
+    p.add_argument("--pack", help="training pack for the BatchNorm statistics")
+    p.add_argument("--data", help="VOC folder of the training images for the BatchNorm statistics (with --image-set)")
+    p.add_argument("--image-set", default="trainval", help="VOC image set of --data (default: trainval)")
+    p.add_argument("--batchnorm-images", type=int, default=1024,
+                   help="how many augmented training images measure the BatchNorm statistics (default 1024)")
+    p.add_argument("--val-data", help="VOC folder to evaluate the average on (with --val-image-set)")
+    p.add_argument("--val-image-set", help="VOC image set to evaluate on, e.g. minival")
+    return p
+
+
+def _training_source(args, classes):
+    from .datasets import VOCDataset
+
+    if args.pack:
+        from .pack import PackDataset
+
+        return PackDataset(args.pack)
+    return VOCDataset(args.data, args.image_set, classes=classes) if args.data else None
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .datasets import DatasetError, VOCDataset
+
+    try:
+        if bool(args.val_data) != bool(args.val_image_set):
+            raise ValueError("--val-data and --val-image-set go together")
+        state, card = average_weights(args.weights)
+        cfg = SSDConfig.from_dict(card["config"])
+        classes = card["classes"]
+        model = build_ssd(cfg)
+        model.load_state_dict(state)
+        source = _training_source(args, classes)
+        batchnorm = "the snapshots' statistics averaged"
+        if source is not None:
+            seen = recompute_batchnorm(model, cfg, training_batches(source, cfg, args.batchnorm_images))
+            batchnorm = f"measured again on {seen} augmented training images"
+        print(f"[average] {len(args.weights)} files of {cfg.name}; BatchNorm: {batchnorm}")
+        evaluation = None
+        if args.val_data:
+            from ssd.evaluation import evaluate_detector
+
+            val = VOCDataset(args.val_data, args.val_image_set, classes=classes, keep_difficult=True)
+            result = evaluate_detector(Detector(copy.deepcopy(model), cfg, classes), val, progress=False)
+            evaluation = {"val_map": float(result.map_11pt), "val_map_area": float(result.map_area),
+                          "result": result}
+            print(f"[average] val mAP (VOC07 11-point) {evaluation['val_map']:.4f}, "
+                  f"area {evaluation['val_map_area']:.4f}")
+    except (FileNotFoundError, ValueError, DatasetError) as e:
+        return error_exit(e)
+    card = {k: v for k, v in card.items() if k not in ("config", "classes", "val", "score_threshold")}
+    words = sys.argv[1:] if argv is None else list(argv)
+    card.update(complete=True, averaged={"weights": [Path(w).name for w in args.weights], "batchnorm": batchnorm},
+                command=shown_command(program(f"python -m {__spec__.name}"), words),
+                **(evaluation_fields(evaluation) if evaluation else {}))
+    out = export_weights(model, cfg, classes, args.out, **card)
+    log = beside(args.weights[-1], LOG_SUFFIX)
+    if log.is_file():  # the training curves that led to the last snapshot
+        shutil.copyfile(log, beside(out, LOG_SUFFIX))
+    print(f"[average] wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
