@@ -32,6 +32,7 @@ from ssd.weights_files import CARD_SUFFIX, LOG_SUFFIX, beside
 
 from .card import evaluation_fields
 from .cli import shown_command
+from .engine import memory_format
 
 __all__ = ["average_weights", "recompute_batchnorm", "main"]
 
@@ -83,6 +84,8 @@ def recompute_batchnorm(model: nn.Module, cfg: SSDConfig, batches) -> int:
     """Replace the running statistics of the BatchNorms that train by their exact mean over `batches` (uint8
     image batches [B, 3, S, S], as training feeds them); returns the number of images seen. The model is left in
     eval mode."""
+    fmt = memory_format(next(model.parameters()).device, cfg)  # training's: NHWC for the depthwise bases
+    model.to(memory_format=fmt)
     norms = training_batchnorms(model)
     momenta = [m.momentum for m in norms]
     for m in norms:
@@ -91,7 +94,7 @@ def recompute_batchnorm(model: nn.Module, cfg: SSDConfig, batches) -> int:
     seen = 0
     try:
         for images in batches:
-            model(normalise(images, cfg))
+            model(normalise(images, cfg).contiguous(memory_format=fmt))
             seen += images.shape[0]
     finally:
         for m, momentum in zip(norms, momenta):
