@@ -7,10 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
+from ssd import Detector
 from ssd.backends import BACKENDS
 from ssd.cli import error_exit, program
+from ssd.evaluation.bootstrap import paired_bootstrap
 from ssd.evaluation.coco import COCO_STAT_NAMES, evaluate_coco
 from ssd.evaluation.report import build_report, report_path, sha256, write_report
 from ssd.evaluation.run import collect_detections, score_voc
@@ -46,14 +49,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="write the evaluation report the app's Model tab shows (per-class AP, PR curves, the "
                         "worst false positives and their kinds); FILE defaults to <weights stem>.eval.json beside "
                         "the weights")
+    p.add_argument("--baseline", metavar="WEIGHTS",
+                   help="also evaluate these weights on the same images and print how far --weights is from them: "
+                        "the mAP difference with a paired bootstrap interval over the images (ssd.evaluation."
+                        "bootstrap), e.g. a new run against the shipped weights")
+    p.add_argument("--resamples", type=int, default=200, help="bootstrap draws for --baseline (default 200)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
 def _load(args):
     """(dataset, detector) named by the command line."""
-    from ssd import Detector
-
     from . import datasets
 
     if args.pack:
@@ -104,6 +110,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         dataset, detector = _load(args)
+        baseline = Detector.load(args.baseline, device=args.device, backend=args.backend) if args.baseline else None
     except (FileNotFoundError, ValueError) as e:  # missing weights, malformed data (DatasetError): say which
         return error_exit(e)
 
@@ -121,6 +128,12 @@ def main(argv=None) -> int:
     report = {"weights": str(args.weights or "shipped default"), "backend": detector.backend_name,
               "dataset": str(args.pack or args.coco_ann or f"{args.data_root}:{args.image_set}"),
               "voc": result.to_dict(curves=bool(args.json))}
+    if baseline is not None:
+        base_detections, _, _ = collect_detections(baseline, dataset, args.limit, args.batch_size,
+                                                   progress=not args.no_progress)
+        compared = paired_bootstrap(base_detections, detections, ground_truths, len(classes), args.resamples)
+        print(f"against the baseline {args.baseline} (A; --weights is B): {compared.summary()}")
+        report["baseline"] = {"weights": args.baseline, **{k: json_number(v) for k, v in asdict(compared).items()}}
     coco = None
     if args.coco_ann:
         # COCODataset keeps image ids as strings; the annotation file has them as numbers.
