@@ -465,6 +465,7 @@ def test_snapshots_hold_the_float32_weights_at_their_steps_and_a_resumed_run_wri
     for k, v in straight.model.state_dict().items():  # the step-6 snapshot is the finished model, unrounded
         assert last[k].dtype == v.dtype and torch.equal(last[k], v.contiguous()), k
     assert ssd.Detector.load(snaps[0]).config == TINY
+    assert (tmp_path / "a" / engine.SNAPSHOTS / "step_000004.log.csv").read_text().splitlines()[-1].startswith("4,")
     first = _trainer(tmp_path / "b", shapes, snapshot_every=2)
     first.train(stop_after_steps=3)
     _trainer(tmp_path / "b", shapes, snapshot_every=2).train()

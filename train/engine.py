@@ -653,12 +653,12 @@ class Trainer:
                 st.elapsed_s = elapsed0 + time.perf_counter() - segment_start
                 if progress is not None:
                     progress.update(1)
-                if r.snapshot_every and st.step % r.snapshot_every == 0:
-                    self.snapshot()
                 # An evaluation step gets a row too, even off the logging grid (--eval-every 750 --log-every 20).
                 if (st.step % r.log_every == 0 or st.step == r.max_steps
                         or (r.eval_every and st.step % r.eval_every == 0)):
                     self._log(window.close(), progress)
+                if r.snapshot_every and st.step % r.snapshot_every == 0:  # after the step's log row, if it has one
+                    self.snapshot()
                 out_of_time = r.time_budget_s is not None and time.perf_counter() - segment_start >= r.time_budget_s
                 if out_of_time or st.step >= stop_at:
                     break
