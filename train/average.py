@@ -163,18 +163,15 @@ def main(argv=None) -> int:
             from ssd.evaluation import evaluate_detector
 
             val = VOCDataset(args.val_data, args.val_image_set, classes=classes, keep_difficult=True)
-            result = evaluate_detector(Detector(copy.deepcopy(model), cfg, classes), val, progress=False)
-            evaluation = {"val_map": float(result.map_11pt), "val_map_area": float(result.map_area),
-                          "result": result}
-            print(f"[average] val mAP (VOC07 11-point) {evaluation['val_map']:.4f}, "
-                  f"area {evaluation['val_map_area']:.4f}")
+            evaluation = evaluate_detector(Detector(copy.deepcopy(model), cfg, classes), val, progress=False)
+            print(f"[average] val mAP (VOC07 11-point) {evaluation.map_11pt:.4f}, area {evaluation.map_area:.4f}")
     except (FileNotFoundError, ValueError, DatasetError) as e:
         return error_exit(e)
     card = {k: v for k, v in card.items() if k not in ("config", "classes", "val", "score_threshold")}
     words = sys.argv[1:] if argv is None else list(argv)
     card.update(complete=True, averaged={"weights": [Path(w).name for w in args.weights], "batchnorm": batchnorm},
                 command=shown_command(program(f"python -m {__spec__.name}"), words),
-                **(evaluation_fields(evaluation) if evaluation else {}))
+                **(evaluation_fields(evaluation) if evaluation is not None else {}))
     out = export_weights(model, cfg, classes, args.out, **card)
     log = beside(args.weights[-1], LOG_SUFFIX)
     if log.is_file():  # the training curves that led to the last snapshot

@@ -51,16 +51,15 @@ def model_card(cfg: SSDConfig, recipe, state, world: int, steps_per_epoch: int, 
         **extra,
     }
     if evaluation:
-        card.update(evaluation_fields(evaluation))
+        card.update(evaluation_fields(evaluation["result"]))
     return card
 
 
-def evaluation_fields(evaluation: dict) -> dict:
-    """The card's fields from an evaluation (`Trainer.evaluate()`'s: val_map, val_map_area and the VOCResult):
-    `val` (mAP, per-class AP, the best F1) and `score_threshold`, the recommended one (where F1 is best)."""
-    res = evaluation["result"]
+def evaluation_fields(res) -> dict:
+    """The card's fields from a val evaluation (`ssd.evaluation`'s VOCResult): `val` (mAP, per-class AP, the best
+    F1) and `score_threshold`, the recommended one (where F1 is best)."""
     best = res.best_f1_threshold()
-    fields = {"val": {"map_11pt": evaluation["val_map"], "map_area": evaluation["val_map_area"],
+    fields = {"val": {"map_11pt": float(res.map_11pt), "map_area": float(res.map_area),
                       "images": res.num_images, "best_f1": best,
                       "per_class": {str(k): v.to_dict() for k, v in res.per_class.items()}}}
     if math.isfinite(best["score"]):

@@ -131,7 +131,8 @@ def main(argv=None) -> int:
     if baseline is not None:
         base_detections, _, _ = collect_detections(baseline, dataset, args.limit, args.batch_size,
                                                    progress=not args.no_progress)
-        compared = paired_bootstrap(base_detections, detections, ground_truths, len(classes), args.resamples)
+        compared = paired_bootstrap(base_detections, detections, ground_truths, len(classes), args.resamples,
+                                    iou_threshold=args.iou)
         print(f"against the baseline {args.baseline} (A; --weights is B): {compared.summary()}")
         report["baseline"] = {"weights": args.baseline, **{k: json_number(v) for k, v in asdict(compared).items()}}
     coco = None
