@@ -130,19 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _training_source(args, classes):
-    from .datasets import VOCDataset
-
-    if args.pack:
-        from .pack import PackDataset
-
-        return PackDataset(args.pack)
-    return VOCDataset(args.data, args.image_set, classes=classes) if args.data else None
-
-
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from .datasets import DatasetError, VOCDataset
+    from .datasets import DatasetError
+    from .sources import open_source
 
     try:
         if bool(args.val_data) != bool(args.val_image_set):
@@ -152,7 +143,7 @@ def main(argv=None) -> int:
         classes = card["classes"]
         model = build_ssd(cfg)
         model.load_state_dict(state)
-        source = _training_source(args, classes)
+        source = open_source(pack=args.pack, voc_root=args.data, image_set=args.image_set, classes=classes)
         batchnorm = "the snapshots' statistics averaged"
         if source is not None:
             seen = recompute_batchnorm(model, cfg, training_batches(source, cfg, args.batchnorm_images))
@@ -162,7 +153,8 @@ def main(argv=None) -> int:
         if args.val_data:
             from ssd.evaluation import evaluate_detector
 
-            val = VOCDataset(args.val_data, args.val_image_set, classes=classes, keep_difficult=True)
+            val = open_source(voc_root=args.val_data, image_set=args.val_image_set, classes=classes,
+                              keep_difficult=True)
             evaluation = evaluate_detector(Detector(copy.deepcopy(model), cfg, classes), val, progress=False)
             print(f"[average] val mAP (VOC07 11-point) {evaluation.map_11pt:.4f}, area {evaluation.map_area:.4f}")
     except (FileNotFoundError, ValueError, DatasetError) as e:

@@ -25,6 +25,8 @@ from ssd.boxes import cxcywh_to_xyxy
 from ssd.cli import error_exit, program
 from ssd.priors import default_boxes
 
+from .sources import add_data_arguments, open_data
+
 __all__ = ["ClassCoverage", "coverage", "main"]
 
 
@@ -94,34 +96,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Per class: how many objects have a default box at the matching threshold, how many "
                     "positives training's matcher gives each, and their median best overlap.")
     p.add_argument("--config", default="SSD300_VOC", choices=sorted(PRESETS), help="preset (default boxes)")
-    p.add_argument("--data-root", help="VOC folder holding Annotations/, ImageSets/Main/")
-    p.add_argument("--image-set", default="trainval", help="VOC ImageSets/Main list (default: trainval)")
-    p.add_argument("--coco-ann", help="COCO annotation JSON (with --image-dir)")
-    p.add_argument("--image-dir", help="COCO image folder")
-    p.add_argument("--pack", help="a training pack file")
+    add_data_arguments(p, image_set="trainval")
     p.add_argument("--classes", help="comma-separated class names (default: the data's own, VOC's for VOC)")
     return p
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from . import datasets
-
     cfg = PRESETS[args.config]
     classes = tuple(args.classes.split(",")) if args.classes else None
     try:
-        if args.pack:
-            from .pack import PackDataset
-
-            source = PackDataset(args.pack)
-        elif args.coco_ann or args.image_dir:
-            if not (args.coco_ann and args.image_dir):
-                raise ValueError("--coco-ann and --image-dir go together")
-            source = datasets.COCODataset(args.image_dir, args.coco_ann, classes)
-        elif args.data_root:
-            source = datasets.VOCDataset(args.data_root, args.image_set, **({"classes": classes} if classes else {}))
-        else:
-            raise ValueError("name the data: --data-root DIR [--image-set S], --coco-ann F --image-dir D, or --pack F")
+        source = open_data(args, classes)
     except (FileNotFoundError, ValueError) as e:  # DatasetError is a ValueError
         return error_exit(e)
     annotations = []

@@ -20,6 +20,7 @@ from ssd.evaluation.run import collect_detections, score_voc
 from ssd.evaluation.voc import VOCResult, format_percent, json_number
 
 from .cli import shown_command
+from .sources import add_data_arguments, open_data
 
 __all__ = ["main"]
 
@@ -30,11 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         description="VOC mAP (VOC07 11-point and area) and COCO AP of SSD weights on a dataset.")
     p.add_argument("--weights", help="a .safetensors file written by training (model card beside it); "
                                      "default: the shipped demo weights")
-    p.add_argument("--data-root", help="VOC folder holding Annotations/, JPEGImages/, ImageSets/Main/")
-    p.add_argument("--image-set", default="val", help="VOC ImageSets/Main list (default: val)")
-    p.add_argument("--pack", help="evaluate on a training pack file instead")
-    p.add_argument("--coco-ann", help="COCO annotation JSON (with --image-dir); adds COCO AP from this file")
-    p.add_argument("--image-dir", help="COCO image folder")
+    add_data_arguments(p, image_set="val")
     p.add_argument("--coco-metrics", action="store_true", help="also COCO AP for VOC / pack data (slower)")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--batch-size", type=int, default=16)
@@ -60,26 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args):
     """(dataset, detector) named by the command line."""
-    from . import datasets
-
-    if args.pack:
-        from .pack import PackDataset
-
-        dataset = PackDataset(args.pack)
-    elif args.coco_ann or args.image_dir:
-        if not (args.coco_ann and args.image_dir):
-            raise ValueError("--coco-ann and --image-dir go together")
-        dataset = datasets.COCODataset(args.image_dir, args.coco_ann)
-    elif args.data_root:
-        dataset = None  # built below, with the detector's classes
-    else:
-        raise ValueError("name the data: --data-root DIR [--image-set val], --pack FILE, or --coco-ann/--image-dir")
-
     detector = Detector.load(args.weights, device=args.device, backend=args.backend)
-    if dataset is None:
-        # Difficult boxes are kept so that detections on them are ignored, as the devkit does.
-        dataset = datasets.VOCDataset(args.data_root, args.image_set, classes=detector.class_names,
-                                      keep_difficult=True)
+    # VOC's labels are read as the detector's classes (a pack and a COCO file carry their own). Difficult
+    # objects are kept so that detections on them are ignored, as the devkit does.
+    coco = bool(args.coco_ann or args.image_dir)
+    dataset = open_data(args, classes=None if coco else detector.class_names, keep_difficult=True)
     return dataset, detector
 
 

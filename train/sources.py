@@ -1,0 +1,54 @@
+"""Which dataset a command names: a training pack, a VOC folder with an image set, or COCO (image folder and
+instances JSON), opened with training's readers.
+
+The tools that read annotated data besides training (`train.evaluate`, `train.coverage`) share one set of flags,
+`add_data_arguments`; `open_source` is the one choice between the three readers, which `train.average` uses with
+its own flag names too.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .datasets import COCODataset, VOCDataset
+from .pack import PackDataset
+
+__all__ = ["add_data_arguments", "open_data", "open_source"]
+
+
+def open_source(*, pack=None, voc_root=None, image_set: str = "trainval", coco_ann=None, image_dir=None,
+                classes=None, keep_difficult: bool = False):
+    """The dataset named, or None when none is: a pack first (its classes are its own), then COCO (`coco_ann`
+    with `image_dir`), then VOC. `classes` (names) for VOC and COCO; None: VOC's 20, or COCO's file order.
+    `keep_difficult` keeps VOC's difficult objects (flagged), which evaluation ignores as the devkit does."""
+    if pack:
+        return PackDataset(pack, keep_difficult=keep_difficult)
+    if coco_ann or image_dir:
+        if not (coco_ann and image_dir):
+            raise ValueError("--coco-ann and --image-dir go together")
+        return COCODataset(image_dir, coco_ann, classes)
+    if voc_root:
+        return VOCDataset(voc_root, image_set, **({"classes": classes} if classes else {}),
+                          keep_difficult=keep_difficult)
+    return None
+
+
+def add_data_arguments(p: argparse.ArgumentParser, image_set: str) -> None:
+    """--data-root/--image-set (VOC), --pack, --coco-ann/--image-dir; `image_set` is --image-set's default."""
+    p.add_argument("--data-root", help="VOC folder holding Annotations/, JPEGImages/, ImageSets/Main/")
+    p.add_argument("--image-set", default=image_set, help=f"VOC ImageSets/Main list (default: {image_set})")
+    p.add_argument("--pack", help="a training pack file (python -m train.pack) instead")
+    p.add_argument("--coco-ann", help="COCO annotation JSON (with --image-dir)")
+    p.add_argument("--image-dir", help="COCO image folder")
+
+
+def open_data(args: argparse.Namespace, classes=None, keep_difficult: bool = False):
+    """The dataset `add_data_arguments`' flags name; ValueError when they name none."""
+    source = open_source(pack=args.pack, voc_root=args.data_root, image_set=args.image_set,
+                         coco_ann=args.coco_ann, image_dir=args.image_dir, classes=classes,
+                         keep_difficult=keep_difficult)
+    if source is None:
+        raise ValueError(f"name the data: --data-root DIR [--image-set {args.image_set}], --pack FILE, or "
+                         "--coco-ann FILE --image-dir DIR")
+    return source
+
