@@ -570,6 +570,24 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused_at_its_start(tmp_pat
     assert _trainer(tmp_path, shapes).state.step == 1
 
 
+def test_an_interrupt_whose_checkpoint_cannot_be_written_says_so(tmp_path, shapes, monkeypatch):
+    """Ctrl-C or SIGTERM saves the last completed step; when that save fails, the run stops with the save's
+    error instead of the interrupt, which the command line would report as "saved, run the same command"."""
+    t = _trainer(tmp_path, shapes)
+
+    def interrupted(stop_after_steps):
+        raise engine.Terminated("signal 15")
+
+    def full_disk():
+        raise engine.RunError("could not write last.ckpt (No space left on device)")
+
+    monkeypatch.setattr(t, "_train", interrupted)
+    monkeypatch.setattr(t, "save", full_disk)
+    with pytest.raises(engine.RunError, match="No space left") as raised:
+        t.train()
+    assert isinstance(raised.value.__cause__, engine.Terminated)
+
+
 def test_a_checkpoint_that_cannot_be_written_leaves_no_partial_file(tmp_path, shapes, monkeypatch):
     t = _trainer(tmp_path, shapes)
 
@@ -610,3 +628,28 @@ def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shap
     resumed = subprocess.run(cmd[:i] + ["--max-steps", str(step + 1)] + cmd[i + 2:], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0 and f"resumed from {run / 'last.ckpt'} at step {step}" in resumed.stdout
+
+
+def test_sigterm_to_the_whole_process_group_still_saves_with_workers(tmp_path, shapes):
+    """A service manager or `kill -- -PGID` sends SIGTERM to the loader's worker processes too: they leave it to
+    the main process (`engine.ignore_sigterm`), so no dead worker makes the checkpoint's save fail."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "train", "--data", str(shapes), "--image-set", "train", "--classes",
+           "circle,square,triangle", "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "500",
+           "--warmup-steps", "1", "--workers", "1", "--log-every", "1", "--checkpoint-every-s", "3600",
+           "--out", str(run), "--device", "cpu", "--no-final-eval"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if '"step": 3,' in line or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "could not write" not in out + err and "run the same command to resume" in err
+    assert torch.load(run / "last.ckpt", weights_only=False)["state"]["step"] >= 3

@@ -273,6 +273,16 @@ def terminate_as_interrupt():
         signal.signal(signal.SIGTERM, before)
 
 
+def ignore_sigterm(worker_id: int = 0) -> None:
+    """A DataLoader worker's start: SIGTERM is the main process's to act on. When it reaches the whole process
+    group (`kill -- -PGID`, a service manager stopping the job), a worker it killed would make the main process's
+    next call, the checkpoint's save included, fail with "DataLoader worker ... killed by signal". The main
+    process stops the workers itself once it has saved; a worker whose main process is gone exits on its own."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def lock_run_folder(run_dir: Path):
     """An exclusive lock on `run_dir` for as long as the returned file stays open: a second trainer on the same
     --out is refused at its start instead of failing late or resuming from the other run's checkpoint."""
@@ -555,7 +565,8 @@ class Trainer:
         r = self.recipe
         return DataLoader(self.dataset, batch_size=r.batch_size, sampler=self._sampler(epoch, start_batch),
                           collate_fn=collate, num_workers=r.workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, prefetch_factor=4 if r.workers else None, drop_last=True)
+                          persistent_workers=False, prefetch_factor=4 if r.workers else None, drop_last=True,
+                          worker_init_fn=ignore_sigterm if r.workers else None)
 
     def evaluate(self, limit=None) -> dict | None:
         """VOC mAP on the val source with a copy of the current model (so eval mode / fp16 never leak)."""
@@ -617,14 +628,16 @@ class Trainer:
         try:
             with terminate_as_interrupt():
                 return self._train(stop_after_steps)
-        except BaseException:
+        except BaseException as stop:
             if self.is_main:
                 print(f"[train] stopped at step {self.state.step}; saving {self.run_dir / CHECKPOINT} first, "
                       "so that the same command resumes from here")
             try:
                 self.save()
-            except RunError as e:  # the error that stopped the run may be this one: report it, keep the first
-                print(f"[train] {e}")
+            except RunError as e:
+                if isinstance(stop, KeyboardInterrupt):  # not "saved, run the same command to resume": say why
+                    raise e from stop
+                print(f"[train] {e}")  # the error that stopped the run may be this one: report it, keep the first
             raise
         finally:
             if self._lock is not None:
