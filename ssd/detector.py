@@ -19,7 +19,7 @@ from .image import to_rgb
 from .model import build_ssd
 from .postprocess import ImageDetections, select_detections
 from .priors import prior_layout
-from .weights_files import CARD_SUFFIX, beside
+from .weights_files import CARD_SUFFIX, beside, read_weights
 
 log = logging.getLogger("ssd")
 
@@ -189,18 +189,11 @@ class Detector:
 
     @staticmethod
     def _load_weights(path: Path):
-        from safetensors.torch import load_file
-
-        if not path.exists() or not card_path(path).exists():
-            missing = path if not path.exists() else card_path(path)
-            hint = ("No demo weights are shipped yet. Train them with `python -m train` (README, 'Train your "
-                    "own') or pass Detector.load(path) a weights file.") if path == DEFAULT_WEIGHTS else \
-                "Pass the .safetensors file written by training; its model card (.json) must sit beside it."
-            raise FileNotFoundError(f"weights not found: {missing}. {hint}")
-        card = json.loads(card_path(path).read_text())
+        hint = ("No demo weights are shipped yet. Train them with `python -m train` (README, 'Train your own') or "
+                "pass Detector.load(path) a weights file.") if path == DEFAULT_WEIGHTS else None
+        state, card = read_weights(path, hint)
         cfg = SSDConfig.from_dict(card["config"])
         model = build_ssd(cfg)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
         model.load_state_dict(state)
         check_fits(model, cfg, card_path(path))
         return model, cfg, card

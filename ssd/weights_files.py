@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 CARD_SUFFIX = ".json"
@@ -19,6 +20,20 @@ def beside(weights, suffix: str) -> Path:
     """`model.safetensors` + ".eval.json" -> `model.eval.json` in the same folder."""
     weights = Path(weights)
     return weights.with_name(weights.stem + suffix)
+
+
+def read_weights(path, hint: str | None = None) -> tuple[dict, dict]:
+    """(tensors, card) of a weights file and the model card beside it, floating-point tensors as float32 (the
+    shipped files are float16). FileNotFoundError names the missing file, then `hint` (default: what the file
+    must be)."""
+    from safetensors.torch import load_file
+
+    path, card = Path(path), beside(path, CARD_SUFFIX)
+    if not path.is_file() or not card.is_file():
+        hint = hint or "Pass the .safetensors file written by training; its model card (.json) must sit beside it."
+        raise FileNotFoundError(f"weights not found: {path if not path.is_file() else card}. {hint}")
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    return tensors, json.loads(card.read_text())
 
 
 def sha256(path) -> str:

@@ -90,4 +90,4 @@ def test_command_line_averages_a_cyclic_runs_snapshots_and_evaluates_them(tmp_pa
 
 def test_command_line_reports_missing_files_in_one_line(tmp_path, capsys):
     assert average.main([str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x.safetensors")]) == 2
-    assert "nope.safetensors: no such file" in capsys.readouterr().err
+    assert "weights not found: " in (err := capsys.readouterr().err) and "nope.safetensors. Pass" in err

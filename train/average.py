@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -28,24 +27,13 @@ from torch import nn
 from ssd import Detector, SSDConfig, build_ssd, export_weights
 from ssd.cli import error_exit, program
 from ssd.image import normalise
-from ssd.weights_files import CARD_SUFFIX, LOG_SUFFIX, beside
+from ssd.weights_files import LOG_SUFFIX, beside, read_weights
 
 from .card import evaluation_fields
 from .cli import shown_command
 from .engine import memory_format
 
 __all__ = ["average_weights", "recompute_batchnorm", "main"]
-
-
-def _read(path: Path) -> tuple[dict, dict]:
-    """(tensors, card) of a weights file written by training."""
-    from safetensors.torch import load_file
-
-    card_file = beside(path, CARD_SUFFIX)
-    if not path.is_file() or not card_file.is_file():
-        raise FileNotFoundError(f"{path if not path.is_file() else card_file}: no such file (a weights file written "
-                                "by training, with its model card beside it)")
-    return load_file(str(path)), json.loads(card_file.read_text())
 
 
 def average_weights(paths) -> tuple[dict[str, torch.Tensor], dict]:
@@ -57,7 +45,7 @@ def average_weights(paths) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError("no weights files to average")
     total, first_card = None, None
     for path in paths:
-        tensors, card = _read(path)
+        tensors, card = read_weights(path)
         if first_card is None:
             first_card, total = card, {k: v.double() if v.is_floating_point() else v for k, v in tensors.items()}
             continue
