@@ -2,7 +2,7 @@
 1024x1024 photo through gradio_client, then the server's peak RSS (VmHWM: start-up, the ONNX export where
 there is one, and the call) and its RSS after the call.
 
-    python bench/app_memory.py        # shipped SSD300-Lite0 and the paper's SSD300-VGG16 (random weights)
+    python bench/app_memory.py        # the shipped weights and the paper's SSD300-VGG16 (random weights)
 
 The ONNX exports go to a fresh cache first (one app start each), so that the peak measured is that of a start
 that finds its export cached, as every start after the first does; `--cold` measures the exporting start too.
@@ -11,6 +11,7 @@ that finds its export cached, as every start after the first does; `--cold` meas
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -55,16 +56,18 @@ def main():
     Image.fromarray(data.astronaut()).resize((1024, 1024)).save(photo, quality=90)
     torch.manual_seed(0)
     vgg = ssd.export_weights(ssd.build_ssd(ssd.SSD300_VOC), ssd.SSD300_VOC, ssd.VOC_CLASSES, tmp / "vgg16.safetensors")
-    models = {"SSD300-Lite0 (shipped)": ssd.detector.DEFAULT_WEIGHTS, "SSD300-VGG16 (random)": vgg}
+    shipped = ssd.detector.DEFAULT_WEIGHTS
+    card = json.loads(ssd.detector.card_path(shipped).read_text())
+    models = {f"{card['config']['name']} (shipped)": shipped, "SSD300-VGG16 (random)": vgg}
     os.environ["SSD_CACHE_DIR"] = str(tmp / "cache")  # the apps inherit it
-    print(f"{'model':26s}{'backend':14s}{'start':>8s}{'peak RSS MB':>13s}{'RSS after':>11s}")
+    print(f"{'model':30s}{'backend':14s}{'start':>8s}{'peak RSS MB':>13s}{'RSS after':>11s}")
     for name, weights in models.items():
         for backend in ("torch", "onnxruntime"):
             starts = ["cold", "warm"] if backend == "onnxruntime" else ["-"]
             for start in starts:
                 m = measure(weights, backend, photo, tmp / f"{backend}.log")
                 if start != "cold" or args.cold:
-                    print(f"{name:26s}{backend:14s}{start:>8s}{m['VmHWM']:13.0f}{m['VmRSS']:11.0f}", flush=True)
+                    print(f"{name:30s}{backend:14s}{start:>8s}{m['VmHWM']:13.0f}{m['VmRSS']:11.0f}", flush=True)
 
 
 if __name__ == "__main__":
