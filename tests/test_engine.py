@@ -570,6 +570,18 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused_at_its_start(tmp_pat
     assert _trainer(tmp_path, shapes).state.step == 1
 
 
+def test_the_card_names_the_voc_data_from_its_vocdevkit_folder(tmp_path):
+    """The card's data line, like its command (train.cli.shown_command), names VOC as a user who unpacked it has
+    it, not by this machine's absolute path."""
+    from train.__main__ import build_parser, load_sources
+
+    voc = make_shapes_voc(tmp_path / "VOCdevkit", n_train=2, n_val=1)
+    args = build_parser().parse_args(["--data", str(voc), "--image-set", "train", "--classes",
+                                      "circle,square,triangle", "--out", str(tmp_path / "run")])
+    _, _, desc = load_sources(args)
+    assert desc.startswith("VOCdevkit/VOC2007 train (2 training images)") and str(tmp_path) not in desc
+
+
 def test_an_interrupt_whose_checkpoint_cannot_be_written_says_so(tmp_path, shapes, monkeypatch):
     """Ctrl-C or SIGTERM saves the last completed step; when that save fails, the run stops with the save's
     error instead of the interrupt, which the command line would report as "saved, run the same command"."""

@@ -16,7 +16,7 @@ from dataclasses import fields
 from ssd import PRESETS
 from ssd.cli import error_exit, program
 
-from .cli import shown_command
+from .cli import shown_command, shown_path
 from .engine import Recipe, RunError, Trainer, speed_up_the_process
 
 
@@ -87,7 +87,7 @@ def load_sources(args):
         if not args.data:
             raise UsageError("--data (the VOC<year> folder) or --pack is required")
         kw = {"classes": classes} if classes else {}
-        train_source, desc = VOCDataset(args.data, args.image_set, **kw), f"{args.data} {args.image_set}"
+        train_source, desc = VOCDataset(args.data, args.image_set, **kw), f"{shown_path(args.data)} {args.image_set}"
     else:
         if not (args.data and args.ann_file):
             raise UsageError("COCO format needs --data (image folder) and --ann-file (instances JSON)")
