@@ -151,6 +151,12 @@ def test_command_line_writes_the_report_beside_the_weights(tmp_path):
     assert worst and all(w["image"] in ("000001", "000002", "000003") for w in worst)
     assert [w["score"] for w in worst] == sorted((w["score"] for w in worst), reverse=True)
     assert {w["error"] for w in worst} <= {"background", "localisation", "confusion", "duplicate"}
+    # No default threshold in the card: the false positives are counted above this evaluation's best-F1 point.
+    assert report["false_positives"]["score_threshold"] == report["best_f1"]["score"]
+    # With one, above it: the threshold the app starts at and the Model tab names.
+    export_weights(build_ssd(cfg), cfg, SHAPE_CLASSES, weights, score_threshold=0.07)
+    assert main(args) == 0
+    assert model_report.ModelFiles.read(weights).report["false_positives"]["score_threshold"] == 0.07
     # Other weights beside the same report: the reader says it is not theirs.
     export_weights(build_ssd(cfg), cfg, SHAPE_CLASSES, weights)
     assert model_report.ModelFiles.read(weights).report_is_current is False

@@ -84,7 +84,10 @@ def write_evaluation_report(args, argv, dataset, detector, result: VOCResult) ->
         data=str(args.pack or args.coco_ann or f"{Path(args.data_root).name} {args.image_set}"),
         command=shown_command(program(f"python -m {__spec__.name}"), words),
         inference={"conf_threshold": cfg.conf_threshold, "nms_threshold": cfg.nms_threshold, "top_k": cfg.top_k},
-        device=device)
+        device=device,
+        # The false positives are counted above the threshold the app starts at: the card's, which training chose
+        # at its own best-F1 point; this file's may differ a little (float16 weights, another backend).
+        score_threshold=detector.card.get("score_threshold"))
     return write_report(args.report or report_path(weights), report)
 
 
