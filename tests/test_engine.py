@@ -613,31 +613,44 @@ def test_a_checkpoint_that_cannot_be_written_leaves_no_partial_file(tmp_path, sh
     assert not (tmp_path / "last.tmp").exists() and not (tmp_path / "last.ckpt").exists()
 
 
-def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shapes):
-    """A scheduler or a Space stopping the job sends SIGTERM: the run saves its last completed step, says so and
-    exits, and the same command resumes from there."""
+SIGTERM_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _sigterm_at_step_3(shapes, run, workers: int, whole_group: bool = False):
+    """A 500-step `python -m train` subprocess, sent SIGTERM once its log has a row for step 3 (the whole process
+    group's when `whole_group`): (its command, returncode, stdout, stderr)."""
     import signal
     import time
 
-    run = tmp_path / "run"
     cmd = [sys.executable, "-m", "train", "--data", str(shapes), "--image-set", "train", "--classes",
            "circle,square,triangle", "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "500",
-           "--warmup-steps", "1", "--workers", "0", "--log-every", "1", "--checkpoint-every-s", "3600",
+           "--warmup-steps", "1", "--workers", str(workers), "--log-every", "1", "--checkpoint-every-s", "3600",
            "--out", str(run), "--device", "cpu", "--no-final-eval"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=SIGTERM_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=whole_group)
     deadline = time.monotonic() + 120
     for line in proc.stdout:  # the log rows: wait for the third step
         if '"step": 3,' in line or time.monotonic() > deadline:
             break
-    proc.send_signal(signal.SIGTERM)
+    if whole_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    return cmd, proc.returncode, out, err
+
+
+def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shapes):
+    """A scheduler or a Space stopping the job sends SIGTERM: the run saves its last completed step, says so and
+    exits, and the same command resumes from there."""
+    run = tmp_path / "run"
+    cmd, returncode, out, err = _sigterm_at_step_3(shapes, run, workers=0)
+    assert returncode == 130, err[-2000:]
     assert "run the same command to resume" in err and "Traceback" not in err
     step = torch.load(run / "last.ckpt", weights_only=False)["state"]["step"]
     assert step >= 3 and (run / "log.csv").exists()
     i = cmd.index("--max-steps")
-    resumed = subprocess.run(cmd[:i] + ["--max-steps", str(step + 1)] + cmd[i + 2:], cwd=ROOT, env=env,
+    resumed = subprocess.run(cmd[:i] + ["--max-steps", str(step + 1)] + cmd[i + 2:], cwd=ROOT, env=SIGTERM_ENV,
                              capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0 and f"resumed from {run / 'last.ckpt'} at step {step}" in resumed.stdout
 
@@ -645,23 +658,8 @@ def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shap
 def test_sigterm_to_the_whole_process_group_still_saves_with_workers(tmp_path, shapes):
     """A service manager or `kill -- -PGID` sends SIGTERM to the loader's worker processes too: they leave it to
     the main process (`engine.ignore_sigterm`), so no dead worker makes the checkpoint's save fail."""
-    import signal
-    import time
-
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "train", "--data", str(shapes), "--image-set", "train", "--classes",
-           "circle,square,triangle", "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "500",
-           "--warmup-steps", "1", "--workers", "1", "--log-every", "1", "--checkpoint-every-s", "3600",
-           "--out", str(run), "--device", "cpu", "--no-final-eval"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:
-        if '"step": 3,' in line or time.monotonic() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    _, returncode, out, err = _sigterm_at_step_3(shapes, run, workers=1, whole_group=True)
+    assert returncode == 130, err[-2000:]
     assert "could not write" not in out + err and "run the same command to resume" in err
     assert torch.load(run / "last.ckpt", weights_only=False)["state"]["step"] >= 3
