@@ -75,33 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_sources(args):
-    from .datasets import COCODataset, VOCDataset
+    """(training dataset, validation dataset or None, one-line description) named by the command line."""
+    from .sources import open_source
 
     classes = tuple(args.classes.split(",")) if args.classes else None
     if args.pack:
-        from .pack import PackDataset
-
-        train_source = PackDataset(args.pack)
+        train_source = open_source(pack=args.pack)
         desc = f"pack {args.pack} ({train_source.describe()})"
     elif args.format == "voc":
         if not args.data:
             raise UsageError("--data (the VOC<year> folder) or --pack is required")
-        kw = {"classes": classes} if classes else {}
-        train_source, desc = VOCDataset(args.data, args.image_set, **kw), f"{shown_path(args.data)} {args.image_set}"
+        train_source = open_source(voc_root=args.data, image_set=args.image_set, classes=classes)
+        desc = f"{shown_path(args.data)} {args.image_set}"
     else:
         if not (args.data and args.ann_file):
             raise UsageError("COCO format needs --data (image folder) and --ann-file (instances JSON)")
-        train_source, desc = COCODataset(args.data, args.ann_file, classes), f"COCO {args.ann_file}"
+        train_source = open_source(coco_ann=args.ann_file, image_dir=args.data, classes=classes)
+        desc = f"COCO {args.ann_file}"
     val_source = None
     if args.format == "voc" and args.val_image_set:
         val_root = args.val_data or args.data
         if not val_root:
             raise UsageError("--val-image-set needs --val-data (or --data)")
         # keep_difficult: evaluation ignores difficult objects instead of counting them as misses.
-        val_source = VOCDataset(val_root, args.val_image_set, classes=train_source.classes, keep_difficult=True)
+        val_source = open_source(voc_root=val_root, image_set=args.val_image_set, classes=train_source.classes,
+                                 keep_difficult=True)
         desc += f"; val {args.val_image_set} ({len(val_source)} images)"
     elif args.format == "coco" and args.val_ann_file:
-        val_source = COCODataset(args.val_data or args.data, args.val_ann_file, classes=train_source.classes)
+        val_source = open_source(coco_ann=args.val_ann_file, image_dir=args.val_data or args.data,
+                                 classes=train_source.classes)
     desc = f"{desc} ({len(train_source)} training images)"
     return train_source, val_source, desc
 

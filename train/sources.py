@@ -2,8 +2,8 @@
 instances JSON), opened with training's readers.
 
 The tools that read annotated data besides training (`train.evaluate`, `train.coverage`) share one set of flags,
-`add_data_arguments`; `open_source` is the one choice between the three readers, which `train.average` uses with
-its own flag names too.
+`add_data_arguments`; `open_source` is the one choice between the three readers, which training's command line
+and `train.average` use with their own flag names too.
 """
 
 from __future__ import annotations
