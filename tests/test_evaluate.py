@@ -525,3 +525,21 @@ def test_command_line_names_missing_weights(tmp_path, capsys):
     missing = tmp_path / "nowhere.safetensors"
     assert main(["--weights", str(missing), "--data-root", str(tmp_path), "--no-progress"]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, dest, extra", [
+    ("train.__main__", "data", ["--out", "runs/x"]),
+    ("train.evaluate", "data_root", []),
+    ("train.coverage", "data_root", []),
+    ("train.pack", "data_root", ["--out", "x.pack"]),
+    ("train.average", "data", ["a.safetensors", "--out", "b.safetensors"]),
+])
+def test_every_data_command_takes_both_spellings_of_the_voc_folder(module, dest, extra):
+    """Training says --data and the tools beside it said --data-root: a training command's data flags can be
+    pasted into evaluate, coverage, pack or average, and the other way round."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    parser = mod.build_parser() if module == "train.__main__" else mod._parser()
+    for flag in ("--data", "--data-root"):
+        assert getattr(parser.parse_args([*extra, flag, "VOCdevkit/VOC2007"]), dest) == "VOCdevkit/VOC2007"

@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "layers train (FrozenBN; folded into the convolutions for EfficientNet-Lite)")
     d = p.add_argument_group("data")
     d.add_argument("--format", choices=["voc", "coco"], default="voc")
-    d.add_argument("--data", help="VOC: the VOC<year> folder (with JPEGImages, Annotations, ImageSets); "
-                                  "COCO: the training image folder")
+    # --data-root is the evaluation tools' spelling of the same folder (train.sources).
+    d.add_argument("--data", "--data-root", dest="data",
+                   help="VOC: the VOC<year> folder (with JPEGImages, Annotations, ImageSets); "
+                        "COCO: the training image folder")
     d.add_argument("--image-set", default="trainval", help="VOC ImageSets/Main/<name>.txt to train on")
     d.add_argument("--ann-file", help="COCO: instances JSON of the training images")
     d.add_argument("--pack", help="train from a training pack written by `python -m train.pack` instead")

@@ -109,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("weights", nargs="+", help="weights files written by training (snapshots of one run)")
     p.add_argument("--out", required=True, help="the averaged weights (.safetensors; card and log beside it)")
     p.add_argument("--pack", help="training pack for the BatchNorm statistics")
-    p.add_argument("--data", help="VOC folder of the training images for the BatchNorm statistics (with --image-set)")
+    p.add_argument("--data", "--data-root", dest="data",
+                   help="VOC folder of the training images for the BatchNorm statistics (with --image-set)")
     p.add_argument("--image-set", default="trainval", help="VOC image set of --data (default: trainval)")
     p.add_argument("--batchnorm-images", type=int, default=1024,
                    help="how many augmented training images measure the BatchNorm statistics (default 1024)")

@@ -240,13 +240,11 @@ class PackDataset:
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
-def main(argv=None) -> dict:
-    from ssd import VOC_CLASSES
-
-    from .datasets import COCODataset, VOCDataset
-
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=program(f"python -m {__spec__.name}"), description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", required=True, help="VOC: the VOC<year> folder; COCO: the image folder")
+    # --data is training's spelling of the same folder.
+    p.add_argument("--data-root", "--data", dest="data_root", required=True,
+                   help="VOC: the VOC<year> folder; COCO: the image folder")
     p.add_argument("--image-set", default="trainval", help="VOC ImageSets/Main/<name>.txt (default trainval)")
     p.add_argument("--format", choices=("voc", "coco"), default="voc")
     p.add_argument("--ann-file", help="COCO instances JSON (with --format coco)")
@@ -257,6 +255,15 @@ def main(argv=None) -> dict:
     p.add_argument("--max-side", type=int, default=300, help="longer side after resizing (never enlarged)")
     p.add_argument("--quality", type=int, default=62, help="JPEG quality (default 62)")
     p.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")
+    return p
+
+
+def main(argv=None) -> dict:
+    from ssd import VOC_CLASSES
+
+    from .datasets import COCODataset, VOCDataset
+
+    p = _parser()
     a = p.parse_args(argv)
     classes = a.classes or ("voc" if a.format == "voc" else "auto")
     classes = VOC_CLASSES if classes == "voc" else None if classes == "auto" else tuple(classes.split(","))

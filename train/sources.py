@@ -34,11 +34,14 @@ def open_source(*, pack=None, voc_root=None, image_set: str = "trainval", coco_a
 
 
 def add_data_arguments(p: argparse.ArgumentParser, image_set: str) -> None:
-    """--data-root/--image-set (VOC), --pack, --coco-ann/--image-dir; `image_set` is --image-set's default."""
-    p.add_argument("--data-root", help="VOC folder holding Annotations/, JPEGImages/, ImageSets/Main/")
+    """--data-root/--image-set (VOC), --pack, --coco-ann/--image-dir; `image_set` is --image-set's default.
+    --data and --ann-file, training's spellings, are accepted too, so a training command's data flags can be
+    reused as they are."""
+    p.add_argument("--data-root", "--data", dest="data_root",
+                   help="VOC folder holding Annotations/, JPEGImages/, ImageSets/Main/")
     p.add_argument("--image-set", default=image_set, help=f"VOC ImageSets/Main list (default: {image_set})")
     p.add_argument("--pack", help="a training pack file (python -m train.pack) instead")
-    p.add_argument("--coco-ann", help="COCO annotation JSON (with --image-dir)")
+    p.add_argument("--coco-ann", "--ann-file", dest="coco_ann", help="COCO annotation JSON (with --image-dir)")
     p.add_argument("--image-dir", help="COCO image folder")
 
 
