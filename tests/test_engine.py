@@ -582,6 +582,27 @@ def test_the_card_names_the_voc_data_from_its_vocdevkit_folder(tmp_path):
     assert desc.startswith("VOCdevkit/VOC2007 train (2 training images)") and str(tmp_path) not in desc
 
 
+def test_after_ctrl_c_the_command_lines_message_starts_a_line_of_its_own(tmp_path, shapes, monkeypatch, capfd):
+    """Ctrl-C mid-run: the progress bar is closed before the command line says "stopped: ... saved", which would
+    otherwise be printed onto the end of the bar's line."""
+    from train.__main__ import cli
+
+    real_step, steps = engine.Trainer._step, []
+
+    def step(self, *batch):
+        steps.append(1)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *batch)
+
+    monkeypatch.setattr(engine.Trainer, "_step", step)
+    assert cli(["--data", str(shapes), "--image-set", "train", "--classes", "circle,square,triangle",
+                "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "6", "--warmup-steps", "1",
+                "--workers", "0", "--log-every", "1", "--out", str(tmp_path / "run"), "--device", "cpu"]) == 130
+    err = capfd.readouterr().err
+    assert "train:" in err and "\nstopped: the last completed step is saved" in err, err[-300:]
+
+
 def test_an_interrupt_whose_checkpoint_cannot_be_written_says_so(tmp_path, shapes, monkeypatch):
     """Ctrl-C or SIGTERM saves the last completed step; when that save fails, the run stops with the save's
     error instead of the interrupt, which the command line would report as "saved, run the same command"."""

@@ -653,33 +653,36 @@ class Trainer:
         self._segment_skipped = 0  # --max-skipped counts this run's skipped steps, not those before a resume
         window = LogWindow()
         progress = self._progress_bar()
-        out_of_time = False
-        while st.step < stop_at and not out_of_time:
-            epoch, start_batch = divmod(st.step, self.steps_per_epoch)
-            for images, boxes, labels in self._loader(epoch, start_batch):
-                losses = self._step(images, boxes, labels)
-                if losses is None:
-                    self._count_skipped_step()
-                window.add(losses, images.shape[0] * self.world)
-                self.scheduler.step()
-                st.step += 1
-                st.elapsed_s = elapsed0 + time.perf_counter() - segment_start
-                if progress is not None:
-                    progress.update(1)
-                # An evaluation step gets a row too, even off the logging grid (--eval-every 750 --log-every 20).
-                if (st.step % r.log_every == 0 or st.step == r.max_steps
-                        or (r.eval_every and st.step % r.eval_every == 0)):
-                    self._log(window.close(), progress)
-                if r.snapshot_every and st.step % r.snapshot_every == 0:  # after the step's log row, if it has one
-                    self.snapshot()
-                out_of_time = r.time_budget_s is not None and time.perf_counter() - segment_start >= r.time_budget_s
-                if out_of_time or st.step >= stop_at:
-                    break
-                if time.perf_counter() - last_ckpt > r.checkpoint_every_s:
-                    self.save()
-                    last_ckpt = time.perf_counter()
-        if progress is not None:
-            progress.close()
+        # Closed on an interrupt too, so that what the command line prints next starts on a line of its own.
+        try:
+            out_of_time = False
+            while st.step < stop_at and not out_of_time:
+                epoch, start_batch = divmod(st.step, self.steps_per_epoch)
+                for images, boxes, labels in self._loader(epoch, start_batch):
+                    losses = self._step(images, boxes, labels)
+                    if losses is None:
+                        self._count_skipped_step()
+                    window.add(losses, images.shape[0] * self.world)
+                    self.scheduler.step()
+                    st.step += 1
+                    st.elapsed_s = elapsed0 + time.perf_counter() - segment_start
+                    if progress is not None:
+                        progress.update(1)
+                    # An evaluation step gets a row too, even off the logging grid (--eval-every 750 --log-every 20).
+                    if (st.step % r.log_every == 0 or st.step == r.max_steps
+                            or (r.eval_every and st.step % r.eval_every == 0)):
+                        self._log(window.close(), progress)
+                    if r.snapshot_every and st.step % r.snapshot_every == 0:  # after the step's log row, if it has one
+                        self.snapshot()
+                    out_of_time = r.time_budget_s is not None and time.perf_counter() - segment_start >= r.time_budget_s
+                    if out_of_time or st.step >= stop_at:
+                        break
+                    if time.perf_counter() - last_ckpt > r.checkpoint_every_s:
+                        self.save()
+                        last_ckpt = time.perf_counter()
+        finally:
+            if progress is not None:
+                progress.close()
         self.save()
         if self.is_main and out_of_time:
             print(f"[train] time budget reached at step {st.step}/{r.max_steps}; resume with the same command")
