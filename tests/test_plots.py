@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ssd.evaluation.voc import evaluate_voc
-from visualize.plots import plot_pr_curves, plot_training_curves
+from visualize.plots import plot_pr_curves, plot_run_comparison, plot_training_curves
 
 
 def _pyplot_figures():
@@ -162,3 +162,38 @@ def test_the_command_line_draws_a_runs_log_and_an_evaluation_report(tmp_path, ca
     (tmp_path / "log.txt").write_text("step\n")
     assert main([str(tmp_path / "log.txt")]) == 2 and "expected a training log" in capsys.readouterr().err
     assert main([str(tmp_path / "nowhere")]) == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_runs_compared_line_up_by_epoch_with_their_last_map_written_beside_it():
+    """Two runs of different lengths and batch sizes: one line each in both panels, against the epoch; the mAP
+    panel uses the area mAP when a run logs it and names which kind it shows."""
+    short = _log_rows()  # 11-point only, epochs 0 to 4.5
+    long = [{**r, "epoch": r["step"] / 50, "val_map_area": r.get("val_map") and r["val_map"] + 0.1}
+            for r in _log_rows()]
+    fig = plot_run_comparison({"short": short, "long": long}, smooth=3)
+    ax_loss, ax_map = fig.axes
+    assert [line.get_label() for line in ax_loss.get_lines()] == ["short", "long"]
+    # The running mean of 3 rows starts at the third row's epoch.
+    x, y = ax_loss.get_lines()[0].get_data()
+    assert x[0] == pytest.approx(1.0) and y[0] == pytest.approx(np.mean([12 / (1 + s / 100) for s in (0, 50, 100)]))
+    (xs, ys), (xl, yl) = (line.get_data() for line in ax_map.get_lines())
+    assert list(xs) == [1.0, 3.0] and list(ys) == pytest.approx([10.0, 30.0])  # 11-point
+    assert list(xl) == [2.0, 6.0] and list(yl) == pytest.approx([20.0, 40.0])  # area
+    assert {t.get_text() for t in ax_map.texts} == {"30.0", "40.0"}
+    assert ax_map.get_ylabel() == "val mAP, 11-point / area (%)" and ax_map.get_xlabel() == "epoch"
+
+
+def test_the_command_line_compares_several_runs(tmp_path, capsys):
+    from ssd.detector import DEFAULT_WEIGHTS
+    from ssd.evaluation.report import report_path
+    from train.engine import write_log
+    from visualize.plots import main
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        write_log(tmp_path / name, _log_rows())
+    out = tmp_path / "runs.png"
+    assert main([str(tmp_path / "a"), str(tmp_path / "b" / "log.csv"), "--out", str(out)]) == 0
+    assert _png_size(out) == (900, 700) and f"wrote {out}" in capsys.readouterr().out
+    assert main([str(tmp_path / "a"), str(report_path(DEFAULT_WEIGHTS))]) == 2
+    assert "compared as training runs" in capsys.readouterr().err

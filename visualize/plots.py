@@ -28,7 +28,7 @@ from PIL import Image
 
 from ssd.cli import error_exit, program
 
-__all__ = ["figure_to_image", "plot_class_ap", "plot_pr_curves", "plot_training_curves"]
+__all__ = ["figure_to_image", "plot_class_ap", "plot_pr_curves", "plot_run_comparison", "plot_training_curves"]
 
 
 def _new_figure(figsize, dpi) -> Figure:
@@ -264,6 +264,46 @@ def plot_training_curves(rows, path=None, *, figsize=(9.0, 7.0), dpi=100) -> Fig
     return _finish(fig, path)
 
 
+def plot_run_comparison(runs, path=None, *, figsize=(9.0, 7.0), dpi=100, smooth: int = 10) -> Figure:
+    """Several training runs side by side, against the epoch (runs of different batch sizes or lengths line up
+    by how much data they saw): the training loss (a running mean of `smooth` log rows, as one row is noisy) on
+    top, validation mAP (area when logged, else VOC07 11-point) below, one colour per run.
+
+    runs: {name: rows} with rows as `plot_training_curves` takes them.
+    """
+    fig = _new_figure(figsize, dpi)
+    ax_loss, ax_map = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
+    colours = _class_colours(max(len(runs), 1))
+    mAP_kinds = set()
+    for (name, rows), colour in zip(runs.items(), colours):
+        rows = [dict(r) for r in rows]
+        epoch = _column(rows, "epoch")
+        loss = _column(rows, "loss")
+        ok = np.isfinite(epoch) & np.isfinite(loss)
+        if ok.any():
+            k = max(1, min(int(smooth), int(ok.sum())))
+            mean = np.convolve(loss[ok], np.ones(k) / k, mode="valid")
+            ax_loss.plot(epoch[ok][k - 1:], mean, color=colour, lw=1.4, label=name)
+        area, pt11 = _column(rows, "val_map_area"), _column(rows, "val_map")
+        kind, y = ("area", area) if np.isfinite(area).any() else ("11-point", pt11)
+        ok = np.isfinite(epoch) & np.isfinite(y)
+        if ok.any():
+            mAP_kinds.add(kind)
+            ax_map.plot(epoch[ok], 100 * y[ok], color=colour, marker="o", ms=4, lw=1.4, label=name)
+            ax_map.annotate(f"{100 * y[ok][-1]:.1f}", (epoch[ok][-1], 100 * y[ok][-1]), xytext=(4, 0),
+                            textcoords="offset points", va="center", fontsize=8, color=colour)
+    ax_loss.set_ylabel(f"training loss (mean of {smooth} rows)" if smooth > 1 else "training loss")
+    ax_loss.set_title("Runs compared", fontsize=10)
+    ax_loss.grid(alpha=0.3)
+    ax_map.set_ylabel(f"val mAP, {' / '.join(sorted(mAP_kinds)) or 'none logged'} (%)")
+    ax_map.set_xlabel("epoch")
+    ax_map.grid(alpha=0.3)
+    for ax in (ax_loss, ax_map):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
+    return _finish(fig, path)
+
+
 # ----------------------------------------------------------------------------------------------------- CLI
 def read_pr_result(path: Path) -> dict:
     """The per-class curves of an evaluation report (`<stem>.eval.json`, curves under each class's "pr") or of
@@ -277,32 +317,57 @@ def read_pr_result(path: Path) -> dict:
     return {**result, "per_class": {k: {**c, **c.get("pr", {})} for k, c in per_class.items()}}
 
 
+def _read_log(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _log_path(name: str) -> Path:
+    path = Path(name)
+    path = path / "log.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    return path
+
+
+def _run_name(path: Path) -> str:
+    """A run folder's name for its log.csv, else the log's stem (`weights` for weights.log.csv)."""
+    return path.parent.name if path.name == "log.csv" else path.name.split(".")[0]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=program(f"python -m {__spec__.name}"),
-                                description="Draw a training run's curves (loss and val mAP against the step) "
-                                            "or an evaluation's precision-recall curves.")
-    p.add_argument("file", help="a run folder or its log.csv; or an evaluation report / train.evaluate --json")
-    p.add_argument("--out", help="the PNG (default: a run folder's curves.png; <stem>_curves.png or <stem>_pr.png "
-                                 "in the current folder for another file)")
+                                description="Draw a training run's curves (loss and val mAP against the step), "
+                                            "several runs compared (against the epoch), or an evaluation's "
+                                            "precision-recall curves.")
+    p.add_argument("file", nargs="+",
+                   help="a run folder or its log.csv; several of them to compare the runs; or an evaluation "
+                        "report / train.evaluate --json")
+    p.add_argument("--out", help="the PNG (default: a run folder's curves.png; compare.png for several runs; "
+                                 "<stem>_curves.png or <stem>_pr.png in the current folder for another file)")
     args = p.parse_args(argv)
-    path = Path(args.file)
-    path = path / "log.csv" if path.is_dir() else path
-    stem = path.name.split(".")[0]
     try:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        if path.suffix == ".csv":
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f))
+        paths = [_log_path(name) for name in args.file]
+        if len(paths) > 1:
+            if any(path.suffix != ".csv" for path in paths):
+                raise ValueError("several files are compared as training runs: give run folders or log.csv files")
+            names = [_run_name(path) for path in paths]
+            if len(set(names)) < len(names):
+                names = [str(path.parent if path.name == "log.csv" else path) for path in paths]
+            out = Path(args.out) if args.out else Path("compare.png")
+            plot_run_comparison({name: _read_log(path) for name, path in zip(names, paths)}, out)
+        elif paths[0].suffix == ".csv":
+            path = paths[0]
             # A run folder's log gets its curves beside it; any other log (weights' <stem>.log.csv) here.
-            default = path.with_name("curves.png") if path.name == "log.csv" else Path(f"{stem}_curves.png")
+            default = path.with_name("curves.png") if path.name == "log.csv" else Path(f"{_run_name(path)}_curves.png")
             out = Path(args.out) if args.out else default
-            plot_training_curves(rows, out)
-        elif path.suffix == ".json":
-            out = Path(args.out) if args.out else Path(f"{stem}_pr.png")  # not beside installed weights
+            plot_training_curves(_read_log(path), out)
+        elif paths[0].suffix == ".json":
+            path = paths[0]
+            out = Path(args.out) if args.out else Path(f"{path.name.split('.')[0]}_pr.png")  # not beside weights
             plot_pr_curves(read_pr_result(path), path=out)
         else:
-            raise ValueError(f"{path}: expected a training log (.csv) or an evaluation (.json)")
+            raise ValueError(f"{paths[0]}: expected a training log (.csv) or an evaluation (.json)")
     except (OSError, ValueError, KeyError) as e:
         return error_exit(e)
     print(f"wrote {out}")
