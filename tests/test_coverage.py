@@ -64,6 +64,16 @@ def test_command_line_on_a_voc_folder(tmp_path, capsys):
     assert [line.split()[0] for line in out.splitlines()[2:]] == [*SHAPE_CLASSES, "all"]
 
 
+def test_command_line_takes_a_training_commands_coco_flags(tmp_path, capsys):
+    """`python -m train --format coco --data IMAGES --ann-file FILE` names COCO data; the same two flags work here
+    (the tools' own spelling is --coco-ann FILE --image-dir IMAGES)."""
+    from tests.shapes import make_shapes_coco
+
+    image_dir, ann = make_shapes_coco(tmp_path / "coco", n=4, seed=1)
+    assert cov.main(["--config", "SSD300_VOC", "--data", str(image_dir), "--ann-file", str(ann)]) == 0
+    assert "SSD300_VOC: 8732 default boxes, 4 images" in capsys.readouterr().out
+
+
 def test_command_line_names_missing_data(capsys):
     assert cov.main(["--config", "SSD300_VOC"]) == 2
     assert "error: name the data" in capsys.readouterr().err

@@ -35,8 +35,9 @@ def open_source(*, pack=None, voc_root=None, image_set: str = "trainval", coco_a
 
 def add_data_arguments(p: argparse.ArgumentParser, image_set: str) -> None:
     """--data-root/--image-set (VOC), --pack, --coco-ann/--image-dir; `image_set` is --image-set's default.
-    --data and --ann-file, training's spellings, are accepted too, so a training command's data flags can be
-    reused as they are."""
+    --data and --ann-file, training's spellings, are accepted too, and with a COCO file --data-root names the
+    image folder when --image-dir does not (as in training and `train.pack`), so a training command's data flags
+    work here as they are."""
     p.add_argument("--data-root", "--data", dest="data_root",
                    help="VOC folder holding Annotations/, JPEGImages/, ImageSets/Main/")
     p.add_argument("--image-set", default=image_set, help=f"VOC ImageSets/Main list (default: {image_set})")
@@ -47,8 +48,9 @@ def add_data_arguments(p: argparse.ArgumentParser, image_set: str) -> None:
 
 def open_data(args: argparse.Namespace, classes=None, keep_difficult: bool = False):
     """The dataset `add_data_arguments`' flags name; ValueError when they name none."""
+    image_dir = args.image_dir or (args.data_root if args.coco_ann else None)
     source = open_source(pack=args.pack, voc_root=args.data_root, image_set=args.image_set,
-                         coco_ann=args.coco_ann, image_dir=args.image_dir, classes=classes,
+                         coco_ann=args.coco_ann, image_dir=image_dir, classes=classes,
                          keep_difficult=keep_difficult)
     if source is None:
         raise ValueError(f"name the data: --data-root DIR [--image-set {args.image_set}], --pack FILE, or "
