@@ -14,7 +14,6 @@ Every function returns the Figure; given `path` it also writes a PNG of exactly 
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import math
@@ -27,6 +26,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ssd.cli import error_exit, program
+
+from .model_report import read_log
 
 __all__ = ["figure_to_image", "plot_class_ap", "plot_pr_curves", "plot_run_comparison", "plot_training_curves"]
 
@@ -317,11 +318,6 @@ def read_pr_result(path: Path) -> dict:
     return {**result, "per_class": {k: {**c, **c.get("pr", {})} for k, c in per_class.items()}}
 
 
-def _read_log(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _log_path(name: str) -> Path:
     path = Path(name)
     path = path / "log.csv" if path.is_dir() else path
@@ -331,7 +327,7 @@ def _log_path(name: str) -> Path:
 
 
 def _run_name(path: Path) -> str:
-    """A run folder's name for its log.csv, else the log's stem (`weights` for weights.log.csv)."""
+    """A run folder's name for its log.csv, else the file's stem (`weights` for weights.log.csv)."""
     return path.parent.name if path.name == "log.csv" else path.name.split(".")[0]
 
 
@@ -355,19 +351,17 @@ def main(argv=None) -> int:
             if len(set(names)) < len(names):
                 names = [str(path.parent if path.name == "log.csv" else path) for path in paths]
             out = Path(args.out) if args.out else Path("compare.png")
-            plot_run_comparison({name: _read_log(path) for name, path in zip(names, paths)}, out)
-        elif paths[0].suffix == ".csv":
-            path = paths[0]
+            plot_run_comparison({name: read_log(path) for name, path in zip(names, paths)}, out)
+        elif (path := paths[0]).suffix == ".csv":
             # A run folder's log gets its curves beside it; any other log (weights' <stem>.log.csv) here.
             default = path.with_name("curves.png") if path.name == "log.csv" else Path(f"{_run_name(path)}_curves.png")
             out = Path(args.out) if args.out else default
-            plot_training_curves(_read_log(path), out)
-        elif paths[0].suffix == ".json":
-            path = paths[0]
-            out = Path(args.out) if args.out else Path(f"{path.name.split('.')[0]}_pr.png")  # not beside weights
+            plot_training_curves(read_log(path), out)
+        elif path.suffix == ".json":
+            out = Path(args.out) if args.out else Path(f"{_run_name(path)}_pr.png")  # not beside installed weights
             plot_pr_curves(read_pr_result(path), path=out)
         else:
-            raise ValueError(f"{paths[0]}: expected a training log (.csv) or an evaluation (.json)")
+            raise ValueError(f"{path}: expected a training log (.csv) or an evaluation (.json)")
     except (OSError, ValueError, KeyError) as e:
         return error_exit(e)
     print(f"wrote {out}")
