@@ -22,22 +22,30 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: t
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
+from starlette.middleware.gzip import GZipMiddleware  # noqa: E402
 
 from ssd.heap import keep_heap_small  # noqa: E402
 from ui import priors_tab  # noqa: E402
 from ui.augment_tab import AugmentTab  # noqa: E402
 from ui.demo_models import EXPORTS_MAY_START, DemoModel, DemoModels  # noqa: E402
 from ui.detect_tab import DetectTab  # noqa: E402
+from ui.guard import RequestGuard, guard_handlers  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
 from ui.model_tab import build_model_tabs  # noqa: E402
 from ui.settings import (  # noqa: E402
+    CLIENT_EVENTS,
     CONCURRENCY,
+    FORWARDED_HOPS,
     MALLOC_ARENAS,
     MAX_FILE_BYTES,
     MAX_FILE_SIZE,
+    MAX_REQUEST_BYTES,
+    MAX_VALUES,
+    MONITORING,
     QUEUE_SIZE,
     SESSIONS,
     UPLOAD_CACHE_BYTES,
+    UPLOAD_CACHE_FILES,
 )
 from ui.upload_cache import UploadCache, UploadCacheLimit  # noqa: E402
 
@@ -88,6 +96,7 @@ def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
             matching.load_example, load_in, load_out, api_visibility="private").then(
             matching.refresh, refresh_in, refresh_out, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    guard_handlers(demo)
     return demo
 
 
@@ -109,10 +118,19 @@ def main():
     EXPORTS_MAY_START.clear()
     demo = build_demo()
     # server name/port: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
-    cache = UploadCache(get_upload_folder(), UPLOAD_CACHE_BYTES)
+    cache = UploadCache(get_upload_folder(), UPLOAD_CACHE_BYTES, UPLOAD_CACHE_FILES)
+    # Outermost first: the guard refuses what no handler should see (ui.guard), the cache makes room for what
+    # it lets through, and the page's settings (/config, a quarter of a megabyte of JSON) and scripts travel
+    # compressed (event streams and pictures are left as they are).
+    middleware = [
+        Middleware(RequestGuard, blocks=demo, max_request=MAX_REQUEST_BYTES, max_upload=MAX_FILE_BYTES,
+                   max_values=MAX_VALUES, client_events=CLIENT_EVENTS, forwarded_hops=FORWARDED_HOPS),
+        Middleware(UploadCacheLimit, cache=cache, default_size=MAX_FILE_BYTES),
+        Middleware(GZipMiddleware, minimum_size=4096),
+    ]
     demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, show_error=False, footer_links=["api", "gradio"],
-                state_session_capacity=SESSIONS, prevent_thread_lock=True,
-                app_kwargs={"middleware": [Middleware(UploadCacheLimit, cache=cache, default_size=MAX_FILE_BYTES)]})
+                state_session_capacity=SESSIONS, prevent_thread_lock=True, enable_monitoring=MONITORING,
+                app_kwargs={"middleware": middleware})
     EXPORTS_MAY_START.set()
     demo.block_thread()
 

@@ -16,7 +16,7 @@ import ssd
 import ssd.detector
 from ssd.efficientnet_lite import VARIANTS
 
-from .inputs import Refused
+from .inputs import Refused, short
 from .settings import CONCURRENCY
 
 log = logging.getLogger("ssd.app")
@@ -259,12 +259,12 @@ class DemoModels:
         """The name of a choice: a model's name or title; None or "" is the default; anything else a gr.Error."""
         if choice is None or choice == "":
             return self.default_name
-        if choice in self.models:
+        if isinstance(choice, str) and choice in self.models:
             return choice
         for name, title in self.titles.items():
             if choice == title:
                 return name
-        raise Refused(f"Unknown model {choice!r}: this app serves {', '.join(repr(n) for n in self.models)} "
+        raise Refused(f"Unknown model {short(repr(choice))}: this app serves {', '.join(repr(n) for n in self.models)} "
                        f"(the default is {self.default_name!r}).")
 
     def get(self, choice=None) -> DemoModel:

@@ -188,7 +188,7 @@ def check_number(name: str, value, low: float, high: float) -> float:
     """`value` as a float in [low, high], or a gr.Error that names it (API users can send anything)."""
     try:
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of hundreds of digits
         raise Refused(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.") from None
     if not (math.isfinite(v) and low <= v <= high):
         raise Refused(f"{name} must be a number in [{low}, {high}], got {short(repr(value))}.")

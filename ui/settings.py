@@ -20,6 +20,22 @@ MAX_FILE_BYTES = _bytes(MAX_FILE_SIZE)
 # Gradio's upload folder (uploads, the pictures sent back) is kept under this size (ui.upload_cache).
 UPLOAD_CACHE_SIZE = os.environ.get("SSD_UPLOAD_CACHE", "2gb")
 UPLOAD_CACHE_BYTES = _bytes(UPLOAD_CACHE_SIZE)
+# ... and under this many files: a flood of tiny uploads would otherwise add files without adding bytes.
+UPLOAD_CACHE_FILES = int(os.environ.get("SSD_UPLOAD_CACHE_FILES", "2000"))
+# Every other request body (an event's inputs as JSON) is refused over this size, and over this many JSON values,
+# before Gradio parses it on the server's event loop (ui.guard). Images go through the upload route; an image
+# pasted into the JSON as a data URL counts here.
+MAX_REQUEST_SIZE = os.environ.get("SSD_MAX_REQUEST", "8mb")
+MAX_REQUEST_BYTES = _bytes(MAX_REQUEST_SIZE)
+MAX_VALUES = int(os.environ.get("SSD_MAX_VALUES", "20000"))
+# Events one browser session may have waiting or running at once (an address: twice that), so that one visitor
+# cannot fill the queue for everybody.
+CLIENT_EVENTS = int(os.environ.get("SSD_CLIENT_EVENTS", "8"))
+# Proxies in front of the server that append the visitor's address to X-Forwarded-For: a Hugging Face Space
+# (which sets SPACE_ID) has one; run directly, the connection's own address is the visitor's.
+FORWARDED_HOPS = int(os.environ.get("SSD_FORWARDED_HOPS", "1" if os.environ.get("SPACE_ID") else "0"))
+# Gradio's /monitoring pages show every endpoint's traffic to anyone and print their key to the log.
+MONITORING = os.environ.get("SSD_MONITORING", "").lower() in ("1", "true", "yes")
 CONCURRENCY = int(os.environ.get("SSD_CONCURRENCY", "2"))  # network runs at once, all tabs together
 QUEUE_SIZE = int(os.environ.get("SSD_QUEUE_SIZE", "64"))
 STATE_TTL_S = int(os.environ.get("SSD_STATE_TTL_S", "900"))  # a session's cached outputs live this long

@@ -21,16 +21,19 @@ RESCAN_S = 2.0
 
 
 class UploadCache:
-    """The files added under `folder` and the bytes still on their way there, kept under `max_bytes` together."""
+    """The files added under `folder` and the bytes still on their way there, kept under `max_bytes` together,
+    and the files under `max_files` (each request may add one more before the next look)."""
 
-    def __init__(self, folder: str | Path, max_bytes: int):
-        self.folder, self.max_bytes = Path(folder), max_bytes
+    def __init__(self, folder: str | Path, max_bytes: int, max_files: int = 2000):
+        self.folder, self.max_bytes, self.max_files = Path(folder), max_bytes, max_files
         self.incoming = 0  # bytes of request bodies admitted but not yet finished
         self._lock = threading.Lock()
         self._kept: set[str] | None = None  # the files present before the first request
         self._looked = -1.0  # time.monotonic() of the last look at the folder
         self._total = 0  # bytes visitors had added at that look
         self._added = 0  # bytes of the bodies admitted since (an upper bound of what they wrote)
+        self._count = 0  # files visitors had added at that look
+        self._requests = 0  # requests admitted since (each may have added a file)
 
     def _files(self) -> list[tuple[float, int, str]]:
         found = []
@@ -53,8 +56,11 @@ class UploadCache:
         with self._lock:
             now = time.monotonic()
             estimate = self._total + self._added + self.incoming + size
-            if self._kept is not None and now - self._looked < RESCAN_S and estimate <= self.max_bytes:
+            files_estimate = self._count + self._requests + 1
+            if (self._kept is not None and now - self._looked < RESCAN_S and estimate <= self.max_bytes
+                    and files_estimate < self.max_files):
                 self._added += size
+                self._requests += 1
                 self.incoming += size
                 return 0
             self._looked = now
@@ -63,22 +69,23 @@ class UploadCache:
                 self._kept = {path for _, _, path in files}
             files = [f for f in files if f[2] not in self._kept]
             total = sum(file_size for _, file_size, _ in files)
-            removed = 0
+            count, removed = len(files), 0
             for _, file_size, path in sorted(files):
-                if total + self.incoming + size <= self.max_bytes:
+                if total + self.incoming + size <= self.max_bytes and count < self.max_files:
                     break
                 try:
                     os.remove(path)
                 except OSError:
                     continue
                 total -= file_size
+                count -= 1
                 removed += 1
                 if os.path.dirname(path) != str(self.folder):
                     try:
                         os.rmdir(os.path.dirname(path))  # Gradio gives each upload a folder of its own
                     except OSError:  # not empty
                         pass
-            self._total, self._added = total, size
+            self._total, self._added, self._count, self._requests = total, size, count, 1
             self.incoming += size
         if removed:
             log.info("upload cache: removed the %d oldest files to stay under %d MB", removed,
