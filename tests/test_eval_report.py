@@ -84,7 +84,7 @@ def test_the_report_lists_the_worst_false_positives_with_their_ground_truth():
     first, second, third, fourth = fp["worst"]
     assert first == {"rank": 1, "image": "img_a", "image_size": [700, 700], "class": "cat", "score": 0.9,
                      "box": [0.0, 0.0, 100.0, 98.0], "error": "duplicate", "confused_with": None, "iou": 0.98,
-                     "ground_truth": {"class": "cat", "box": [0.0, 0.0, 100.0, 100.0]}}
+                     "ground_truth": {"class": "cat", "box": [0.0, 0.0, 100.0, 100.0]}, "tide_error": "duplicate"}
     assert (second["error"], second["confused_with"], second["ground_truth"]["class"]) == ("confusion", "dog", "dog")
     assert (third["error"], third["iou"]) == ("localisation", 0.4)
     assert (fourth["image"], fourth["image_size"], fourth["error"], fourth["ground_truth"]) == \

@@ -13,6 +13,7 @@ from pathlib import Path
 from ssd import Detector
 from ssd.backends import BACKENDS
 from ssd.cli import error_exit, program
+from ssd.evaluation.analysis import ErrorAnalysis, analyse_errors
 from ssd.evaluation.bootstrap import paired_bootstrap
 from ssd.evaluation.coco import COCO_STAT_NAMES, evaluate_coco
 from ssd.evaluation.report import build_report, report_path, sha256, write_report
@@ -65,8 +66,9 @@ def _load(args):
     return dataset, detector
 
 
-def write_evaluation_report(args, argv, dataset, detector, result: VOCResult) -> Path:
-    """`--report`: the evaluation report (ssd.evaluation.report) beside the weights, or at the path given."""
+def write_evaluation_report(args, argv, dataset, detector, result: VOCResult, analysis: ErrorAnalysis) -> Path:
+    """`--report`: the evaluation report (ssd.evaluation.report) beside the weights, or at the path given, with
+    the error analysis `main` printed."""
 
     import torch
 
@@ -87,7 +89,7 @@ def write_evaluation_report(args, argv, dataset, detector, result: VOCResult) ->
         device=device,
         # The false positives are counted above the threshold the app starts at: the card's, which training chose
         # at its own best-F1 point; this file's may differ a little (float16 weights, another backend).
-        score_threshold=detector.card.get("score_threshold"))
+        score_threshold=detector.card.get("score_threshold"), analysis=analysis)
     return write_report(args.report or report_path(weights), report)
 
 
@@ -109,10 +111,14 @@ def main(argv=None) -> int:
     print(result.table())
     print(f"VOC07 11-point mAP: {format_percent(result.map_11pt).strip()}   area mAP (VOC2010+): "
           f"{format_percent(result.map_area).strip()}   (IoU {args.iou})")
+    # Counted at the threshold the app starts at (the card's), as the report's false positives are; a card
+    # without one: this evaluation's best-F1 point.
+    analysis = analyse_errors(result, detector.card.get("score_threshold"))
+    print(analysis.table())
 
     report = {"weights": str(args.weights or "shipped default"), "backend": detector.backend_name,
               "dataset": str(args.pack or args.coco_ann or f"{args.data_root}:{args.image_set}"),
-              "voc": result.to_dict(curves=bool(args.json))}
+              "voc": result.to_dict(curves=bool(args.json)), "error_analysis": analysis.to_dict(dataset.ids[:n])}
     if baseline is not None:
         base_detections, _, _ = collect_detections(baseline, dataset, args.limit, args.batch_size,
                                                    progress=not args.no_progress)
@@ -137,7 +143,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(report) + "\n")
         print(f"wrote {args.json}")
     if args.report is not None:
-        path = write_evaluation_report(args, argv, dataset, detector, result)
+        path = write_evaluation_report(args, argv, dataset, detector, result, analysis)
         print(f"wrote {path}")
     return 0
 

@@ -15,6 +15,11 @@ Kinds of false positive, after Hoiem, Chodpathumwan and Dai, "Diagnosing error i
   * confusion: that box is of another class (it calls that object by the wrong name).
 Hoiem et al. let "localisation" win whenever the detection's own class overlaps it by 0.1 or more; here the box
 it overlaps most decides, so that the kind always agrees with the ground truth (and best IoU) listed beside it.
+Each listed false positive also carries its TIDE kind (`tide_error`), the one the error analysis counts.
+
+`error_analysis` is `ssd.evaluation.analysis`'s: the TIDE kinds of error and the mAP each costs, AP by object size,
+the confusion matrix at the report's score threshold and the objects missed there, each with its nearest
+detection. The report's format number stays 1: these are fields added, and readers of the others are unchanged.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ import torch
 from torchvision.ops import box_iou
 
 from ..weights_files import REPORT_FORMAT, REPORT_SUFFIX, beside, sha256
+from .analysis import ErrorAnalysis, analyse_errors
+from .tide import BACKGROUND_IOU, KINDS
 from .voc import DetectionOutcomes, VOCResult, json_number
 
 __all__ = ["ERRORS", "REPORT_SUFFIX", "build_report", "classify_false_positives", "downsample_curve",
            "report_path", "sha256", "write_report"]
 
 ERRORS = ("background", "localisation", "confusion", "duplicate")
-OVERLAP_IOU = 0.1  # below this IoU a detection does not touch an object (Hoiem et al.)
+OVERLAP_IOU = BACKGROUND_IOU  # below this IoU a detection does not touch an object (Hoiem et al., TIDE)
 PR_POINTS = 200  # per class, in the report
 WORST = 24  # false positives listed, highest score first
 
@@ -110,13 +117,15 @@ def _box(b) -> list[float]:
 
 
 def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, worst: int = WORST,
-                 pr_points: int = PR_POINTS, score_threshold: float | None = None, **about) -> dict:
+                 pr_points: int = PR_POINTS, score_threshold: float | None = None,
+                 analysis: ErrorAnalysis | None = None, **about) -> dict:
     """The report of one evaluation: `result` from `evaluate_voc` (with its outcomes), the dataset's
     `image_ids` and (width, height) per image (the pixels the boxes are in), in evaluation order.
 
-    score_threshold: the false positives scoring at least this much are counted by kind (default: the best-F1
-    threshold of `result`, the one the model card recommends). `about`: what was evaluated and how (weights,
-    data, command ...), stored as given."""
+    score_threshold: the false positives scoring at least this much are counted by kind, and the error analysis's
+    confusion matrix and missed objects are counted there (default: the best-F1 threshold of `result`, the one
+    the model card recommends). analysis: `analyse_errors(result, that threshold)` when already computed.
+    `about`: what was evaluated and how (weights, data, command ...), stored as given."""
     outcomes = result.outcomes
     if outcomes is None:
         raise ValueError("the result carries no per-detection outcomes (evaluate_voc attaches them)")
@@ -134,6 +143,10 @@ def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, wors
     fps = outcomes.false_positives()
     best_f1 = result.best_f1_threshold()
     threshold = best_f1["score"] if score_threshold is None else float(score_threshold)
+    if analysis is None:
+        analysis = analyse_errors(result, threshold)
+    elif np.isfinite(threshold) and analysis.score_threshold != threshold:
+        raise ValueError(f"the error analysis counts at score {analysis.score_threshold}, the report at {threshold}")
     above = fps[outcomes.scores[fps] >= threshold] if np.isfinite(threshold) else fps[:0]
     # `fps` is sorted by score, so those above the threshold and those listed are both prefixes: classify once.
     classified = classify_false_positives(outcomes, fps[:max(len(above), worst)], result.iou_threshold)
@@ -152,6 +165,7 @@ def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, wors
             "box": _box(outcomes.boxes[r]), "error": kind["error"],
             "confused_with": truth["class"] if kind["error"] == "confusion" else None,
             "iou": round(kind["iou"], 3), "ground_truth": truth,
+            "tide_error": KINDS[analysis.kinds.kind[r]],
         })
 
     return {
@@ -173,6 +187,7 @@ def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, wors
             "confused_with": dict(confused.most_common()),
             "worst": worst_list,
         },
+        "error_analysis": analysis.to_dict(image_ids, image_sizes),
     }
 
 
