@@ -55,6 +55,12 @@ def join(client, fn_index, data, session=None, raw=None, address=None):
                        headers={"content-type": "application/json", "x-forwarded-for": address})
 
 
+def detail(response) -> str:
+    """The refusal's message: a string, or (for a refused input) Gradio's validation list, one entry per input."""
+    d = response.json()["detail"]
+    return d if isinstance(d, str) else " ".join(e["message"] for e in d)
+
+
 def upload(client, path) -> dict:
     with open(path, "rb") as f:
         r = client.post("/gradio_api/upload", files={"files": (path.name, f, "image/jpeg")})
@@ -90,14 +96,14 @@ def test_an_oversized_body_is_refused_before_it_is_read_and_others_are_served_me
     refused.start()
     answers["info"] = client.get("/gradio_api/info")
     refused.join()
-    assert answers["big"].status_code == 413 and "at most 1.0 MB" in answers["big"].json()["detail"]
+    assert answers["big"].status_code == 413 and "at most 1.0 MB" in detail(answers["big"])
     assert answers["info"].status_code == 200
 
 
 def test_a_body_of_too_many_values_is_refused(app, fns):
     client, _ = app
     r = join(client, fns["loss"], [None, [[1, 2, 3, 4]] * 2000, 0.5, None])  # 10 001 values in 100 KB
-    assert r.status_code == 413 and "more than 5000 values" in r.json()["detail"]
+    assert r.status_code == 413 and "more than 5000 values" in detail(r)
 
 
 def test_a_body_without_a_declared_length_is_refused(app):
@@ -127,11 +133,11 @@ def test_one_visitor_holds_a_bounded_share_of_the_queue_and_streams_are_counted_
     try:
         assert [stream("hog", "1.1.1.1").status_code for _ in range(CLIENT_EVENTS)] == [200] * CLIENT_EVENTS
         r = stream("hog", "1.1.1.1")  # the same session again
-        assert r.status_code == 429 and "You already have 2" in r.json()["detail"]
+        assert r.status_code == 429 and "You already have 2" in detail(r)
         r = stream("hog-2", "1.1.1.1")  # a new session from the same address: its share is twice a session's
         assert r.status_code == 200
         r = stream("late", "3.3.3.3")  # every stream slot is taken: refused before it queues
-        assert r.status_code == 429 and f"All {LIVE_STREAMS} live streams" in r.json()["detail"]
+        assert r.status_code == 429 and f"All {LIVE_STREAMS} live streams" in detail(r)
         session = "someone-else"
         r = join(client, fns["detect"], [upload(client, photo), 0.5, 0.45, 100, [], None], session)
         assert r.status_code == 200 and outcome(client, session)["success"]
@@ -217,9 +223,9 @@ HOSTILE = [  # (event, inputs, what the answer says)
     ("detect", [{"path": "../../../etc/passwd"}, 0.5, 0.45, 100, [], None], "not received"),
     ("detect", [{"path": "http://127.0.0.1:9/x.jpg"}, 0.5, 0.45, 100, [], None], "not received"),
     ("detect", [{"url": "http://127.0.0.1:9/x.jpg"}, 0.5, 0.45, 100, [], None], "fetches no URL"),
-    ("detect", [None, 10 ** 400, 0.45, 100, [], None], "finite number"),
-    ("detect", [None, 0.5, 0.45, 10 ** 400, [], None], "finite number"),
-    ("detect", [None, 0.5, 0.45, 100, [], ["x"]], "not one of its choices"),
+    ("detect", [None, 10 ** 400, 0.45, 100, [], None], "score_threshold: expected a finite number"),
+    ("detect", [None, 0.5, 0.45, 10 ** 400, [], None], "top_k: expected a finite number"),
+    ("detect", [None, 0.5, float("nan"), 100, [], None], "nms_threshold: expected a finite number"),
     ("detect", [None, 0.5], "takes 6 inputs, got 2"),
     ("journey", [None, float("inf"), 0.5, 0.45, None], "finite number"),
     ("augment", ["x" * 1_000_00, None, None, False, 0.5, 1], "not one of its choices"),
@@ -237,7 +243,7 @@ def test_hostile_inputs_get_a_short_message_that_names_them(app, fns, event, inp
     body = json.dumps({"data": inputs, "fn_index": fns[event], "session_hash": uuid.uuid4().hex[:12]})
     r = join(client, None, None, raw=body)
     assert r.status_code in (404, 411, 413, 422, 429), r.text
-    message = r.json()["detail"]
+    message = detail(r)
     assert says in message and len(message) < 200
     assert "Traceback" not in log.read_text(errors="replace")[before:]
 
@@ -245,12 +251,39 @@ def test_hostile_inputs_get_a_short_message_that_names_them(app, fns, event, inp
 def test_private_events_are_checked_too(app, fns):
     """The page's own events can be called by fn_index by anyone: the default-boxes view with a bad layer or
     row, and an event that does not exist."""
-    client, _ = app
-    layer_event = next(i for name, i in fns.items() if name and name.startswith("partial_2"))
-    r = join(client, layer_event, [-5, None, -1e12, float("inf"), [], True, None, None])
-    assert r.status_code == 422 and "not one of its choices" in r.json()["detail"]
+    client, log = app
+    view = fns["partial_2"]  # the Default boxes view: layout, layer, row, col, shapes, grid, photo, upload
+    r = join(client, view, ["SSD300", 0, 3, float("inf"), [], True, None, None])
+    assert r.status_code == 422 and "expected a finite number, got inf" in detail(r)
+    before = log.stat().st_size
+    for inputs, says in ((["SSD300", -5, -1e12, 3, [], True, None, None], None),  # clamped: drawn
+                         (["SSD300", "x", 3, 3, [], True, None, None], "layer must be a whole number, got 'x'"),
+                         (["nosuch" * 1000, 0, 3, 3, [], True, None, None], "nosuchnosuch")):
+        session = uuid.uuid4().hex
+        assert join(client, view, inputs, session).status_code == 200
+        message = outcome(client, session)
+        if says is None:
+            assert message["success"], message
+        else:
+            assert not message["success"] and says in message["output"]["error"]
+            assert len(message["output"]["error"]) < 200
     r = join(client, 10 ** 6, [])
-    assert r.status_code == 404 and "no event" in r.json()["detail"]
+    assert r.status_code == 404 and "no event" in detail(r)
+    assert "Traceback" not in log.read_text(errors="replace")[before:]
+
+
+def test_a_fault_in_a_handler_is_one_short_message_and_one_log_line(caplog):
+    from ui.guard import answering
+
+    def broken(x):
+        return [][x]
+
+    wrapped = answering(broken)
+    with caplog.at_level("WARNING", logger="ssd.app"):
+        for _ in range(3):
+            with pytest.raises(Refused, match=r"could not be processed \(IndexError\)"):
+                wrapped(5)
+    assert caplog.text.count("IndexError") <= 3 and caplog.text.count("Traceback") <= 1
 
 
 def test_component_checks_name_the_input():

@@ -111,33 +111,30 @@ def check_file_value(value, name: str):
         raise Refused(f"{name}: this demo fetches no URL ({short(str(url))}); upload the file instead.")
 
 
-def check_component_value(component, value, name: str):
-    """`value` within what `component` can hold on the page (a number for a slider, one of its choices for a
-    dropdown, …), or Refused naming the input and at most 60 characters of what was sent. The handlers check
-    what their values mean (ranges, classes); this checks what Gradio itself would choke on first."""
+def check_component_value(component, value, name: str, preprocessed: bool = True):
+    """`value` within what `component` can hold on the page, or Refused naming the input and at most 60
+    characters of what was sent. Gradio reads every file input itself, so files are always checked. For an event
+    whose values Gradio converts first (`preprocessed`), whatever its conversion would choke on is checked too (a
+    number for a slider, one of its choices for a dropdown, …); an event that takes its values raw leaves their
+    meaning to its handler, which names what is wrong (ui.inputs), so only what no handler can use is refused
+    here: containers for numbers, numbers that are not finite or beyond any range."""
     if is_file_input(component):
         return check_file_value(value, name)
     sent = short(repr(value))
     if isinstance(component, gr.Slider | gr.Number):
-        if value is None and isinstance(component, gr.Number):
+        if value is None and (isinstance(component, gr.Number) or not preprocessed):
+            return
+        if isinstance(value, str) and not preprocessed:
             return
         if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) <= 1e12:
             raise Refused(f"{name}: expected a finite number, got {sent}.")
+    elif not preprocessed:
+        return
     elif isinstance(component, gr.Checkbox):
         if not isinstance(value, bool):
             raise Refused(f"{name}: expected true or false, got {sent}.")
     elif isinstance(component, gr.Dropdown | gr.Radio | gr.CheckboxGroup):
-        allowed = [c[1] if isinstance(c, tuple | list) else c for c in component.choices or []]
-        many = isinstance(component, gr.CheckboxGroup) or getattr(component, "multiselect", False)
-        values = value if many and isinstance(value, list) else [value]
-        if many and not isinstance(value, list | type(None)):
-            raise Refused(f"{name}: expected a list of choices, got {sent}.")
-        for v in values[:len(allowed) + 1]:
-            custom = getattr(component, "allow_custom_value", False) and isinstance(v, str) and len(v) <= 100
-            if v is not None and not custom and not any(type(v) is type(a) and v == a for a in allowed):
-                raise Refused(f"{name}: {short(repr(v))} is not one of its choices.")
-        if many and isinstance(value, list) and len(value) > len(allowed):
-            raise Refused(f"{name}: more values ({len(value)}) than choices ({len(allowed)}).")
+        check_choices(component, value, name)
     elif isinstance(component, gr.Dataset):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(component.samples):
             raise Refused(f"{name}: expected the number of one of its {len(component.samples)} examples, got "
@@ -145,6 +142,20 @@ def check_component_value(component, value, name: str):
     elif isinstance(component, gr.Dataframe):
         if value is not None and not isinstance(value, dict | list):
             raise Refused(f"{name}: expected a table, got {sent}.")
+
+
+def check_choices(component, value, name: str):
+    allowed = [c[1] if isinstance(c, tuple | list) else c for c in component.choices or []]
+    many = isinstance(component, gr.CheckboxGroup) or getattr(component, "multiselect", False)
+    if many and not isinstance(value, list | type(None)):
+        raise Refused(f"{name}: expected a list of choices, got {short(repr(value))}.")
+    values = value if many and isinstance(value, list) else [value]
+    if len(values) > max(1, len(allowed)):
+        raise Refused(f"{name}: more values ({len(values)}) than choices ({len(allowed)}).")
+    for v in values:
+        custom = getattr(component, "allow_custom_value", False) and isinstance(v, str) and len(v) <= 100
+        if v is not None and not custom and not any(type(v) is type(a) and v == a for a in allowed):
+            raise Refused(f"{name}: {short(repr(v))} is not one of its choices.")
 
 
 def client_address(scope, forwarded_hops: int) -> str:
@@ -175,9 +186,28 @@ def held_events(queue, session_hash: str, address: str, concurrency_id: str, for
 
 
 class Refusal(Exception):
-    def __init__(self, status: int, message: str):
+    """An answer the guard gives instead of the app. A refused input is answered as Gradio answers a failed
+    validation (422 with one entry per parameter), which gradio_client raises as a ValidationError that quotes it."""
+
+    def __init__(self, status: int, message: str, parameter: str | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.parameter = status, message, parameter
+
+    def payload(self) -> dict:
+        if self.parameter is None:
+            return {"detail": self.message}
+        return {"detail": [{"__type__": "validate", "is_valid": False, "parameter_name": self.parameter,
+                            "message": self.message}]}
+
+
+def parameter_names(fn) -> list[str]:
+    """The names of an event handler's inputs, as the API page lists them (its parameters, in order)."""
+    try:
+        params = inspect.signature(fn.fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and p.annotation not in (gr.SelectData, "gr.SelectData", gr.Request, "gr.Request")]
 
 
 class RequestGuard:
@@ -202,7 +232,7 @@ class RequestGuard:
         try:
             await self._guarded(scope, receive, tracked_send)
         except Refusal as r:
-            await respond(send, r.status, {"detail": r.message})
+            await respond(send, r.status, r.payload())
         except Exception as e:  # the app's own fault: one line, not uvicorn's page of traceback
             QUIET.warning(f"asgi {type(e).__name__}", f"{scope.get('method')} {short(scope.get('path', ''))}: "
                           f"{type(e).__name__}: {short(str(e), 120)}")
@@ -250,11 +280,13 @@ class RequestGuard:
         data = payload["data"]
         if len(data) != len(fn.inputs):
             raise Refusal(422, f"This event takes {len(fn.inputs)} inputs, got {len(data)}.")
+        names = parameter_names(fn)
         for i, (component, value) in enumerate(zip(self._components(fn, payload.get("session_hash")), data)):
+            name = names[i] if i < len(names) else getattr(component, "label", None) or f"input {i}"
             try:
-                check_component_value(component, value, getattr(component, "label", None) or f"input {i}")
+                check_component_value(component, value, name, fn.preprocess)
             except Refused as e:
-                raise Refusal(422, e.message) from None
+                raise Refusal(422, e.message, parameter=name) from None
         if path.endswith("/queue/join"):
             self._check_share(scope, payload, fn)
 

@@ -24,7 +24,7 @@ from visualize.priors import (
 )
 
 from .configs import CONFIG_LABEL, CONFIGS, config_choices, own_label
-from .inputs import from_jpeg, read_upload, served, to_jpeg
+from .inputs import Refused, from_jpeg, read_upload, served, short, to_jpeg
 from .pictures import drawn_picture
 
 SHAPE_CHOICES = shape_choices(ssd.SSD512_VOC)  # both configs have every shape
@@ -49,14 +49,30 @@ def load_upload(value):
     return to_jpeg(image), gr.Dropdown(value=None)
 
 
+def layout(configs, config_name) -> ssd.SSDConfig:
+    if not isinstance(config_name, str) or config_name not in configs:
+        raise Refused(f"{CONFIG_LABEL}: {short(repr(config_name))} is none of {', '.join(configs)}.")
+    return configs[config_name]
+
+
+def index_in(value, n: int, what: str) -> int:
+    """`value` as an index into n things, clamped (the controls may lag a switch to a smaller map), or Refused
+    for what is no whole number (API callers can send anything)."""
+    try:
+        v = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise Refused(f"{what} must be a whole number, got {short(repr(value))}.") from None
+    return min(max(v, 0), n - 1)
+
+
 def priors_view(config_name, layer, row, col, shapes, grid, photo, upload=None, configs=CONFIGS):
     """The picture, the cell's boxes, the per-layer summary and the caption. The events pass the controls' values
     unchecked (`preprocess=False`): after a switch to a smaller feature map the row and column may still be those
     of the larger one for a moment, and are clamped here, where Gradio's own check would refuse them."""
-    cfg = configs[config_name]
-    layer = min(int(layer), len(cfg.feature_maps) - 1)  # the layer list may lag a switch from SSD512 to SSD300
+    cfg = layout(configs, config_name)
+    layer = index_in(layer, len(cfg.feature_maps), "layer")  # the layer list may lag a switch from SSD512 to SSD300
     f = cfg.feature_maps[layer]
-    row, col = min(int(row), f - 1), min(int(col), f - 1)
+    row, col = index_in(row, f, "row"), index_in(col, f, "col")
     image = photo_of(photo, upload)
     picture = draw_cell_default_boxes(image, cfg, layer, row, col, shapes, show_grid=grid)
     boxes = cell_default_boxes(cfg, layer, row, col)
@@ -79,16 +95,16 @@ def cell_slider(f: int) -> gr.Slider:
 
 
 def on_config(config_name, layer, configs=CONFIGS):
-    cfg = configs[config_name]
-    layer = min(int(layer), len(cfg.feature_maps) - 1)
+    cfg = layout(configs, config_name)
+    layer = index_in(layer, len(cfg.feature_maps), "layer")
     choices = [(label, k) for k, label in enumerate(feature_map_choices(cfg))]
     f = cfg.feature_maps[layer]
     return gr.Dropdown(choices=choices, value=layer), cell_slider(f), cell_slider(f)
 
 
 def on_layer(config_name, layer, configs=CONFIGS):
-    cfg = configs[config_name]
-    f = cfg.feature_maps[min(int(layer), len(cfg.feature_maps) - 1)]
+    cfg = layout(configs, config_name)
+    f = cfg.feature_maps[index_in(layer, len(cfg.feature_maps), "layer")]
     return cell_slider(f), cell_slider(f)
 
 
@@ -96,8 +112,8 @@ def on_priors_click(config_name, layer, evt: gr.SelectData, configs=CONFIGS):
     x, y = evt.index[0], evt.index[1]
     if y >= CANVAS_SIZE:  # the legend below the picture is not part of the grid
         return gr.skip(), gr.skip()
-    cfg = configs[config_name]
-    row, col = cell_at(cfg, min(int(layer), len(cfg.feature_maps) - 1), x, y, CANVAS_SIZE, CANVAS_SIZE)
+    cfg = layout(configs, config_name)
+    row, col = cell_at(cfg, index_in(layer, len(cfg.feature_maps), "layer"), x, y, CANVAS_SIZE, CANVAS_SIZE)
     return row, col
 
 
