@@ -250,9 +250,9 @@ class ErrorAnalysis:
                          f" {format_percent(c.dap_11pt)}")
         best = self.costliest()
         lines.append(f"  costs the most: {SHORT_NAMES[best]} ({best}), "
-                     f"+{format_percent(self.costs[best].dap_area).strip()} mAP if fixed; FP: every false "
-                     f"positive removed, FN: every object found; all six fixed: "
-                     f"{format_percent(self.costs['all'].map_area).strip()}")
+                     f"+{format_percent(self.costs[best].dap_area).strip()} mAP if fixed")
+        lines.append(f"  (FP: every false positive removed; FN: every object found; all six kinds fixed: mAP "
+                     f"{format_percent(self.costs['all'].map_area).strip()})")
         lines.append("AP by object size (box area in the photo's pixels; COCO's bins)")
         lines.append(f"  {'size':<7} {'area':<10} {'objects':>7}  {'AP(07)':>6}  {'AP':>6}")
         for s in self.by_size:
