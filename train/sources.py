@@ -9,11 +9,43 @@ and `train.average` use with their own flag names too.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from .datasets import COCODataset, VOCDataset
+from .datasets import COCODataset, DatasetError, VOCDataset, YOLODataset, yolo_layout
 from .pack import PackDataset
 
-__all__ = ["add_data_arguments", "open_data", "open_source"]
+__all__ = ["add_data_arguments", "find_data", "open_data", "open_source"]
+
+
+def find_data(data, ann_file=None, image_set: str | None = None, split: str | None = None, classes=None):
+    """(the dataset, which format was found and where) for a folder given as it is: COCO when an annotation file
+    is given (`data` is its image folder), else a VOC folder (Annotations/ with ImageSets/Main/<image_set>.txt,
+    or every annotation when it has no image sets), else YOLO data (`yolo_layout`). `classes` None: the data's
+    own, in its order (VOC: sorted names). A folder that is none of these raises DatasetError saying what each
+    format needs and what the folder holds."""
+    root = Path(data)
+    if ann_file:
+        source = COCODataset(root, ann_file, classes)
+        return source, f"COCO: {ann_file} with the images in {root}"
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder" + (" (a COCO file? give it with --ann-file and the image "
+                                                         "folder with --data)" if root.suffix == ".json" else ""))
+    if (root / "Annotations").is_dir():
+        sets = root / "ImageSets" / "Main"
+        chosen = image_set or next((s for s in ("trainval", "train") if (sets / f"{s}.txt").is_file()), None)
+        source = VOCDataset(root, chosen, classes=classes)
+        return source, f"VOC: {root}" + (f", image set {chosen}" if chosen else ", every annotation")
+    layout = yolo_layout(root, split)
+    if layout is not None:
+        images, labels, names = layout
+        return YOLODataset(images, labels, names, classes), f"YOLO: images {images}, labels {labels}, classes {names}"
+    jsons = sorted(p.name for p in root.glob("*.json"))[:3]
+    held = sorted(p.name for p in root.iterdir())[:8]
+    raise DatasetError(
+        f"{root} is none of the formats training reads; it holds {held}.\n"
+        "  VOC:  Annotations/*.xml and JPEGImages/ (with ImageSets/Main/<set>.txt, or every annotation)\n"
+        "  COCO: the instances JSON, given with --ann-file" + (f" (here: {', '.join(jsons)}?)" if jsons else "")
+        + "\n  YOLO: a data.yaml, or images/ and labels/ (one .txt per image) beside classes.txt or obj.names")
 
 
 def open_source(*, pack=None, voc_root=None, image_set: str = "trainval", coco_ann=None, image_dir=None,
