@@ -224,7 +224,8 @@ class ErrorAnalysis:
                                  "objects": s.objects, "map_area": json_number(s.map_area),
                                  "map_11pt": json_number(s.map_11pt)} for s in self.by_size},
             "score_threshold": json_number(self.score_threshold),
-            "confusion": {"labels": ["background", *self.class_names], "counts": self.confusion.tolist()},
+            "confusion": {"axes": "rows: what is there (0: background), columns: what was detected (0: nothing)",
+                          "labels": ["background", *self.class_names], "counts": self.confusion.tolist()},
             "missed": {"total": len(self.missed), "objects": int((~self.outcomes.gt_difficult).sum()),
                        "by_reason": self.missed_by_reason(),
                        "worst": [self._missed_entry(r, m, image_ids, image_sizes)
