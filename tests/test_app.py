@@ -415,12 +415,17 @@ def call_raw(url: str, api: str, data: list) -> tuple[str, str]:
     """One call of a Gradio endpoint over plain HTTP, the JSON payload exactly as given (no client helper that
     uploads files first): (the event's kind, its data), e.g. ("error", message)."""
     import json
+    import urllib.error
     import urllib.request
 
     request = urllib.request.Request(f"{url.rstrip('/')}/gradio_api/call/{api}", json.dumps({"data": data}).encode(),
                                      {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as r:
-        event_id = json.loads(r.read())["event_id"]
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            event_id = json.loads(r.read())["event_id"]
+    except urllib.error.HTTPError as e:  # refused at the door (ui.guard): the answer is the body's detail
+        detail = json.loads(e.read())["detail"]
+        return "error", detail if isinstance(detail, str) else " ".join(d["message"] for d in detail)
     with urllib.request.urlopen(f"{url.rstrip('/')}/gradio_api/call/{api}/{event_id}", timeout=60) as r:
         events = r.read().decode().strip().split("\n\n")
     kind, _, payload = events[-1].partition("\n")
@@ -445,7 +450,7 @@ def test_a_path_gradio_did_not_receive_is_never_read_and_every_such_path_gets_on
             kind, message = call_raw(client.src, "detect", [payload, 0.01, 0.45, 200, [], None])
             assert kind == "error", (path, payload, message)
             answers.add(message)
-        # A bare string is refused by Gradio's own payload check before any handler: one answer for all.
+        # A bare string is refused at the door (ui.guard) like a path: one answer for all.
         kind, message = call_raw(client.src, "detect", [str(path), 0.01, 0.45, 200, [], None])
         assert kind == "error"
         plain.add(message)
@@ -560,6 +565,7 @@ def test_the_server_keeps_a_bounded_number_of_sessions_and_a_bounded_upload_fold
     the upload-folder bound in front of every request."""
     import app
     from ui.settings import SESSIONS
+    from ui.guard import RequestGuard
     from ui.upload_cache import UploadCacheLimit
 
     seen = {}
@@ -574,8 +580,8 @@ def test_the_server_keeps_a_bounded_number_of_sessions_and_a_bounded_upload_fold
     monkeypatch.setattr(app, "build_demo", lambda: Page())
     app.main()
     assert seen["state_session_capacity"] == SESSIONS < 10_000
-    (middleware,) = seen["app_kwargs"]["middleware"]
-    assert middleware.cls is UploadCacheLimit
+    guard, cache, *_ = seen["app_kwargs"]["middleware"]  # the guard in front, then the upload-folder bound
+    assert guard.cls is RequestGuard and cache.cls is UploadCacheLimit
 
 
 def test_uploads_beyond_the_upload_folder_bound_remove_the_oldest_files(weights, tmp_path):
