@@ -20,6 +20,7 @@ from visualize.model_report import ModelFiles, draw_false_positive, voc_photo
 from visualize.plots import figure_to_image, plot_class_ap, plot_pr_curves, plot_training_curves
 
 from .demo_models import DemoModel, DemoModels
+from .error_analysis import MISSED_HEADERS, confusion_table, fix_first_markdown, missed_rows
 from .inputs import served
 from .settings import VOC_ROOT
 
@@ -360,6 +361,16 @@ class ModelTab:
             gr.Markdown("The false positives come from the evaluation report, and there is none beside these "
                         "weights.", elem_id="model-errors")
             return
+        gr.Markdown("### What to fix first")
+        gr.Markdown(fix_first_markdown(self.report), elem_id="model-fix-first")
+        missed = missed_rows(self.report)
+        if missed:
+            gr.Dataframe(missed, headers=MISSED_HEADERS, interactive=False, wrap=True, elem_id="model-missed",
+                         label="Missed objects, the nearest detection first")
+        confusion = confusion_table(self.report)
+        if confusion:
+            with gr.Accordion("Confusion matrix at the score threshold", open=False):
+                gr.Dataframe(confusion[1], headers=confusion[0], interactive=False, elem_id="model-confusion")
         pictures = self.fp_pictures()
         gr.Markdown(self.errors_markdown(len(pictures)), elem_id="model-errors")
         gr.Dataframe(self.fp_rows(), headers=FP_HEADERS, interactive=False, wrap=True, elem_id="model-fp-table",
