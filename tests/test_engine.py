@@ -474,6 +474,29 @@ def test_snapshots_hold_the_float32_weights_at_their_steps_and_a_resumed_run_wri
         assert all(torch.equal(theirs[k], v) for k, v in load_file(str(p)).items()), p.name
 
 
+def test_the_log_of_a_resumed_run_has_the_rows_of_the_uninterrupted_run(tmp_path, shapes):
+    """A row averages the steps since the previous one: stopped mid-way between two rows, the checkpoint keeps
+    those steps' sums, so that the row after the resume averages the same steps as the uninterrupted run's."""
+    import csv
+
+    straight = _trainer(tmp_path / "a", shapes, log_every=4)
+    straight.train()
+    _trainer(tmp_path / "b", shapes, log_every=4).train(stop_after_steps=3)
+    _trainer(tmp_path / "b", shapes, log_every=4).train()
+    a, b = ([row for row in csv.DictReader((tmp_path / run / engine.LOG_CSV).open())] for run in "ab")
+    assert [row["step"] for row in a] == [row["step"] for row in b] == ["4", "6"]
+    for mine, theirs in zip(b, a):
+        for key in ("epoch", "loss", "loc_loss", "conf_loss", "lr", "skipped"):
+            assert float(mine[key]) == pytest.approx(float(theirs[key]), rel=1e-6), (mine["step"], key)
+        assert float(mine["img_per_s"]) > 0
+
+
+def test_a_checkpoint_write_killed_midway_leaves_no_temporary_file_past_the_next_start(tmp_path, shapes):
+    (tmp_path / "last.tmp").write_bytes(b"the first megabytes of a checkpoint")
+    t = _trainer(tmp_path, shapes)
+    assert not (tmp_path / "last.tmp").exists() and not t.resumed
+
+
 def test_export_writes_the_training_log_beside_the_weights(tmp_path, shapes):
     """The app's Model tab draws the curves of the weights it serves from `<stem>.log.csv` beside them: the same
     rows as the run's log.csv."""

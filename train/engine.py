@@ -324,15 +324,23 @@ def write_log(run_dir: Path, rows: list[dict]):
 
 # ----------------------------------------------------------------------------------------------- the loop
 class LogWindow:
-    """The steps since the last log row: their mean losses and images per second."""
+    """The steps since the last log row: their mean losses and images per second. A checkpoint keeps its `state()`,
+    so that the first row after a resume averages the same steps as the uninterrupted run's."""
 
     LOSSES = ("loss", "loc_loss", "conf_loss")
 
-    def __init__(self):
+    def __init__(self, saved: dict | None = None):
         self._reset()
+        if saved:
+            self.images, self.sums, self.steps = saved["images"], list(saved["sums"]), saved["steps"]
+            self.start -= saved["seconds"]  # the time between the segments is not training
 
     def _reset(self):
         self.start, self.images, self.sums, self.steps = time.perf_counter(), 0, [0.0] * 3, 0
+
+    def state(self) -> dict:
+        return {"images": self.images, "sums": list(self.sums), "steps": self.steps,
+                "seconds": time.perf_counter() - self.start}
 
     def add(self, losses: tuple[float, float, float] | None, images: int):
         """One step's (loss, loc, conf), or None for a skipped step, which counts for speed only."""
@@ -374,6 +382,8 @@ class Trainer:
             self._lock = lock_run_folder(self.run_dir) if self.is_main else None
         except OSError as e:
             raise RunError(f"cannot use {self.run_dir} as the run folder ({e}); choose another --out") from e
+        if self.is_main:
+            self._remove_stale_temporary()
         torch.manual_seed(recipe.seed)
         # The base network starts from ImageNet where the project has those weights (EfficientNet-Lite), unless
         # --init-weights holds the same base network, whose tensors replace ImageNet's anyway: then the ImageNet
@@ -398,6 +408,7 @@ class Trainer:
         self.criterion = MultiBoxLoss(cfg, global_positives(self.world)).to(self.device)
         self.dataset = DetectionDataset(self._checked(train_source), transform, seed=recipe.seed)
         self.state = TrainState()
+        self._window = LogWindow()  # the log's running averages since its last row
         self.resumed = self._maybe_resume()
         self._sampler()  # at least one batch, checked before any checkpoint is written
         if not self.resumed and recipe.init_weights:
@@ -407,6 +418,14 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def _remove_stale_temporary(self):
+        """A checkpoint write killed midway (kill -9, a lost machine) leaves its temporary file, as large as a
+        checkpoint; with the run folder locked, no other trainer is writing it."""
+        tmp = (self.run_dir / CHECKPOINT).with_suffix(".tmp")
+        if tmp.exists():
+            tmp.unlink()
+            print(f"[train] removed {tmp}, left by a checkpoint write that was killed")
 
     def _checked(self, source):
         """The training images, each decoded once before the run (cached in the run folder): a bad one stops the
@@ -445,6 +464,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
+        self._window = LogWindow(ckpt.get("log_window"))
         set_rng_state(ckpt["rng"])
         self._checkpoint_depthwise = ckpt.get("depthwise_float32")
         changed = self._apply_recipe_changes(ckpt.get("recipe", {}), path)
@@ -525,7 +545,7 @@ class Trainer:
                             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                             scaler=self.scaler.state_dict(), state=asdict(self.state), rng=rng_state(),
                             config=self.cfg.to_dict(), recipe=asdict(self.recipe), classes=self.class_names,
-                            depthwise_float32=self.depthwise_float32)
+                            depthwise_float32=self.depthwise_float32, log_window=self._window.state())
             write_log(self.run_dir, self.state.log)
 
     def _choose_depthwise_precision(self):
@@ -651,7 +671,7 @@ class Trainer:
         segment_start, elapsed0 = time.perf_counter(), st.elapsed_s
         last_ckpt = segment_start
         self._segment_skipped = 0  # --max-skipped counts this run's skipped steps, not those before a resume
-        window = LogWindow()
+        window = self._window
         progress = self._progress_bar()
         # Closed on an interrupt too, so that what the command line prints next starts on a line of its own.
         try:
