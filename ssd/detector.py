@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,17 +72,35 @@ def card_path(weights: Path) -> Path:
 
 def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, dtype=torch.float16, **card) -> Path:
     """Write the shipped format: fp16 safetensors (or `dtype`, e.g. float32 for training's snapshots) + a JSON
-    model card (config, classes, and `card` fields)."""
-    from safetensors.torch import save_file
+    model card (config, classes, and `card` fields). ValueError, and nothing written, when a tensor is not finite
+    in `dtype` (a diverged model, or values beyond float16's range): such weights detect nothing."""
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
-    save_file(state, str(path))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        largest = max(float(v.detach().abs().max()) for k, v in model.state_dict().items() if k in bad)
+        raise ValueError(f"refusing to write {path}: {len(bad)} of {len(state)} tensors are not finite as {dtype} "
+                         f"(e.g. {bad[0]}; the largest magnitude among them {largest:.3g}); the model diverged")
     meta = {"config": cfg.to_dict(), "classes": list(class_names), **card}
-    card_path(path).write_text(json.dumps(meta, indent=2) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, save(state))
+    _write_atomically(card_path(path), (json.dumps(meta, indent=2) + "\n").encode())
     return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """`data` into `path` through a temporary file and a rename, so that a reader never sees half a file; created
+    with open()'s mode, as the user's umask has it (safetensors' own writer makes its files 0600)."""
+    tmp = path.with_name(path.name + ".part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_fits(model: torch.nn.Module, cfg: SSDConfig, where) -> None:

@@ -497,6 +497,21 @@ def test_a_checkpoint_write_killed_midway_leaves_no_temporary_file_past_the_next
     assert not (tmp_path / "last.tmp").exists() and not t.resumed
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=oct)
+def test_exported_files_are_created_with_the_users_umask(tmp_path, shapes, umask):
+    """The weights like the card and log beside them (safetensors' own writer makes its files 0600)."""
+    import stat
+
+    t = _trainer(tmp_path / "run", shapes)
+    before = os.umask(umask)
+    try:
+        path = t.export(tmp_path / "shipped" / "model.safetensors")
+    finally:
+        os.umask(before)
+    for p in (path, path.with_suffix(".json"), engine.log_path(path)):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
+
+
 def test_export_writes_the_training_log_beside_the_weights(tmp_path, shapes):
     """The app's Model tab draws the curves of the weights it serves from `<stem>.log.csv` beside them: the same
     rows as the run's log.csv."""
