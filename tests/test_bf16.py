@@ -37,6 +37,7 @@ def test_the_network_runs_in_bfloat16_and_the_outputs_are_float32(bf16):
     assert torch.allclose(scores.sum(-1), torch.ones(1), atol=1e-5)  # softmax in float32
 
 
+@pytest.mark.slow
 def test_the_shipped_model_finds_the_same_objects_in_bfloat16(float32, bf16):
     """Confident detections (well above the threshold, so rounding cannot move them across it) are the same
     objects, with the same labels, nearly the same scores and boxes."""
@@ -71,6 +72,7 @@ def test_a_cpu_without_native_bfloat16_is_warned_about(monkeypatch, caplog):
     assert "bfloat16" not in caplog.text
 
 
+@pytest.mark.slow
 def test_an_exported_bfloat16_detector_is_a_float32_onnx_file(tmp_path):
     cfg = ssd.SSD300_VOC.replace(width=0.125, batch_norm=True)
     torch.manual_seed(0)

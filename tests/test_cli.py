@@ -43,6 +43,7 @@ def run_cli(*args):
                           timeout=120)
 
 
+@pytest.mark.slow
 def test_json_for_files_and_directories(weights, images):
     r = run_cli(images / "folder", images / "c.png", "--weights", weights, "--score", "0.01", "--top-k", "5",
                 "--json", "--device", "cpu")
@@ -62,6 +63,7 @@ def test_json_for_files_and_directories(weights, images):
             assert d["score"] >= 0.01 and d["label"] == ssd.VOC_CLASSES[d["class_id"] - 1]
 
 
+@pytest.mark.slow
 def test_readable_lines_and_unreadable_file(weights, images, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is no JPEG")
@@ -107,6 +109,7 @@ def test_an_out_folder_that_cannot_be_made_is_a_clear_error(weights, images, tmp
     assert "file.jpg" in err and "a file is in the way" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_the_librarys_cli_draws_nothing_and_imports_no_application_code(weights, images, tmp_path):
     # ssd/ never imports visualize/ or train/ (dependencies point downward): `python -m ssd` has no --out.
     code = ("import sys, runpy; sys.argv = ['ssd', '--help']\n"
@@ -120,6 +123,7 @@ def test_the_librarys_cli_draws_nothing_and_imports_no_application_code(weights,
     assert r.returncode == 2 and "unrecognized arguments: --out" in r.stderr
 
 
+@pytest.mark.slow
 def test_detect_py_runs_as_a_script(weights, images, tmp_path):
     r = subprocess.run([sys.executable, "detect.py", str(images / "c.png"), "--weights", str(weights), "--score",
                         "0.01", "--top-k", "2", "--out", str(tmp_path / "drawn")], cwd=ROOT, capture_output=True,
@@ -130,6 +134,7 @@ def test_detect_py_runs_as_a_script(weights, images, tmp_path):
                                                 capture_output=True, text=True, timeout=120).stdout
 
 
+@pytest.mark.slow
 def test_an_onnx_file_detects_as_its_weights_do(weights, images, tmp_path):
     onnx_path = ssd.export_onnx(ssd.Detector.load(weights, device="cpu", backend="torch"), tmp_path / "w.onnx")
     common = [images / "c.png", "--score", "0.05", "--top-k", "5", "--json"]
@@ -145,6 +150,7 @@ def test_an_onnx_file_detects_as_its_weights_do(weights, images, tmp_path):
     assert refused.returncode == 1 and "onnxruntime" in refused.stderr
 
 
+@pytest.mark.slow
 def test_the_default_backend_is_onnxruntime_once_the_export_is_cached_and_says_which(weights, images, tmp_path):
     """Without a cached export a one-shot command runs on PyTorch (no export to wait for) and says how to get
     the faster backend; `python -m ssd.export --cache` writes the export, and the same command then runs on

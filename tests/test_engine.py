@@ -98,6 +98,7 @@ def test_resume_is_exact(tmp_path, shapes):
     assert [r["loss"] for r in straight.state.log] == [r["loss"] for r in second.state.log]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_depthwise_layers_its_start_put_in_float32(tmp_path, shapes, monkeypatch):
     """Under bf16 autocast on a CPU the depthwise layers that train faster in float32 are timed once, at the run's
     start; the checkpoint keeps the choice, and a resume takes it instead of timing again (timings vary)."""
@@ -299,6 +300,7 @@ def _ddp_worker(rank, world, port, cfg, images, boxes, labels, out):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_average_to_the_single_process_gradient(tmp_path):
     # No BatchNorm: its batch statistics legitimately differ between a half batch and the whole batch.
     cfg = TINY.replace(batch_norm=False)
@@ -453,6 +455,7 @@ def test_an_error_mid_run_saves_a_checkpoint_first(tmp_path, shapes, monkeypatch
     assert resumed.resumed and resumed.state.step == 3
 
 
+@pytest.mark.slow
 def test_snapshots_hold_the_float32_weights_at_their_steps_and_a_resumed_run_writes_the_same(tmp_path, shapes):
     from safetensors.torch import load_file
 
@@ -539,6 +542,7 @@ def test_amp_auto_picks_bfloat16_only_on_cpus_that_have_it(monkeypatch, native, 
     assert engine.amp_choice(Recipe(amp="auto"), torch.device("cuda"))[0] is torch.bfloat16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_openmp_threads_sleep_when_idle_unless_the_user_said_otherwise(preset, expected):
     """ssd sets OMP_WAIT_POLICY before PyTorch loads OpenMP (it is read once, then): a fresh `python -m train`,
@@ -551,6 +555,7 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_said_otherwise(preset, e
     assert out.stdout.split() == [expected, "True"]
 
 
+@pytest.mark.slow
 def test_a_run_that_overflows_its_batchnorm_statistics_keeps_its_last_good_state(tmp_path, shapes):
     """A huge lr: finite gradients, then weights and BatchNorm running_var that overflow. Those steps count as
     non-finite and are undone, so the run stops with a checkpoint, a log and weights that are all finite."""
@@ -699,6 +704,7 @@ def _sigterm_at_step_3(shapes, run, workers: int, whole_group: bool = False):
     return cmd, proc.returncode, out, err
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shapes):
     """A scheduler or a Space stopping the job sends SIGTERM: the run saves its last completed step, says so and
     exits, and the same command resumes from there."""
@@ -714,6 +720,7 @@ def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shap
     assert resumed.returncode == 0 and f"resumed from {run / 'last.ckpt'} at step {step}" in resumed.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_whole_process_group_still_saves_with_workers(tmp_path, shapes):
     """A service manager or `kill -- -PGID` sends SIGTERM to the loader's worker processes too: they leave it to
     the main process (`engine.ignore_sigterm`), so no dead worker makes the checkpoint's save fail."""

@@ -124,6 +124,7 @@ def test_train_and_the_apps_reader_agree_on_the_files_beside_the_weights(tmp_pat
     assert model_report.read_report(report_path(weights)) == report
 
 
+@pytest.mark.slow
 def test_command_line_writes_the_report_beside_the_weights(tmp_path):
     import torch
 

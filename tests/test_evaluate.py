@@ -452,6 +452,7 @@ def shapes_val(tmp_path_factory):
     return VOCDataset(voc, "val", classes=SHAPE_CLASSES, keep_difficult=True), root
 
 
+@pytest.mark.slow
 def test_command_line_measures_a_backend(tmp_path, capsys, shapes_val):
     """--backend: what a backend's precision costs is measured on the same data (README: bfloat16)."""
     from ssd import SSD300_VOC, build_ssd, export_weights

@@ -50,6 +50,7 @@ def assert_outputs_match(a: Detector, b: Detector, images, atol=1e-4):
     assert float((scores_a - scores_b).abs().max()) < atol
 
 
+@pytest.mark.slow
 def test_shipped_model_outputs_match_pytorch_on_random_and_real_images(shipped, shipped_onnx):
     _, exported = shipped_onnx
     assert exported.backend_name == "onnxruntime" and shipped.backend_name == "torch"
@@ -59,6 +60,7 @@ def test_shipped_model_outputs_match_pytorch_on_random_and_real_images(shipped, 
     assert_outputs_match(shipped, exported, random_images(1, size, seed=1))
 
 
+@pytest.mark.slow
 def test_shipped_model_detections_after_nms_are_identical_on_the_example_photos(shipped, shipped_onnx):
     _, exported = shipped_onnx
     for name in EXAMPLES:
@@ -80,6 +82,7 @@ def test_shipped_model_detections_after_nms_are_identical_on_the_example_photos(
     assert exported.detect(example_image("cat"))[0].label == "cat"
 
 
+@pytest.mark.slow
 def test_the_file_says_what_it_is(shipped, shipped_onnx):
     path, exported = shipped_onnx
     model = onnx.load(str(path))
@@ -106,6 +109,7 @@ def small_vgg():
     return Detector(ssd.build_ssd(SMALL_VGG), SMALL_VGG, ssd.VOC_CLASSES, device="cpu")
 
 
+@pytest.mark.slow
 def test_the_papers_vgg16_model_exports_too(small_vgg, tmp_path):
     # Randomised batch-norm statistics, so that folding or dropping them in the export would show.
     g = torch.Generator().manual_seed(1)
@@ -122,6 +126,7 @@ def test_the_papers_vgg16_model_exports_too(small_vgg, tmp_path):
         [(d.label, d.prior_index) for d in want]
 
 
+@pytest.mark.slow
 def test_load_weights_with_the_onnxruntime_backend_caches_the_export(shipped, tmp_path, monkeypatch):
     monkeypatch.setenv("SSD_CACHE_DIR", str(tmp_path))
     first = Detector.load(backend="onnxruntime")
@@ -159,6 +164,7 @@ def test_auto_falls_back_to_torch_when_the_export_fails(tmp_path, monkeypatch, c
         Detector.load(backend="onnxruntime")
 
 
+@pytest.mark.slow
 def test_backend_choices_are_checked(shipped_onnx):
     path, _ = shipped_onnx
     with pytest.raises(ValueError, match="unknown backend"):
@@ -177,6 +183,7 @@ def test_an_onnx_file_that_is_not_an_ssd_export_is_refused(tmp_path):
         Detector.load(path)
 
 
+@pytest.mark.slow
 def test_command_line_export(tmp_path, capsys):
     out = tmp_path / "model.onnx"
     assert export_main(["--out", str(out)]) == 0

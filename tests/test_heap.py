@@ -24,6 +24,7 @@ def test_a_users_malloc_arena_max_is_left_alone(monkeypatch):
     assert not heap.keep_heap_small(2)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_training_keeps_freed_memory_for_the_next_step():
     """In a child process (the setting is process-wide): after keep_freed_memory a large block freed and taken

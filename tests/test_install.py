@@ -67,6 +67,7 @@ def _metadata(wheel: Path):
         return Parser().parsestr(z.read(name).decode())
 
 
+@pytest.mark.slow
 def test_the_wheel_requires_only_the_core_and_offers_the_extras(wheel):
     meta = _metadata(wheel)
     requires = meta.get_all("Requires-Dist")
@@ -93,6 +94,7 @@ def test_requirements_txt_installs_the_core_and_every_extra():
     assert listed == wanted, (sorted(listed - wanted), sorted(wanted - listed))
 
 
+@pytest.mark.slow
 def test_the_core_alone_imports_and_runs_the_shipped_weights(tmp_path):
     """With every package outside the core out of reach (as after `pip install .`), `import ssd`, the shipped
     weights' Detector.load() and a detection work, on PyTorch."""
@@ -116,6 +118,7 @@ print(det.config.name, len(found))
 COMMANDS = ("ssd-detect", "ssd-train", "ssd-evaluate", "ssd-average", "ssd-pack", "ssd-plot")
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_the_three_packages_the_weights_and_the_commands(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("ssd/detector.py", "ssd/evaluation/voc.py", "ssd/efficientnet_lite.py", "ssd_train/engine.py",

@@ -192,6 +192,7 @@ def test_hard_negatives_and_detections_as_ground_truth_come_from_the_chosen_mode
         matching.refresh(state, rows, 0.5, True, None, None, None, None, "SSD300", "nope")
 
 
+@pytest.mark.slow
 def test_the_config_choice_follows_the_chosen_model(models, tmp_path):
     """A model with SSD512's default boxes: its own config is SSD512, and only there are its hard negatives."""
     from ui.matching_tab import MatchingTab

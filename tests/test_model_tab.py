@@ -76,6 +76,7 @@ def elem_ids(demo) -> set:
     return {b.elem_id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
 
 
+@pytest.mark.slow
 def test_with_every_file_the_tab_shows_curves_charts_and_false_positives(full_weights):
     tab = ModelTab(settled(DemoModel.load(full_weights)), voc_root=None)
     status = tab.status()
@@ -99,6 +100,7 @@ def test_with_every_file_the_tab_shows_curves_charts_and_false_positives(full_we
     assert "model-fp-gallery" not in ids
 
 
+@pytest.mark.slow
 def test_with_a_voc_folder_the_false_positives_are_drawn_on_their_photos(full_weights, tmp_path):
     # A stand-in photo (not a VOC image), at twice the size the report's boxes are in.
     (tmp_path / "JPEGImages").mkdir()
@@ -138,6 +140,7 @@ def test_without_a_log_or_a_report_the_tab_says_how_to_make_them(bare_weights):
     assert not ids & {"model-curves", "model-ap", "model-pr", "model-fp-table"}
 
 
+@pytest.mark.slow
 def test_a_report_of_other_weights_is_flagged(full_weights, tmp_path):
     weights = tmp_path / full_weights.name
     for suffix in (".safetensors", ".json", ".eval.json", ".log.csv"):
@@ -150,6 +153,7 @@ def test_a_report_of_other_weights_is_flagged(full_weights, tmp_path):
     assert "measured on other weights" in tab.status()
 
 
+@pytest.mark.slow
 def test_a_broken_file_is_named_and_the_rest_still_shows(full_weights, tmp_path):
     weights = export_random_weights(tmp_path)
     write_log_csv(log_path(weights), log_rows())

@@ -106,7 +106,7 @@ def _split(text: str) -> list[list[str]]:
         return []
     commands, current = [], []
     for t in tokens:
-        if t and all(c in "&|;<>()" for c in t):
+        if t and all(c in "&|;<>" for c in t):
             commands.append(current)
             current = []
         else:
