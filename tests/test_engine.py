@@ -98,7 +98,6 @@ def test_resume_is_exact(tmp_path, shapes):
     assert [r["loss"] for r in straight.state.log] == [r["loss"] for r in second.state.log]
 
 
-@pytest.mark.slow
 def test_a_resumed_run_keeps_the_depthwise_layers_its_start_put_in_float32(tmp_path, shapes, monkeypatch):
     """Under bf16 autocast on a CPU the depthwise layers that train faster in float32 are timed once, at the run's
     start; the checkpoint keeps the choice, and a resume takes it instead of timing again (timings vary)."""
@@ -260,20 +259,24 @@ def test_non_finite_steps_are_skipped_without_poisoning_the_model(tmp_path, shap
     assert [math.isnan(x) for x in losses] == [False, True, False, True, True, True]
 
 
-def test_a_diverged_run_stops_then_resumes_with_the_new_lr(tmp_path, shapes, monkeypatch):
+def test_a_diverged_run_keeps_the_step_before_its_skipped_ones_and_resumes_there_with_the_new_lr(tmp_path, shapes,
+                                                                                                 monkeypatch):
     calls = _nan_on_calls(monkeypatch, {2, 3, 4})
-    with pytest.raises(RuntimeError, match="non-finite steps.*run the same command again"):
+    with pytest.raises(engine.Diverged, match=r"3 steps of this run .*--max-skipped 2.*nothing was exported.* keeps "
+                                              r"step 1, .*The same command with a lower --lr"):
         _trainer(tmp_path, shapes, max_skipped=2).train()
     ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
-    assert ckpt["state"]["skipped"] == 3
+    assert ckpt["state"]["step"] == 1 and ckpt["state"]["skipped"] == 0  # the step before the first skipped one
     assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
-    # Resumed with a lower LR: it takes effect, and --max-skipped counts this run's skipped steps only.
-    calls["n"] = 0
+    assert (tmp_path / "log.csv").read_text().count("\n") == 2  # the checkpoint's log: its header and step 1
+    # Resumed with a lower LR, under which the steps are finite: it takes effect from the step before the skips.
+    calls["n"] = 100
     resumed = _trainer(tmp_path, shapes, max_skipped=2, lr=0.001)
     step = resumed.state.step
+    assert step == 1
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.001 * lr_factor(step, resumed.recipe))
     resumed.train()
-    assert resumed.state.step == 6
+    assert resumed.state.step == 6 and resumed.state.skipped == 0
     # What would change the data order is refused.
     with pytest.raises(ValueError, match="--batch-size 2"):
         _trainer(tmp_path, shapes, batch_size=4)
@@ -300,7 +303,6 @@ def _ddp_worker(rank, world, port, cfg, images, boxes, labels, out):
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.slow
 def test_ddp_two_processes_average_to_the_single_process_gradient(tmp_path):
     # No BatchNorm: its batch statistics legitimately differ between a half batch and the whole batch.
     cfg = TINY.replace(batch_norm=False)
@@ -455,7 +457,6 @@ def test_an_error_mid_run_saves_a_checkpoint_first(tmp_path, shapes, monkeypatch
     assert resumed.resumed and resumed.state.step == 3
 
 
-@pytest.mark.slow
 def test_snapshots_hold_the_float32_weights_at_their_steps_and_a_resumed_run_writes_the_same(tmp_path, shapes):
     from safetensors.torch import load_file
 
@@ -542,7 +543,6 @@ def test_amp_auto_picks_bfloat16_only_on_cpus_that_have_it(monkeypatch, native, 
     assert engine.amp_choice(Recipe(amp="auto"), torch.device("cuda"))[0] is torch.bfloat16
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_openmp_threads_sleep_when_idle_unless_the_user_said_otherwise(preset, expected):
     """ssd sets OMP_WAIT_POLICY before PyTorch loads OpenMP (it is read once, then): a fresh `python -m train`,
@@ -555,18 +555,51 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_said_otherwise(preset, e
     assert out.stdout.split() == [expected, "True"]
 
 
-@pytest.mark.slow
 def test_a_run_that_overflows_its_batchnorm_statistics_keeps_its_last_good_state(tmp_path, shapes):
-    """A huge lr: finite gradients, then weights and BatchNorm running_var that overflow. Those steps count as
-    non-finite and are undone, so the run stops with a checkpoint, a log and weights that are all finite."""
+    """A huge lr: finite gradients, then weights and BatchNorm running_var that overflow (float32, or the float16
+    of the export). Those steps count as non-finite and are undone, so the run stops with a checkpoint, a log and
+    weights that are all finite, in float16 too."""
+    from safetensors.torch import load_file
+
     t = _trainer(tmp_path, shapes, lr=1e6, warmup_steps=1, max_steps=10, max_skipped=3)
-    with pytest.raises(RuntimeError, match="non-finite steps"):
+    with pytest.raises(engine.Diverged, match="non-finite"):
         t.train()
     assert t.state.skipped > 3
     ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
-    assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
-    assert (tmp_path / "log.csv").read_text().count("\n") == 1 + len(t.state.log)
-    assert t.export(tmp_path / "w.safetensors").exists()
+    assert all(torch.isfinite(v.half()).all() for v in ckpt["model"].values())
+    assert (tmp_path / "log.csv").read_text().count("\n") == 1 + len(ckpt["state"]["log"])
+    exported = load_file(str(t.export(tmp_path / "w.safetensors")))
+    assert all(torch.isfinite(v).all() for v in exported.values())
+
+
+def test_export_refuses_weights_that_are_not_finite_in_float16_and_leaves_the_files_there(tmp_path, shapes):
+    """A weight beyond float16's range (65504) is infinite in the shipped file, and such weights detect nothing:
+    the export is refused, and so is a checkpoint that would replace a good one, and a start from such a checkpoint
+    or file (written before training kept its weights in that range)."""
+    from safetensors.torch import save_file
+
+    t = _trainer(tmp_path / "run", shapes)
+    t.train(stop_after_steps=1)
+    path = t.export(tmp_path / "w.safetensors")
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with torch.no_grad():
+        t.model.state_dict()["base.conv1_1.0.weight"][0, 0, 0, 0] = 1e5
+    with pytest.raises(engine.RunError, match=r"refusing to write .*w\.safetensors: 1 of \d+ tensors are not finite "
+                                              r"as torch\.float16 \(e\.g\. base\.conv1_1\.0\.weight.*lower --lr"):
+        t.export(path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == written
+    assert t.export(tmp_path / "float32.safetensors", dtype=torch.float32).exists()  # float32 holds it
+    with pytest.raises(RuntimeError, match="base.conv1_1.0.weight .*last.ckpt was left as it was"):
+        t.save()
+    ckpt = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)
+    ckpt["model"]["base.conv1_1.0.weight"][0, 0, 0, 0] = 2e22
+    torch.save(ckpt, tmp_path / "run" / "last.ckpt")
+    with pytest.raises(engine.RunError, match="last.ckpt holds weights that are not finite as torch.float16 .*"
+                                              "its run diverged.*--init-weights"):
+        _trainer(tmp_path / "run", shapes)
+    save_file({k: v.half().contiguous() for k, v in t.model.state_dict().items()}, str(tmp_path / "inf.safetensors"))
+    with pytest.raises(engine.RunError, match="--init-weights .*inf.safetensors: 1 of its tensors are not finite"):
+        _trainer(tmp_path / "fresh", shapes, init_weights=str(tmp_path / "inf.safetensors"))
 
 
 def _cli_error(capsys, argv) -> str:
@@ -603,6 +636,50 @@ def test_cli_reports_a_run_it_cannot_start_or_continue_in_one_line(tmp_path, sha
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     assert "cannot use" in _cli_error(capsys, base + ["--batch-size", "2", "--out", str(blocked / "run")])
+
+
+def _tiny_cli(shapes, run, *more) -> list[str]:
+    return ["--data", str(shapes), "--image-set", "train", "--classes", "circle,square,triangle", "--batch-norm",
+            "--width", "0.125", "--batch-size", "2", "--warmup-steps", "1", "--workers", "0", "--log-every", "1",
+            "--out", str(run), "--device", "cpu", *more]
+
+
+def test_cli_a_diverged_run_exports_nothing_says_how_to_go_on_and_resumes_with_a_lower_lr(tmp_path, shapes, capsys):
+    """A too-high --lr: the run stops with one `error:` line that names the checkpoint it keeps and what to change,
+    and writes no weights; the same command with a lower --lr then trains and exports finite weights."""
+    from safetensors.torch import load_file
+
+    from train.__main__ import cli
+
+    run = tmp_path / "run"
+    base = _tiny_cli(shapes, run, "--max-steps", "3", "--max-skipped", "2", "--no-final-eval")
+    err = _cli_error(capsys, base + ["--lr", "1e6"])
+    assert "the run diverged" in err and f"{run / 'last.ckpt'} keeps step 0" in err and "--lr 100000" in err, err
+    assert not (run / "weights.safetensors").exists()
+    assert cli(base + ["--lr", "0.001"]) == 0
+    assert all(torch.isfinite(v).all() for v in load_file(str(run / "weights.safetensors")).values())
+    card = __import__("json").loads((run / "weights.json").read_text())
+    assert card["complete"] is True and card["steps"] == 3 and card["skipped_steps"] == 0
+
+
+def test_cli_a_run_whose_steps_are_all_skipped_fails_and_leaves_the_last_export(tmp_path, shapes, capsys,
+                                                                               monkeypatch):
+    """Fewer steps than --max-skipped, every one skipped: an error, not weights carded as complete that never
+    trained; the export and checkpoint from before stay, and the error names them."""
+    import json
+
+    from train.__main__ import cli
+
+    run = tmp_path / "run"
+    assert cli(_tiny_cli(shapes, run, "--max-steps", "2", "--no-final-eval")) == 0
+    exported = {p.name: p.read_bytes() for p in run.glob("weights*")}
+    _nan_on_calls(monkeypatch, set(range(1, 100)))
+    err = _cli_error(capsys, _tiny_cli(shapes, run, "--max-steps", "4", "--no-final-eval"))
+    assert "every step of this run (3 to 4)" in err and "keeps step 2" in err, err
+    assert f"--init-weights {run / 'weights.safetensors'}" in err
+    assert {p.name: p.read_bytes() for p in run.glob("weights*")} == exported
+    assert json.loads((run / "weights.json").read_text())["steps"] == 2
+    assert torch.load(run / "last.ckpt", weights_only=False)["state"]["step"] == 2
 
 
 def test_a_second_trainer_on_the_same_run_folder_is_refused_at_its_start(tmp_path, shapes):
@@ -704,7 +781,6 @@ def _sigterm_at_step_3(shapes, run, workers: int, whole_group: bool = False):
     return cmd, proc.returncode, out, err
 
 
-@pytest.mark.slow
 def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shapes):
     """A scheduler or a Space stopping the job sends SIGTERM: the run saves its last completed step, says so and
     exits, and the same command resumes from there."""
@@ -720,7 +796,6 @@ def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shap
     assert resumed.returncode == 0 and f"resumed from {run / 'last.ckpt'} at step {step}" in resumed.stdout
 
 
-@pytest.mark.slow
 def test_sigterm_to_the_whole_process_group_still_saves_with_workers(tmp_path, shapes):
     """A service manager or `kill -- -PGID` sends SIGTERM to the loader's worker processes too: they leave it to
     the main process (`engine.ignore_sigterm`), so no dead worker makes the checkpoint's save fail."""

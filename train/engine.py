@@ -40,6 +40,7 @@ from .datasets import DatasetError, DetectionDataset, collate
 from .precision import choose_depthwise_precision, depthwise_layers, set_float32_layers
 
 CHECKPOINT = "last.ckpt"
+WEIGHTS = "weights.safetensors"  # the run's export, beside its checkpoint
 SNAPSHOTS = "snapshots"
 IMAGE_CHECK_CACHE = "checked_images.json"
 LOG_CSV = "log.csv"
@@ -47,9 +48,20 @@ LOG_FIELDS = ["step", "epoch", "elapsed_s", "img_per_s", "loss", "loc_loss", "co
               "val_map", "val_map_area"]
 
 
+# The exported weights' type (`Trainer.export`). A weight beyond its range would be infinite in the export, so a
+# step that puts one there counts as non-finite: the model, its checkpoints and its exports stay within it.
+EXPORT_DTYPE = torch.float16
+EXPORT_LIMIT = torch.finfo(EXPORT_DTYPE).max
+
+
 class RunError(ValueError):
     """A run that cannot start or go on for a reason the user can fix (the run folder, its checkpoint, options
     that do not fit it): the command line reports it as one `error:` line."""
+
+
+class Diverged(RunError):
+    """Too many steps of a run were not finite, or all of them were: the run stops without saving or exporting,
+    so its checkpoint stays at the last step before those."""
 
 
 @dataclass
@@ -216,9 +228,15 @@ def compute_loss(model, criterion: MultiBoxLoss, images, boxes, labels, autocast
     return criterion(loc, conf, boxes, labels)
 
 
-def all_finite(tensors) -> torch.Tensor:
-    """One boolean tensor: every value of every tensor is finite."""
-    return torch.stack([t.isfinite().all() for t in tensors]).all()
+def all_within(tensors, limit: float) -> torch.Tensor:
+    """One boolean tensor: every value of every tensor is finite and at most `limit` in magnitude."""
+    inf = float("inf")
+    return torch.stack([torch.linalg.vector_norm(t.detach(), inf).float() for t in tensors]).max() <= limit
+
+
+def beyond(state: dict, limit: float) -> list[str]:
+    """The names of the floating-point tensors of `state` with a value that is not finite or beyond `limit`."""
+    return [k for k, v in state.items() if v.is_floating_point() and v.numel() and not all_within([v], limit)]
 
 
 def rng_state():
@@ -409,7 +427,9 @@ class Trainer:
         self.dataset = DetectionDataset(self._checked(train_source), transform, seed=recipe.seed)
         self.state = TrainState()
         self._window = LogWindow()  # the log's running averages since its last row
+        self._skipping = False  # whether the latest step was skipped
         self.resumed = self._maybe_resume()
+        self._saved_step = self.state.step  # the step of the checkpoint on disk, if any
         self._sampler()  # at least one batch, checked before any checkpoint is written
         if not self.resumed and recipe.init_weights:
             self._load_init_weights(Path(recipe.init_weights))
@@ -459,6 +479,11 @@ class Trainer:
         if ckpt["config"] != self.cfg.to_dict():
             raise RunError(f"{path} was trained with config {ckpt['config']['name']} (different fields); "
                              f"use another --out directory or the same config")
+        bad = beyond(ckpt["model"], EXPORT_LIMIT)
+        if bad:  # written before training kept the weights within the export's range: no step can bring them back
+            raise RunError(f"{path} holds weights that are not finite as {EXPORT_DTYPE} ({bad[0]} and {len(bad) - 1} "
+                           f"more): its run diverged. Move it away and train afresh with a lower --lr, or start from "
+                           f"the last good export with --init-weights")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -527,6 +552,10 @@ class Trainer:
             fits = {k: v for k, v in fits.items() if not k.startswith("base.")}
         if not fits:
             raise ValueError(f"--init-weights {path}: none of its tensors fits {self.cfg.name} (another base network?)")
+        bad = beyond(fits, EXPORT_LIMIT)
+        if bad:  # every step from them would be skipped (`_step`)
+            raise RunError(f"--init-weights {path}: {len(bad)} of its tensors are not finite as {EXPORT_DTYPE} (e.g. "
+                           f"{bad[0]}): a diverged run's weights. Choose an export from before it diverged")
         self.model.load_state_dict(fits, strict=False)
         if self.is_main:
             left = sorted(set(ours) - set(fits) - (base if other_base else set()))
@@ -537,16 +566,17 @@ class Trainer:
 
     def save(self):
         if self.is_main:
-            bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()]
+            bad = beyond(self.model.state_dict(), EXPORT_LIMIT)
             if bad:  # never replace a good checkpoint with a broken one
-                raise RuntimeError(f"the model holds non-finite values ({bad[0]} and {len(bad) - 1} more); "
-                                   f"{self.run_dir / CHECKPOINT} was left as it was")
+                raise RuntimeError(f"the model holds values that are not finite as {EXPORT_DTYPE} ({bad[0]} and "
+                                   f"{len(bad) - 1} more); {self.run_dir / CHECKPOINT} was left as it was")
             save_checkpoint(self.run_dir / CHECKPOINT, model=self.model.state_dict(),
                             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                             scaler=self.scaler.state_dict(), state=asdict(self.state), rng=rng_state(),
                             config=self.cfg.to_dict(), recipe=asdict(self.recipe), classes=self.class_names,
                             depthwise_float32=self.depthwise_float32, log_window=self._window.state())
             write_log(self.run_dir, self.state.log)
+        self._saved_step = self.state.step
 
     def _choose_depthwise_precision(self):
         """Under bf16 autocast on a CPU, the depthwise layers that train in float32 (train.precision): timed at a
@@ -604,16 +634,19 @@ class Trainer:
         return bool(flag)
 
     def _step(self, images, boxes, labels) -> tuple[float, float, float] | None:
-        """One optimisation step: (loss, loc loss, conf loss), or None when the loss, the gradients, the updated
-        weights or the BatchNorm statistics were not finite. A skipped step leaves the weights and the BatchNorm
-        statistics as they were before it (the forward pass updates the statistics, with NaN or overflow too, and
-        a finite gradient times a huge lr can still overflow a weight), so the model, and so every checkpoint,
-        only ever holds finite values."""
+        """One optimisation step: (loss, loc loss, conf loss), or None when the loss or the gradients were not
+        finite, or the updated weights or BatchNorm statistics not finite as EXPORT_DTYPE. A skipped step leaves
+        the weights, the BatchNorm statistics and the momentum as they were before it (the forward pass updates
+        the statistics, with NaN or overflow too, and a finite gradient times a huge lr can still overflow a
+        weight, and its momentum the steps after), so the model, and so every checkpoint and export, only ever
+        holds values the exported weights can hold."""
         r = self.recipe
         # What a step can change: the trained parameters and the BatchNorm statistics (frozen layers' never move).
         state = [t for t in (*(p for p in self.model.parameters() if p.requires_grad), *self.model.buffers())
                  if t.is_floating_point()]
         saved = [t.detach().clone() for t in state]
+        momentum = {p: s["momentum_buffer"].clone() for p, s in self.optimizer.state.items()
+                    if s.get("momentum_buffer") is not None}
         loc_loss, conf_loss = compute_loss(self.ddp, self.criterion, images, boxes, labels, self.autocast)
         loss = loc_loss + conf_loss
         self.optimizer.zero_grad(set_to_none=True)
@@ -630,11 +663,16 @@ class Trainer:
         if ok:
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            ok = self._agree(all_finite(state))
+            ok = self._agree(all_within(state, EXPORT_LIMIT))
         if not ok:
             with torch.no_grad():
                 for t, old in zip(state, saved):
                     t.copy_(old)
+                for p, s in self.optimizer.state.items():
+                    if p in momentum:
+                        s["momentum_buffer"].copy_(momentum[p])
+                    else:  # the step made it: the next one starts it afresh, as this one would have
+                        s.pop("momentum_buffer", None)
             self.optimizer.zero_grad(set_to_none=True)
             return None
         return float(loss.detach()), float(loc_loss.detach()), float(conf_loss.detach())
@@ -648,6 +686,8 @@ class Trainer:
         try:
             with terminate_as_interrupt():
                 return self._train(stop_after_steps)
+        except Diverged:
+            raise  # its checkpoint stays at the last step before the skipped ones
         except BaseException as stop:
             if self.is_main:
                 print(f"[train] stopped at step {self.state.step}; saving {self.run_dir / CHECKPOINT} first, "
@@ -668,9 +708,10 @@ class Trainer:
         r, st = self.recipe, self.state
         stop_at = r.max_steps if stop_after_steps is None else min(r.max_steps, st.step + stop_after_steps)
         self.ddp.train()
-        segment_start, elapsed0 = time.perf_counter(), st.elapsed_s
+        segment_start, elapsed0, first_step = time.perf_counter(), st.elapsed_s, st.step
         last_ckpt = segment_start
         self._segment_skipped = 0  # --max-skipped counts this run's skipped steps, not those before a resume
+        self._skipping = False
         window = self._window
         progress = self._progress_bar()
         # Closed on an interrupt too, so that what the command line prints next starts on a line of its own.
@@ -682,6 +723,7 @@ class Trainer:
                     losses = self._step(images, boxes, labels)
                     if losses is None:
                         self._count_skipped_step()
+                    self._skipping = losses is None
                     window.add(losses, images.shape[0] * self.world)
                     self.scheduler.step()
                     st.step += 1
@@ -697,12 +739,16 @@ class Trainer:
                     out_of_time = r.time_budget_s is not None and time.perf_counter() - segment_start >= r.time_budget_s
                     if out_of_time or st.step >= stop_at:
                         break
-                    if time.perf_counter() - last_ckpt > r.checkpoint_every_s:
+                    # Not amid skipped steps: the checkpoint keeps the step before them (`_count_skipped_step`).
+                    if time.perf_counter() - last_ckpt > r.checkpoint_every_s and not self._skipping:
                         self.save()
                         last_ckpt = time.perf_counter()
         finally:
             if progress is not None:
                 progress.close()
+        if st.step > first_step and self._segment_skipped == st.step - first_step:
+            raise self._diverged(f"every step of this run ({first_step + 1} to {st.step}) had a non-finite loss, "
+                                 "gradients or weights and was skipped")
         self.save()
         if self.is_main and out_of_time:
             print(f"[train] time budget reached at step {st.step}/{r.max_steps}; resume with the same command")
@@ -717,20 +763,31 @@ class Trainer:
                     dynamic_ncols=True, mininterval=5.0)
 
     def _count_skipped_step(self):
-        """A step whose loss or gradients were not finite (already undone by `_step`): count it, and stop the run
-        when too many happened since it started."""
+        """A step whose loss, gradients or weights were not finite (already undone by `_step`): count it, and stop
+        the run when too many happened since it started. The first of a run of skipped steps first saves the
+        checkpoint of the step before it (the model is as it was then), which later saves leave alone until a
+        step succeeds again: a run that diverges stops with the state to resume from with a lower lr."""
         st, r = self.state, self.recipe
+        if not self._skipping:
+            self.save()
         st.skipped += 1
         self._segment_skipped += 1
         if self.is_main:
-            print(f"[train] non-finite loss or gradients at step {st.step}: step skipped "
+            print(f"[train] non-finite loss, gradients or weights at step {st.step}: step skipped "
                   f"({self._segment_skipped} in this run, {st.skipped} in all)")
         if self._segment_skipped > r.max_skipped:
-            self.save()
-            raise RuntimeError(
-                f"{self._segment_skipped} non-finite steps (more than --max-skipped {r.max_skipped}); the run "
-                f"diverged. Lower --lr or raise --warmup-steps and run the same command again: it "
-                f"resumes from {self.run_dir / CHECKPOINT} with the new values")
+            raise self._diverged(f"{self._segment_skipped} steps of this run had a non-finite loss, gradients or "
+                                 f"weights (more than --max-skipped {r.max_skipped})")
+
+    def _diverged(self, what: str) -> Diverged:
+        """The error that stops a diverged run: what happened, the checkpoint it keeps, and how to go on."""
+        r, export = self.recipe, self.run_dir / WEIGHTS
+        return Diverged(
+            f"the run diverged: {what}; nothing was exported. {self.run_dir / CHECKPOINT} keeps step "
+            f"{self._saved_step}, from before these steps. The same command with a lower --lr (e.g. --lr "
+            f"{r.lr / 10:g}) or more --warmup-steps resumes from there; if it skips every step too, the weights "
+            f"there cannot train: start afresh in another --out with a lower --lr"
+            + (f", or from this run's last export with --init-weights {export}" if export.exists() else ""))
 
     def _log(self, window: dict, progress):
         """One row of log.csv (and the curves): the window's losses and speed, the LR, and at every eval_every
@@ -766,15 +823,20 @@ class Trainer:
         path = self.run_dir / SNAPSHOTS / f"step_{self.state.step:06d}.safetensors"
         return self.export(path, complete=False, dtype=torch.float32)
 
-    def export(self, path=None, evaluation: dict | None = None, dtype=torch.float16, **extra) -> Path | None:
+    def export(self, path=None, evaluation: dict | None = None, dtype=EXPORT_DTYPE, **extra) -> Path | None:
         """The shipped format: fp16 safetensors (or `dtype`) + model card with what the run was and what it
-        measured, and the training log beside them (`<stem>.log.csv`, the same rows as the run's log.csv)."""
+        measured, and the training log beside them (`<stem>.log.csv`, the same rows as the run's log.csv).
+        Weights that are not finite in `dtype` are refused (RunError), and the files there left as they were."""
         if not self.is_main:
             return None
         st, r = self.state, self.recipe
         card = model_card(self.cfg, r, st, self.world, self.steps_per_epoch, self.data_description, evaluation,
                           base_weights=self.inherited_base, **extra)
-        path = Path(path) if path else self.run_dir / "weights.safetensors"
-        path = export_weights(self.model, self.cfg, self.class_names, path, dtype=dtype, **card)
+        path = Path(path) if path else self.run_dir / WEIGHTS
+        try:
+            path = export_weights(self.model, self.cfg, self.class_names, path, dtype=dtype, **card)
+        except ValueError as e:
+            raise RunError(f"{e}. Train again with a lower --lr, or start from the last good export with "
+                           "--init-weights") from e
         write_log_csv(log_path(path), st.log)  # the curves of how these weights were trained
         return path
