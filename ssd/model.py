@@ -194,12 +194,19 @@ class SSD(nn.Module):
         return sources
 
     def forward(self, x):
-        loc, conf = [], []
-        B = x.shape[0]
-        for f, lh, ch in zip(self.features(x), self.loc_heads, self.conf_heads):
-            # (B, b*4, H, W) -> (B, H, W, b*4) -> (B, H*W*b, 4): row, column, then shape, like the priors.
-            loc.append(lh(f).permute(0, 2, 3, 1).reshape(B, -1, 4))
-            conf.append(ch(f).permute(0, 2, 3, 1).reshape(B, -1, self.cfg.num_classes + 1))
+        sources = self.features(x)
+        return self.predictions([head(f) for f, head in zip(sources, self.loc_heads)],
+                                [head(f) for f, head in zip(sources, self.conf_heads)])
+
+    def predictions(self, loc_maps: list[torch.Tensor], conf_maps: list[torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads' outputs per source layer, (B, b*4, H, W) and (B, b*(C+1), H, W), as one prediction per
+        default box: (loc[B, N, 4], conf[B, N, C + 1]). Apart from `forward` for `ssd.learn`, which runs the
+        heads' last layers alone on inputs it computed once."""
+        B = loc_maps[0].shape[0]
+        # (B, b*4, H, W) -> (B, H, W, b*4) -> (B, H*W*b, 4): row, column, then shape, like the priors.
+        loc = [m.permute(0, 2, 3, 1).reshape(B, -1, 4) for m in loc_maps]
+        conf = [m.permute(0, 2, 3, 1).reshape(B, -1, self.cfg.num_classes + 1) for m in conf_maps]
         return torch.cat(loc, 1), torch.cat(conf, 1)
 
 
