@@ -57,3 +57,12 @@ LIVE_EVERY_S = float(os.environ.get("SSD_LIVE_EVERY_S", "0.25"))
 LIVE_LIMIT_S = int(os.environ.get("SSD_LIVE_LIMIT_S", "60"))
 LIVE_SIDE = 640
 LIVE_STREAMS = int(os.environ.get("SSD_LIVE_STREAMS", "4"))  # webcam streams open at once
+# The Learn tab (ui.learn_tab): a visitor's copy of the network trains on one photo. Runs take the 2 cores for
+# tens of seconds, so at most LEARN_RUNS run at once (a Train pressed meanwhile is refused with a message), each
+# at most LEARN_MAX_STEPS steps (the slider starts at LEARN_STEPS) and LEARN_LIMIT_S seconds (then it stops early,
+# and says so); its pictures are redrawn every LEARN_EVERY steps.
+LEARN_RUNS = int(os.environ.get("SSD_LEARN_RUNS", "1"))
+LEARN_STEPS = int(os.environ.get("SSD_LEARN_STEPS", "30"))
+LEARN_MAX_STEPS = int(os.environ.get("SSD_LEARN_MAX_STEPS", "60"))
+LEARN_LIMIT_S = float(os.environ.get("SSD_LEARN_LIMIT_S", "120"))
+LEARN_EVERY = 3
