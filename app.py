@@ -32,6 +32,7 @@ from ui.detect_tab import DetectTab  # noqa: E402
 from ui.guard import RequestGuard, guard_handlers  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
 from ui.model_tab import build_model_tabs  # noqa: E402
+from ui.page_cache import PageCache  # noqa: E402
 from ui.settings import (  # noqa: E402
     CLIENT_EVENTS,
     CONCURRENCY,
@@ -119,14 +120,16 @@ def main():
     demo = build_demo()
     # server name/port: Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
     cache = UploadCache(get_upload_folder(), UPLOAD_CACHE_BYTES, UPLOAD_CACHE_FILES)
-    # Outermost first: the guard refuses what no handler should see (ui.guard), the cache makes room for what
-    # it lets through, and the page's settings (/config, a quarter of a megabyte of JSON) and scripts travel
-    # compressed (event streams and pictures are left as they are).
+    # Outermost first: the guard refuses what no handler should see (ui.guard), the first page view comes from
+    # memory once built (ui.page_cache), the upload cache makes room for what the guard lets through, and the page
+    # and its settings (a third of a megabyte each) and scripts travel compressed, at a level that costs little
+    # CPU (event streams and pictures are left as they are).
     middleware = [
         Middleware(RequestGuard, blocks=demo, max_request=MAX_REQUEST_BYTES, max_upload=MAX_FILE_BYTES,
                    max_values=MAX_VALUES, client_events=CLIENT_EVENTS, forwarded_hops=FORWARDED_HOPS),
+        Middleware(PageCache),
         Middleware(UploadCacheLimit, cache=cache, default_size=MAX_FILE_BYTES),
-        Middleware(GZipMiddleware, minimum_size=4096),
+        Middleware(GZipMiddleware, minimum_size=4096, compresslevel=5),
     ]
     demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, show_error=False, footer_links=["api", "gradio"],
                 state_session_capacity=SESSIONS, prevent_thread_lock=True, enable_monitoring=MONITORING,

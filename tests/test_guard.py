@@ -313,3 +313,45 @@ def test_monitoring_is_off(app):
     assert client.get("/monitoring/summary").status_code == 403
     assert client.get("/monitoring").status_code == 403
     assert "/monitoring/" not in log.read_text(errors="replace")
+
+
+def test_the_first_page_view_is_built_once_per_address_and_encoding():
+    import asyncio
+
+    from ui.page_cache import MAX_KEYS, PageCache
+
+    built = []
+
+    async def page(scope, receive, send):
+        built.append(scope["path"])
+        headers = [(b"content-type", b"text/html")] + ([(b"set-cookie", b"a=1")] if scope["path"] == "/c" else [])
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"page of " + scope["path"].encode()})
+
+    cache = PageCache(page)
+
+    async def get(path, host=b"a", encoding=b"gzip"):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": b"",
+                 "headers": [(b"host", host), (b"accept-encoding", encoding)]}
+        await cache(scope, None, send)
+        return b"".join(m.get("body", b"") for m in sent)
+
+    async def visits():
+        assert [await get("/") for _ in range(3)] == [b"page of /"] * 3
+        await get("/config")
+        await get("/config", encoding=b"identity")
+        await get("/config", host=b"b")
+        for i in range(MAX_KEYS + 4):
+            await get("/", host=str(i).encode())
+        await get("/gradio_api/info")
+        await get("/gradio_api/info")
+
+    asyncio.run(visits())
+    assert built.count("/") == 1 + MAX_KEYS + 4 and built.count("/config") == 3
+    assert built.count("/gradio_api/info") == 2  # not cached
+    assert len(cache.answers) == MAX_KEYS
