@@ -30,6 +30,7 @@ from ui.augment_tab import AugmentTab  # noqa: E402
 from ui.demo_models import EXPORTS_MAY_START, DemoModel, DemoModels  # noqa: E402
 from ui.detect_tab import DetectTab  # noqa: E402
 from ui.guard import RequestGuard, guard_handlers  # noqa: E402
+from ui.learn_tab import LearnTab  # noqa: E402
 from ui.matching_tab import MatchingTab  # noqa: E402
 from ui.model_tab import build_model_tabs  # noqa: E402
 from ui.page_cache import PageCache  # noqa: E402
@@ -89,6 +90,8 @@ def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
                 augment_in, augment_out = augment.build(matching.photo_inputs)
             augment_tab.select(augment.render, augment_in, augment_out, api_visibility="private",
                                concurrency_limit=4, concurrency_id="pictures")
+            with gr.Tab("Learn", id="learn"):
+                LearnTab(models).build(matching.photo_inputs, choice)
             with gr.Tab("Model", id="model"):
                 build_model_tabs(models, choice)
         demo.load(models.summary, choice, summary, api_visibility="private", show_progress="hidden",

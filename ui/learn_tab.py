@@ -412,7 +412,7 @@ class LearnTab:
                 with gr.Row():
                     draw_class = gr.Dropdown(list(model.class_names), value="mug", allow_custom_value=True,
                                              label="Class of drawn boxes (type a new one)", scale=2)
-                    clear = gr.Button("Clear ground truth", scale=1)
+                    clear = gr.Button("Clear ground truth", scale=1, elem_id="learn-clear")
                 steps = gr.Slider(1, LEARN_MAX_STEPS, value=LEARN_STEPS, step=1, label="Steps",
                                   elem_id="learn-steps")
                 with gr.Row():
