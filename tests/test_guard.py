@@ -324,6 +324,7 @@ def test_the_first_page_view_is_built_once_per_address_and_encoding():
 
     async def page(scope, receive, send):
         built.append(scope["path"])
+        await asyncio.sleep(0.01)  # building takes a while: others arrive meanwhile
         headers = [(b"content-type", b"text/html")] + ([(b"set-cookie", b"a=1")] if scope["path"] == "/c" else [])
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"page of " + scope["path"].encode()})
@@ -351,7 +352,11 @@ def test_the_first_page_view_is_built_once_per_address_and_encoding():
         await get("/gradio_api/info")
         await get("/gradio_api/info")
 
+    async def at_once():  # arriving while it is built: they wait for it
+        return await asyncio.gather(*(get("/", host=b"new") for _ in range(8)))
+
     asyncio.run(visits())
     assert built.count("/") == 1 + MAX_KEYS + 4 and built.count("/config") == 3
+    assert asyncio.run(at_once()) == [b"page of /"] * 8 and built.count("/") == 2 + MAX_KEYS + 4
     assert built.count("/gradio_api/info") == 2  # not cached
     assert len(cache.answers) == MAX_KEYS
