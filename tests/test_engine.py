@@ -98,6 +98,7 @@ def test_resume_is_exact(tmp_path, shapes):
     assert [r["loss"] for r in straight.state.log] == [r["loss"] for r in second.state.log]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_depthwise_layers_its_start_put_in_float32(tmp_path, shapes, monkeypatch):
     """Under bf16 autocast on a CPU the depthwise layers that train faster in float32 are timed once, at the run's
     start; the checkpoint keeps the choice, and a resume takes it instead of timing again (timings vary)."""
@@ -303,6 +304,7 @@ def _ddp_worker(rank, world, port, cfg, images, boxes, labels, out):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_average_to_the_single_process_gradient(tmp_path):
     # No BatchNorm: its batch statistics legitimately differ between a half batch and the whole batch.
     cfg = TINY.replace(batch_norm=False)
@@ -457,6 +459,7 @@ def test_an_error_mid_run_saves_a_checkpoint_first(tmp_path, shapes, monkeypatch
     assert resumed.resumed and resumed.state.step == 3
 
 
+@pytest.mark.slow
 def test_snapshots_hold_the_float32_weights_at_their_steps_and_a_resumed_run_writes_the_same(tmp_path, shapes):
     from safetensors.torch import load_file
 
@@ -543,6 +546,7 @@ def test_amp_auto_picks_bfloat16_only_on_cpus_that_have_it(monkeypatch, native, 
     assert engine.amp_choice(Recipe(amp="auto"), torch.device("cuda"))[0] is torch.bfloat16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_openmp_threads_sleep_when_idle_unless_the_user_said_otherwise(preset, expected):
     """ssd sets OMP_WAIT_POLICY before PyTorch loads OpenMP (it is read once, then): a fresh `python -m train`,
@@ -555,6 +559,7 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_said_otherwise(preset, e
     assert out.stdout.split() == [expected, "True"]
 
 
+@pytest.mark.slow
 def test_a_run_that_overflows_its_batchnorm_statistics_keeps_its_last_good_state(tmp_path, shapes):
     """A huge lr: finite gradients, then weights and BatchNorm running_var that overflow (float32, or the float16
     of the export). Those steps count as non-finite and are undone, so the run stops with a checkpoint, a log and
@@ -682,6 +687,45 @@ def test_cli_a_run_whose_steps_are_all_skipped_fails_and_leaves_the_last_export(
     assert torch.load(run / "last.ckpt", weights_only=False)["state"]["step"] == 2
 
 
+@pytest.mark.parametrize("stop", ["Ctrl-C", "the time budget"])
+def test_every_stop_exports_an_evaluated_model_whose_card_says_how_to_finish_it(tmp_path, shapes, monkeypatch, stop):
+    """Stopped before the end of its schedule, a run still leaves weights with a measured mAP and score threshold
+    (the app's and the CLI's default), and a card that says how far it got and which command finishes it."""
+    import json
+
+    from train.__main__ import cli
+
+    run = tmp_path / "run"
+    argv = _tiny_cli(shapes, run, "--val-image-set", "val", "--max-steps", "6")
+    if stop == "Ctrl-C":
+        real_step, steps = engine.Trainer._step, []
+
+        def step(self, *batch):
+            steps.append(1)
+            if len(steps) == 3:
+                raise KeyboardInterrupt
+            return real_step(self, *batch)
+
+        monkeypatch.setattr(engine.Trainer, "_step", step)
+        assert cli(argv) == 130
+    else:
+        assert cli(argv + ["--time-budget-s", "0"]) == 0  # the budget is spent after the first step
+    card = json.loads((run / "weights.json").read_text())
+    done = torch.load(run / "last.ckpt", weights_only=False)["state"]["step"]
+    assert done == (2 if stop == "Ctrl-C" else 1) and card["steps"] == done and card["complete"] is False
+    per_epoch = 16 // 2
+    assert card["progress"] == {"step": done, "max_steps": 6, "epochs": round(done / per_epoch, 2),
+                                "max_epochs": round(6 / per_epoch, 2), "stopped_by": stop,
+                                "finish_command": card["command"], "resumes_from": str(run / "last.ckpt")}
+    assert card["status"].startswith(f"incomplete: stopped by {stop} at step {done} of 6")
+    assert card["val"]["images"] == 8 and 0 <= card["val"]["map_area"] <= 1
+    assert ssd.Detector.load(run / "weights.safetensors", device="cpu").score_threshold == card["score_threshold"]
+    monkeypatch.undo()
+    assert cli(argv) == 0  # the same command finishes it
+    card = json.loads((run / "weights.json").read_text())
+    assert card["complete"] is True and card["steps"] == 6 and "progress" not in card and "status" not in card
+
+
 def test_a_second_trainer_on_the_same_run_folder_is_refused_at_its_start(tmp_path, shapes):
     first = _trainer(tmp_path, shapes)
     with pytest.raises(engine.RunError, match="in use by another trainer .*pid"):
@@ -781,6 +825,7 @@ def _sigterm_at_step_3(shapes, run, workers: int, whole_group: bool = False):
     return cmd, proc.returncode, out, err
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shapes):
     """A scheduler or a Space stopping the job sends SIGTERM: the run saves its last completed step, says so and
     exits, and the same command resumes from there."""
@@ -790,12 +835,16 @@ def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shap
     assert "run the same command to resume" in err and "Traceback" not in err
     step = torch.load(run / "last.ckpt", weights_only=False)["state"]["step"]
     assert step >= 3 and (run / "log.csv").exists()
+    # It exported the weights of that step, carded as stopped there (--no-final-eval: not evaluated).
+    card = __import__("json").loads((run / "weights.json").read_text())
+    assert card["steps"] == step and card["progress"]["stopped_by"] == "SIGTERM" and "val" not in card
     i = cmd.index("--max-steps")
     resumed = subprocess.run(cmd[:i] + ["--max-steps", str(step + 1)] + cmd[i + 2:], cwd=ROOT, env=SIGTERM_ENV,
                              capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0 and f"resumed from {run / 'last.ckpt'} at step {step}" in resumed.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_whole_process_group_still_saves_with_workers(tmp_path, shapes):
     """A service manager or `kill -- -PGID` sends SIGTERM to the loader's worker processes too: they leave it to
     the main process (`engine.ignore_sigterm`), so no dead worker makes the checkpoint's save fail."""

@@ -16,8 +16,10 @@ from dataclasses import fields
 from ssd import PRESETS
 from ssd.cli import error_exit, program
 
+from .card import schedule_fields
 from .cli import shown_command, shown_path
-from .engine import Recipe, RunError, Trainer, speed_up_the_process
+from .engine import (CHECKPOINT, WEIGHTS, Recipe, RunError, Terminated, Trainer, speed_up_the_process,
+                     terminate_as_interrupt)
 
 
 class UsageError(ValueError):
@@ -133,24 +135,47 @@ def main(argv=None):
         print(f"[train] {cfg.name} batch_norm={cfg.batch_norm} width={cfg.width} on {desc}; device "
               f"{trainer.device}, world {trainer.world}, amp {trainer.amp_reason}, "
               f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, {process}")
-    state = trainer.train()
     # The card records how the weights were made (run the same command again to resume or re-export).
     command = shown_command(program(f"python -m {__package__}"), sys.argv[1:] if argv is None else list(argv))
+    try:
+        trainer.train()
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the engine saved the last completed step first
+        if trainer.is_main:
+            finish(trainer, args, command, "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C")
+        raise
     if trainer.is_main:
-        # Every segment exports weights (a time-budgeted segment must leave usable weights behind);
-        # the full val evaluation runs once training is complete.
-        finished = state.step >= recipe.max_steps
-        evaluation = trainer.evaluate() if finished and not args.no_final_eval else None
-        if evaluation:
-            print(f"[train] val mAP (VOC07 11-point) {evaluation['val_map']:.4f}, "
-                  f"area {evaluation['val_map_area']:.4f}")
-            trainer.log_final_evaluation(evaluation)
-        for path in [trainer.run_dir / "weights.safetensors"] + ([args.export] if args.export else []):
-            print(f"[train] wrote {trainer.export(path, evaluation=evaluation, complete=finished, command=command)}")
+        finish(trainer, args, command, "the time budget")  # the only other stop before the schedule's end
     if trainer.world > 1:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+def finish(trainer: Trainer, args, command: str, stopped_by: str):
+    """Every stop leaves a complete model: the weights and their card, evaluated on the val data (unless
+    --no-final-eval) as at the end of the schedule, whether that was reached or `stopped_by` stopped the run first;
+    the card then says how far it got and the command that finishes it. Another Ctrl-C or SIGTERM meanwhile stops
+    at once, and the files already exported stay as they were."""
+    st, recipe = trainer.state, trainer.recipe
+    complete = st.step >= recipe.max_steps
+    if not complete:
+        print(f"[train] stopped by {stopped_by} at step {st.step} of {recipe.max_steps}: evaluating and exporting "
+              "the weights (another Ctrl-C or SIGTERM skips this)")
+    try:
+        with terminate_as_interrupt():
+            evaluation = None if args.no_final_eval else trainer.evaluate()
+            if evaluation:
+                print(f"[train] val mAP (VOC07 11-point) {evaluation['val_map']:.4f}, "
+                      f"area {evaluation['val_map_area']:.4f}")
+                if complete:  # a stop's row belongs to the schedule, which a resumed run continues as it was
+                    trainer.log_final_evaluation(evaluation)
+            schedule = schedule_fields(recipe, st, trainer.steps_per_epoch, stopped_by, command,
+                                       trainer.run_dir / CHECKPOINT)
+            for path in [trainer.run_dir / WEIGHTS] + ([args.export] if args.export else []):
+                print(f"[train] wrote {trainer.export(path, evaluation=evaluation, command=command, **schedule)}")
+    except KeyboardInterrupt:
+        print("[train] interrupted before the export was complete (the checkpoint is saved)", file=sys.stderr)
+        raise
 
 
 def cli(argv=None) -> int:

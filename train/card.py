@@ -55,6 +55,19 @@ def model_card(cfg: SSDConfig, recipe, state, world: int, steps_per_epoch: int, 
     return card
 
 
+def schedule_fields(recipe, state, steps_per_epoch: int, stopped_by: str, command: str, checkpoint) -> dict:
+    """`complete`, and for a run stopped before the end of its schedule (by `stopped_by`: the time budget, Ctrl-C,
+    SIGTERM) how far it got and the command that finishes it: `progress`, and a `status` the app shows."""
+    if state.step >= recipe.max_steps:
+        return {"complete": True}
+    epochs, of_epochs = round(state.step / steps_per_epoch, 2), round(recipe.max_steps / steps_per_epoch, 2)
+    progress = {"step": state.step, "max_steps": recipe.max_steps, "epochs": epochs, "max_epochs": of_epochs,
+                "stopped_by": stopped_by, "finish_command": command, "resumes_from": str(checkpoint)}
+    return {"complete": False, "progress": progress,
+            "status": f"incomplete: stopped by {stopped_by} at step {state.step} of {recipe.max_steps} ({epochs} of "
+                      f"{of_epochs} epochs); the same command finishes it, resuming from {checkpoint}: {command}"}
+
+
 def evaluation_fields(res) -> dict:
     """The card's fields from a val evaluation (`ssd.evaluation`'s VOCResult): `val` (mAP, per-class AP, the best
     F1) and `score_threshold`, the recommended one (where F1 is best)."""
