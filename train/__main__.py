@@ -18,8 +18,16 @@ from ssd.cli import error_exit, program
 
 from .card import schedule_fields
 from .cli import shown_command, shown_path
-from .engine import (CHECKPOINT, WEIGHTS, Recipe, RunError, Terminated, Trainer, speed_up_the_process,
-                     terminate_as_interrupt)
+from .engine import (
+    CHECKPOINT,
+    WEIGHTS,
+    Recipe,
+    RunError,
+    Terminated,
+    Trainer,
+    speed_up_the_process,
+    terminate_as_interrupt,
+)
 
 
 class UsageError(ValueError):
