@@ -121,7 +121,8 @@ def test_the_sliders_post_process_with_the_model_that_ran(models, photo):
     *_, state_a = tab.detect_with_state(photo, 0.01, 0.45, 200, [], A)
     assert state_a.model == A
     # The choice moves to B: B's network runs on the photo, the score slider goes to B's threshold.
-    *outputs, state_b, _, _, _, slider = tab.on_model(False, None, photo, 0.45, 200, [], B)
+    switched = tab.on_model(False, None, photo, 0.45, 200, [], B)  # detect_page's outputs, then the slider
+    outputs, state_b, slider = switched[:4], switched[4], switched[-1]
     assert state_b.model == B and slider.value == 0.2 == models.get(B).default_score
     assert outputs[2]["model_name"] == B and outputs[2]["score_threshold"] == 0.2
     # A slider moves afterwards: each state is post-processed from its own model's outputs, never mixed.
@@ -132,7 +133,7 @@ def test_the_sliders_post_process_with_the_model_that_ran(models, photo):
     assert detections(moved_a[2]) != detections(moved_b[2])
     # No image yet: only the slider moves.
     nothing = tab.on_model(False, None, None, 0.45, 200, [], A)
-    assert nothing[:8] == (gr.skip(),) * 8 and nothing[8].value == models.get(A).default_score
+    assert nothing[:-1] == (gr.skip(),) * 12 and nothing[-1].value == models.get(A).default_score
 
 
 def test_a_slider_move_post_processes_once_and_a_closed_nms_view_not_at_all(models, photo, monkeypatch):
@@ -142,18 +143,19 @@ def test_a_slider_move_post_processes_once_and_a_closed_nms_view_not_at_all(mode
     detector = models.get(A).require()
     real, calls = detector.postprocess, []
     monkeypatch.setattr(detector, "postprocess", lambda *a, **k: calls.append(1) or real(*a, **k))
-    *shown, state, text, rows, _ = tab.detect_page(True, None, photo, 0.05, 0.45, 200, [], A)
+    out = tab.detect_page(True, None, photo, 0.05, 0.45, 200, [], A)
+    shown, state, (text, rows) = out[:4], out[4], out[5:7]
     assert len(calls) == 1 and "kept by NMS" in text and rows  # the picture, the table and NMS from one pass
     assert detections(shown[2]) == detections(tab.drawn(state, tab.shown(state, 0.05, 0.45, 200, []))[2])
     calls.clear()
     closed = tab.on_sliders(state, False, None, 0.1, 0.45, 200, [])
-    assert len(calls) == 1 and closed[4:] == NO_NMS and closed[2]["score_threshold"] == 0.1
+    assert len(calls) == 1 and closed[4:7] == NO_NMS and closed[2]["score_threshold"] == 0.1
     calls.clear()
     opened = tab.on_sliders(state, True, None, 0.1, 0.45, 200, [])
     assert len(calls) == 1
     assert opened[4:6] == tab.nms_view(state, None, 0.1, 0.45, 200, [])[:2]
     assert "above score 0.10" in opened[4]
-    assert tab.on_sliders(None, True, None, 0.1, 0.45, 200, []) == (gr.skip(),) * 7
+    assert tab.on_sliders(None, True, None, 0.1, 0.45, 200, []) == (gr.skip(),) * 11
 
 
 def test_the_live_view_runs_the_chosen_model(models):

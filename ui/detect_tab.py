@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 import ssd
@@ -15,9 +16,10 @@ from visualize.draw import draw_detections, fit
 from visualize.examples import write_examples
 from visualize.journey import class_bars, draw_journey, journey, journey_markdown
 from visualize.nms import NMS_HEADERS, nms_summary, nms_table, nms_trace, pixels
+from visualize.numbers import box_text, counted, pixel_box, score_text
 
 from .demo_models import NO_MODEL, DemoModel, DemoModels
-from .inputs import Refused, check_parameters, from_jpeg, read_upload, served, to_jpeg
+from .inputs import Refused, check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .links import Controls
 from .pictures import drawn_picture
 from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, LIVE_STREAMS, STATE_TTL_S
@@ -27,6 +29,10 @@ INTRO = ("One forward pass scores every default box: four offsets that move and 
          "best of each class where boxes overlap by more than the NMS IoU, and the top-k remain. The table names the "
          "default box each detection came from.")
 TABLE_HEADERS = ["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map", "default box"]
+JOURNEY_PROMPT = ("Click a detection in the table: its default box, the offsets the network predicted, their decoding, "
+                  "its class scores and NMS.")
+JOURNEY_GONE = ("The detection whose journey was shown is not among the detections at these settings: click a row "
+                "of the table.")
 
 
 @dataclass
@@ -41,11 +47,13 @@ class DetectState:
     jpeg: bytes
     scale: float
     model: str = ""  # a DemoModels name ("": the default)
+    source: str | None = None  # the received file these are the outputs of (None: a pasted image, an array)
 
     @classmethod
-    def of(cls, raw: ssd.RawPrediction, display: Image.Image, scale: float, model: str = "") -> DetectState:
+    def of(cls, raw: ssd.RawPrediction, display: Image.Image, scale: float, model: str = "",
+           source: str | None = None) -> DetectState:
         small = ssd.RawPrediction(raw.boxes.cpu(), raw.scores.half().cpu(), raw.width, raw.height, raw.seconds)
-        return cls(small, to_jpeg(display), scale, model)
+        return cls(small, to_jpeg(display), scale, model, source)
 
     def display(self) -> Image.Image:
         return from_jpeg(self.jpeg)
@@ -66,7 +74,25 @@ class Shown:
     wanted: list[str]
 
 
-NO_NMS = (gr.skip(),) * 3  # the NMS view's outputs while its accordion is closed
+# The NMS view's outputs while its accordion is closed: nothing computed, and nothing left of other detections
+# (opening it computes the view again). The class chosen stays.
+NO_NMS = ("", None, gr.skip())
+# The journey's outputs (text, picture, class scores, the detection it follows) when the detections it came from
+# are replaced: a new photo, another model, Detect again, a failed upload.
+NO_JOURNEY = (JOURNEY_PROMPT, None, None, None)
+PAGE_OUTPUTS = 12  # detect_page's: picture, table, data, summary, state, the NMS view's 3, the journey's 4
+
+
+def uploaded_file(image) -> str | None:
+    """The received file an image input names (its real path), or None: a pasted image, an array, nothing, or a
+    path the app did not receive (whose refusal comes from read_upload)."""
+    if image is None or isinstance(image, Image.Image | np.ndarray):
+        return None
+    try:
+        source = upload_source(image)
+    except gr.Error:
+        return None
+    return source[0] if source is not None and isinstance(source[0], str) else None
 
 
 class DetectTab:
@@ -113,7 +139,7 @@ class DetectTab:
         rows = []
         for i, d in enumerate(dets):
             info = self.where(d.prior_index, cfg)
-            rows.append([i + 1, d.label, round(d.score, 3), ", ".join(f"{v:.0f}" for v in d.box),
+            rows.append([i + 1, d.label, score_text(d.score), box_text(pixel_box(d.box)),
                          f"{d.layer} ({info['feature_map']})",
                          f"#{d.prior_index} cell ({info['cell'][0]}, {info['cell'][1]}) shape "
                          f"{info['default_box_shape']}"])
@@ -128,7 +154,7 @@ class DetectTab:
             "network_ms": round(raw.seconds * 1000, 1),
             "postprocess_ms": round(post_ms, 2),
             "detections": [
-                {**d.to_dict(), "score": round(d.score, 4), "box": [round(v, 1) for v in d.box],
+                {**d.to_dict(), "score": round(d.score, 4), "box": pixel_box(d.box),
                  **self.where(d.prior_index, cfg)}
                 for d in dets
             ],
@@ -158,17 +184,21 @@ class DetectTab:
         (label,) = shown.model.require().class_ids([class_name])
         trace = nms_trace(state.raw, label, shown.score_threshold, shown.nms_threshold)
         detected = {d.prior_index for d in dets if d.label == class_name}
-        return (nms_summary(trace, class_name, shown.score_threshold, shown.nms_threshold) + f" Of the {len(dets)} "
-                f"detections shown (top-k {shown.top_k} over all classes), {len(detected)} are {class_name}.",
+        return (nms_summary(trace, class_name, shown.score_threshold, shown.nms_threshold)
+                + f" Of the {counted(len(dets), 'detection')} shown (top-k {shown.top_k} over all classes), "
+                f"{len(detected)} {'is' if len(detected) == 1 else 'are'} {class_name}.",
                 nms_table(trace, state.raw.width, state.raw.height, detected), gr.update(value=class_name))
 
-    def on_sliders(self, state, nms_open, class_name, score_threshold, nms_threshold, top_k, classes):
+    def on_sliders(self, state, nms_open, class_name, score_threshold, nms_threshold, top_k, classes, picked=None):
         """A slider or the class filter moved: one post-processing redraws the picture, the table, the data, the
-        summary and, while its accordion is open, the NMS view."""
+        summary, the NMS view while its accordion is open (else clears it), and the journey of the detection
+        `picked` (its default box and class) wherever its row is now, or clears it if that detection is gone.
+        Returns those and what the journey follows now."""
         if state is None:
-            return (gr.skip(),) * 7
+            return (gr.skip(),) * 11
         shown = self.shown(state, score_threshold, nms_threshold, top_k, classes)
-        return (*self.drawn(state, shown), *self.nms_if_open(nms_open, state, shown, class_name))
+        return (*self.drawn(state, shown), *self.nms_if_open(nms_open, state, shown, class_name),
+                *self.journey_follows(state, shown, picked))
 
     def nms_if_open(self, nms_open: bool, state: DetectState, shown: Shown, class_name):
         """The NMS view's outputs of one post-processing, or nothing to change while its accordion is closed."""
@@ -181,21 +211,42 @@ class DetectTab:
         dets = model.require().postprocess(raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
         if not 1 <= number <= len(dets):
             return None
-        d = dets[number - 1]
+        return self.journey_in(model, raw, dets[number - 1], score_threshold, nms_threshold)
+
+    @staticmethod
+    def journey_in(model: DemoModel, raw: ssd.RawPrediction, d: ssd.Detection, score_threshold, nms_threshold):
+        """The journey of detection `d` of `raw` (`visualize.journey.journey`)."""
         trace = nms_trace(raw, d.class_id, score_threshold, nms_threshold)
         return journey(model.config, raw, d.prior_index, d.class_id, model.class_names, trace)
 
+    def journey_page(self, state: DetectState, shown: Shown, number: int):
+        """The journey view of detection `number` (1 = the table's first row) of one post-processing: (text,
+        picture, class scores, what it follows: the detection's default box and class)."""
+        d = shown.dets[number - 1]
+        j = self.journey_in(shown.model, state.raw, d, shown.score_threshold, shown.nms_threshold)
+        return (f"**Detection #{number}: {j['class']}**\n\n" + journey_markdown(j, state.raw.width, state.raw.height),
+                served(draw_journey(state.display(), j)), class_bars(j), (d.prior_index, d.class_id))
+
+    def journey_follows(self, state: DetectState, shown: Shown, picked):
+        """The journey after the sliders moved: that of the detection `picked` (default box, class) at its new row,
+        cleared if it is gone, left as it is if none was picked."""
+        if picked is None:
+            return (gr.skip(),) * 4
+        prior, label = picked
+        for number, d in enumerate(shown.dets, 1):
+            if d.prior_index == prior and d.class_id == label:
+                return self.journey_page(state, shown, number)
+        return (JOURNEY_GONE, None, None, None)
+
     def journey_view(self, state, score_threshold, nms_threshold, top_k, classes, evt: gr.SelectData):
-        """A row of the table clicked: that detection's journey (text, picture, class scores)."""
+        """A row of the table clicked: that detection's journey (text, picture, class scores, the detection)."""
         if state is None or evt.index is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        model = self.models.get(self.models.name(state.model))
-        j = self.journey_of(model, state.raw, int(evt.index[0]) + 1, score_threshold, nms_threshold, top_k, classes)
-        if j is None:
-            return "That row is gone: the sliders moved. Click a row again.", None, None
-        return (f"**Detection #{int(evt.index[0]) + 1}: {j['class']}**\n\n"
-                + journey_markdown(j, state.raw.width, state.raw.height),
-                served(draw_journey(state.display(), j)), class_bars(j))
+            return (gr.skip(),) * 4
+        shown = self.shown(state, score_threshold, nms_threshold, top_k, classes)
+        number = int(evt.index[0]) + 1
+        if not 1 <= number <= len(shown.dets):
+            return "That row is gone: the sliders moved. Click a row again.", None, None, None
+        return self.journey_page(state, shown, number)
 
     def journey_api(self, image, number, score_threshold=None, nms_threshold=None, model=None) -> dict:
         """API (`/journey`): detection `number` (1 = the best) of `image`: its default box, predicted offsets,
@@ -237,7 +288,7 @@ class DetectTab:
         picture = read_upload(image)
         raw = chosen.predict(picture)
         display, scale = fit(picture, DISPLAY_SIDE)
-        state = DetectState.of(raw, display, scale, name)
+        state = DetectState.of(raw, display, scale, name, uploaded_file(image))
         return state, self.shown(state, score_threshold, nms_threshold, top_k, classes)
 
     def detect_with_state(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None,
@@ -247,12 +298,35 @@ class DetectTab:
         return (*self.drawn(state, shown), state)
 
     def detect_page(self, nms_open, class_name, image, score_threshold, nms_threshold, top_k, classes, model=None):
-        """The page's Detect (the button, or a new image in the input): detect_with_state's outputs, then the
-        NMS view's while its accordion is open. The image removed clears the outputs."""
+        """The page's Detect (the button, a new image in the input, another model): detect_with_state's outputs,
+        then the NMS view's (computed while its accordion is open, else cleared), then the journey's, cleared: it
+        belonged to the detections replaced. The image removed clears everything; so does one that cannot be
+        used, whose refusal is then the summary (said once, and nothing of the photo before stays beneath it)."""
         if image is None:
-            return None, [], None, "", None, *self.nms_view(None, None, None, None, None, None)
-        state, shown = self.run_network(image, score_threshold, nms_threshold, top_k, classes, model)
-        return (*self.drawn(state, shown), state, *self.nms_if_open(nms_open, state, shown, class_name))
+            return self.cleared("")
+        try:
+            state, shown = self.run_network(image, score_threshold, nms_threshold, top_k, classes, model)
+        except gr.Error as e:
+            return self.cleared(f"⚠️ {e.message}")
+        return (*self.drawn(state, shown), state, *self.nms_if_open(nms_open, state, shown, class_name), *NO_JOURNEY)
+
+    def cleared(self, summary: str) -> tuple:
+        """detect_page's outputs with no detections: `summary`, and nothing else of any photo."""
+        return None, [], None, summary, None, *self.nms_view(None, None, None, None, None, None), *NO_JOURNEY
+
+    def on_image(self, state, nms_open, class_name, image, score_threshold, nms_threshold, top_k, classes,
+                 model=None):
+        """A new image in the input (an upload, an example, a paste, a webcam shot; or removed): detect_page,
+        except for the file and model whose detections the page shows already. Gradio's image input reports an
+        upload after the first one twice; the second would run the network again (and repeat a refusal)."""
+        try:
+            same = (state is not None and state.source is not None and state.model == self.models.name(model)
+                    and state.source == uploaded_file(image))
+        except gr.Error:  # an unknown model: detect_page says so
+            same = False
+        if same:
+            return (gr.skip(),) * PAGE_OUTPUTS
+        return self.detect_page(nms_open, class_name, image, score_threshold, nms_threshold, top_k, classes, model)
 
     def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None, model=None):
         """Detect objects in `image`. Returns the annotated image, a table, the detections as data and a summary.
@@ -272,7 +346,7 @@ class DetectTab:
         chosen = self.models.get(model)
         score = gr.Slider(value=chosen.default_score)
         if image is None or chosen.detector is None:
-            return (*(gr.skip(),) * 8, score)
+            return (*(gr.skip(),) * PAGE_OUTPUTS, score)
         return (*self.detect_page(nms_open, class_name, image, chosen.default_score, nms_threshold, top_k, classes,
                                   model), score)
 
@@ -327,15 +401,13 @@ class DetectTab:
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
                                   elem_id="live-input", height=320)
-                live_out = drawn_picture("Live detections", format="jpeg", elem_id="live-output",
-                                    height=320)
+                with gr.Column():  # its title above it, not a column of its own beside it
+                    live_out = drawn_picture("Live detections", format="jpeg", elem_id="live-output", height=320)
             live_summary = gr.Markdown(elem_id="live-summary")
         with gr.Accordion("A detection's journey: click a row of the table", open=True, elem_id="journey"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    journey_text = gr.Markdown("Click a detection in the table: its default box, the offsets the "
-                                               "network predicted, their decoding, its class scores and NMS.",
-                                               elem_id="journey-text")
+                    journey_text = gr.Markdown(JOURNEY_PROMPT, elem_id="journey-text")
                     journey_bars = gr.Dataframe(headers=["class", "p", ""], interactive=False,
                                                 label="Its class scores (softmax)", elem_id="journey-scores")
                 with gr.Column(scale=2):
@@ -350,14 +422,17 @@ class DetectTab:
                                     label="Candidates of the class, best score first")
         state = gr.State(None, time_to_live=STATE_TTL_S)
         nms_open = gr.State(False)  # the NMS view is computed only while a visitor looks at it
+        picked = gr.State(None)  # the detection (default box, class) whose journey is shown
         inputs = [image_in, score, nms, top_k, classes, *chosen]
         outputs = [image_out, table, data_out, summary, state]
         nms_in, nms_out = [state, nms_class, score, nms, top_k, classes], [nms_text, nms_rows, nms_class]
+        journey_out = [journey_text, journey_image, journey_bars, picked]
+        page_out = [*outputs, *nms_out, *journey_out]  # detect_page's
         nms_kw = dict(api_visibility="private", show_progress="hidden", trigger_mode="always_last",
                       concurrency_limit=8, concurrency_id="postprocess")
         # preprocess=False: the handlers decode uploads themselves (ui.inputs.upload_source).
         page_kw = dict(api_visibility="private", concurrency_id="network", preprocess=False)
-        run.click(self.detect_page, [nms_open, nms_class, *inputs], [*outputs, *nms_out], **page_kw)
+        run.click(self.detect_page, [nms_open, nms_class, *inputs], page_out, **page_kw)
         gr.Button(visible=False).click(self.nms_api, [image_in, nms_class, score, nms, *chosen],
                                        [gr.JSON(visible=False)], api_name="nms", concurrency_id="network",
                                        preprocess=False)
@@ -365,14 +440,13 @@ class DetectTab:
         # call, and each would otherwise hold its state until it expired).
         gr.Button(visible=False).click(self.detect, inputs, outputs[:4], api_name="detect",
                                        concurrency_id="network", preprocess=False)
-        image_in.change(self.detect_page, [nms_open, nms_class, *inputs], [*outputs, *nms_out],
-                        trigger_mode="always_last", **page_kw)
+        image_in.change(self.on_image, [state, nms_open, nms_class, *inputs], page_out, trigger_mode="always_last",
+                        **page_kw)
         nms_class.input(self.nms_view, nms_in, nms_out, **nms_kw)
         nms_accordion.expand(lambda: True, None, nms_open, api_visibility="private", queue=False).then(
             self.nms_view, nms_in, nms_out, **nms_kw)
         nms_accordion.collapse(lambda: False, None, nms_open, api_visibility="private", queue=False)
-        table.select(self.journey_view, [state, score, nms, top_k, classes], [journey_text, journey_image,
-                                                                              journey_bars], **nms_kw)
+        table.select(self.journey_view, [state, score, nms, top_k, classes], journey_out, **nms_kw)
         gr.Button(visible=False).click(self.journey_api, [image_in, gr.Number(visible=False), score, nms, *chosen],
                                        [gr.JSON(visible=False)], api_name="journey", concurrency_id="network",
                                        preprocess=False)
@@ -384,9 +458,9 @@ class DetectTab:
                       concurrency_id="live", concurrency_limit=LIVE_STREAMS, show_progress="hidden",
                       preprocess=False)
         for control in (score, nms, top_k, classes):
-            control.change(self.on_sliders, [state, nms_open, nms_class, score, nms, top_k, classes],
-                           [*outputs[:4], *nms_out], **nms_kw)
+            control.change(self.on_sliders, [state, nms_open, nms_class, score, nms, top_k, classes, picked],
+                           [*outputs[:4], *nms_out, *journey_out], **nms_kw)
         if choice is not None and self.models.switchable:
             choice.change(self.on_model, [nms_open, nms_class, image_in, nms, top_k, classes, choice],
-                          [*outputs, *nms_out, score], trigger_mode="always_last", **page_kw)
+                          [*page_out, score], trigger_mode="always_last", **page_kw)
         return Controls(score, nms)

@@ -27,6 +27,7 @@ from visualize.matching import (
     positive_choices,
     positives_per_layer,
 )
+from visualize.numbers import counted
 
 from .configs import CONFIG_LABEL, config_choices, own_label
 from .demo_models import NO_MODEL, DemoModel, DemoModels
@@ -62,6 +63,7 @@ class MatchState:
     height: int
     name: str
     background: dict[str, torch.Tensor] = field(default_factory=dict)  # model name -> (1, N)
+    loss_of: tuple | None = None  # what the loss section shows the loss of (`MatchingTab.loss_key`), if anything
 
     @classmethod
     def of(cls, image: Image.Image, name: str) -> MatchState:
@@ -71,6 +73,12 @@ class MatchState:
     @property
     def display(self) -> Image.Image:
         return from_jpeg(self.jpeg)
+
+
+# An editable Gradio table lets a visitor rename its columns by clicking a header (unless the column is read-only
+# too). The ground-truth table's headers are its format: a header click does nothing.
+STATIC_HEADERS = "<style>.static-headers thead th { pointer-events: none; }</style>"
+NO_LOSS = ("", None, None)  # the loss section with nothing in it: its text, positives, hard negatives
 
 
 class MatchingTab:
@@ -158,17 +166,28 @@ class MatchingTab:
         return neg, (f"Hard negatives: the **{int(neg.sum())}** background default boxes with the highest "
                      f"confidence loss in {whose} ({cfg.neg_pos_ratio}:1 for {pos} positives).")
 
+    def loss_key(self, state: MatchState, gt, threshold, cfg: ssd.SSDConfig, model=None) -> tuple:
+        """What the loss of a photo (the state's) is the loss of: its ground truth as read, the IoU threshold, the
+        default boxes and the model."""
+        return tuple(gt.labels), tuple(tuple(b) for b in gt.boxes), float(threshold), cfg, self.models.name(model)
+
     def refresh(self, state, rows, threshold, show_negatives, gt_choice, pos_choice, pending=None, note=None,
                 config=None, model=None):
         """Everything on the tab that depends on the photo, the ground truth, the threshold, the config
         (`config`: a label of `self.configs_of(model)`; None: the model's) and the model (a name of `self.models`;
         None: the default), whose forward pass gives the hard negatives. `note`: a message from the step before
-        (e.g. detections used as ground truth), shown first and then cleared."""
+        (e.g. detections used as ground truth), shown first and then cleared. The loss section (the last three
+        outputs) is left as it is while it shows the loss of this photo, ground truth, threshold, config and
+        model, and cleared otherwise: after any other action it would show another photo's terms."""
         if state is None:
-            return (gr.skip(),) * 10
+            return (gr.skip(),) * 13
         chosen = self.models.get(model)
         cfg = self.config_for(config, model)
         gt, problems = self.ground_truth(state, rows, model)
+        if state.loss_of == self.loss_key(state, gt, threshold, cfg, model):
+            loss = (gr.skip(),) * 3
+        else:
+            state.loss_of, loss = None, NO_LOSS
         notes = [f"⚠️ {p}" for p in problems]
         m = match_ground_truth(cfg, gt, chosen.class_names, threshold)
         negatives = None
@@ -203,7 +222,7 @@ class MatchingTab:
         heat = self.heatmap(gt, gt_value, threshold, cfg)
         offsets_md, offsets_img = self.offsets(state, gt, m, pos_value, cfg)
         return (served(picture), "\n\n".join(notes), table, gr.Dropdown(choices=gt_choices, value=gt_value), heat,
-                gr.Dropdown(choices=pos, value=pos_value), offsets_md, offsets_img, state, None)
+                gr.Dropdown(choices=pos, value=pos_value), offsets_md, offsets_img, state, None, *loss)
 
     def heatmap(self, gt, index, threshold, cfg=None):
         if index is None or index >= len(gt.boxes):
@@ -273,7 +292,8 @@ class MatchingTab:
 
     def loss_view(self, state, rows, threshold, config=None, model=None):
         """Eq. (1) for this photo, its ground truth and the chosen model's forward pass: (the sum worked through,
-        the positives' terms, the hard negatives by their loss)."""
+        the positives' terms, the hard negatives by their loss). The state remembers what it is the loss of, so
+        that the refresh after any change clears it."""
         if state is None:
             return "Pick an image first.", None, None
         chosen, cfg = self.models.get(model), self.config_for(config, model)
@@ -282,10 +302,14 @@ class MatchingTab:
         if cfg != chosen.config:
             return self.no_negatives_note(cfg, model), None, None
         gt, problems = self.ground_truth(state, rows, model)
+        state.loss_of = self.loss_key(state, gt, threshold, cfg, model)
         m = match_ground_truth(cfg, gt, chosen.class_names, threshold)
         terms = loss_terms(cfg, chosen.predict(state.display), m, chosen.class_names)
         notes = [f"⚠️ {p}" for p in problems]
-        return "\n\n".join([*notes, loss_markdown(terms)]), positive_table(terms), negative_table(terms)
+        whose = f", through **{self.models.titles[self.models.name(model)]}**" if self.models.switchable else ""
+        boxes = counted(len(gt.boxes), "ground-truth box", "ground-truth boxes")
+        of = f"The loss of **{state.name}** with its {boxes} at IoU ≥ {float(threshold):.2f}{whose}."
+        return "\n\n".join([*notes, loss_markdown(terms), of]), positive_table(terms), negative_table(terms)
 
     def loss_api(self, image, rows, threshold=None, model=None) -> dict:
         """API (`/loss`): the MultiBox loss of the model's forward pass on `image` against ground-truth `rows`
@@ -317,10 +341,11 @@ class MatchingTab:
                                     label="Example photo (with hand-made ground truth)")
                 upload = gr.Image(type="filepath", image_mode=None, label="…or your own photo",
                                   sources=["upload", "clipboard"], height=160, elem_id="match-upload")
+                # Its cells take edits, its headers none (STATIC_HEADERS): nothing would read an edited header.
                 gt_table = gr.Dataframe(headers=GT_HEADERS, datatype=["str", "number", "number", "number", "number"],
                                         type="array", interactive=True, column_count=5,
                                         label="Ground truth (pixels; edit, add rows, or click two corners on the "
-                                              "picture)")
+                                              "picture)", elem_id="match-gt", elem_classes=["static-headers"])
                 with gr.Row():
                     draw_class = gr.Dropdown(names, value="person" if "person" in names else names[0],
                                              label="Class of drawn boxes", scale=2)
@@ -361,9 +386,11 @@ class MatchingTab:
         loss_neg = gr.Dataframe(headers=NEGATIVE_HEADERS, interactive=False, max_height=320,
                                 label="Hard negatives, highest loss first", elem_id="match-loss-negatives")
         loss_data = gr.JSON(visible=False)
+        gr.HTML("", head=STATIC_HEADERS, js_on_load=None, container=False, padding=False)
         refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note, config, *chosen]
         self.photo_inputs = PhotoInputs(state, gt_table)
-        refresh_out = [image, message, table, gt_pick, heat, pos_pick, offsets_text, offsets_image, state, note]
+        refresh_out = [image, message, table, gt_pick, heat, pos_pick, offsets_text, offsets_image, state, note,
+                       loss_text, loss_pos, loss_neg]
         load_out = [state, gt_table, pending, upload, draw_class]
         kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
         photo.change(self.load_example, [photo], load_out, **kw).then(self.refresh, refresh_in, refresh_out, **kw)

@@ -15,6 +15,7 @@ import ssd
 
 from .draw import draw_box, layer_colour, legend_strip, line_width_for, stack_vertical
 from .nms import Candidate, pixels
+from .numbers import box_text, counted, pixel_text, score_text
 
 
 def journey(cfg: ssd.SSDConfig, raw: ssd.RawPrediction, prior: int, label: int, class_names,
@@ -55,11 +56,10 @@ def journey_markdown(j: dict, width: int, height: int) -> str:
     d, off, v = j["default_box"], j["offsets"], j["variances"]
     dcx, dcy, dw, dh = d["cxcywh"]
     cx, cy, w, h = j["decoded_cxcywh"]
-    x1, y1, x2, y2 = pixels(j["decoded_xyxy"], width, height)
     head = [
         f"**Default box d = #{d['index']}**: {d['layer']} ({d['feature_map']}×{d['feature_map']}), cell "
         f"({d['row']}, {d['col']}), shape {d['shape']}; d = (cx {dcx:.4f}, cy {dcy:.4f}, w {dw:.4f}, h {dh:.4f}) "
-        f"of the image, {dw * width:.0f}×{dh * height:.0f} px here.",
+        f"of the image, {pixel_text(dw * width)}×{pixel_text(dh * height)} px here.",
         f"**Predicted offsets l** = ({off[0]:+.3f}, {off[1]:+.3f}, {off[2]:+.3f}, {off[3]:+.3f}); variances "
         f"({v[0]:g}, {v[1]:g}).",
         "**Decoding** (eq. 2 backwards):",
@@ -69,20 +69,20 @@ def journey_markdown(j: dict, width: int, height: int) -> str:
         f"- cy = d_cy + l_cy·{v[0]:g}·d_h = {dcy:.4f} + {off[1]:+.3f}·{v[0]:g}·{dh:.4f} = **{cy:.4f}**",
         f"- w = d_w·exp(l_w·{v[1]:g}) = {dw:.4f}·exp({off[2] * v[1]:+.3f}) = **{w:.4f}**",
         f"- h = d_h·exp(l_h·{v[1]:g}) = {dh:.4f}·exp({off[3] * v[1]:+.3f}) = **{h:.4f}**",
-        f"- box = ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}) px, clipped to the image: the detection's box "
+        f"- box = ({box_text(pixels(j['box_xyxy'], width, height))}) px, clipped to the image: the detection's box "
         f"(this decoding agrees with the graph's to {j['decoding_error']:.0e})",
     ]
     lines = [
         "**Class scores** (softmax over the classes and background): "
-        + ", ".join(f"{s['class']} {s['p']:.3f}" for s in j["scores"][:5]) + ".",
+        + ", ".join(f"{s['class']} {score_text(s['p'])}" for s in j["scores"][:5]) + ".",
     ]
     nms = j["nms"]
     if nms is not None:
         if nms["kept"]:
             gone = nms["suppressed"]
-            lines.append(f"**NMS**: rank {nms['rank']} of its class; kept, and it suppressed {len(gone)} candidate"
-                         f"{'s' * (len(gone) != 1)}" + (": " + ", ".join(f"#{c['rank']} (IoU {c['iou']:.2f})"
-                                                                        for c in gone[:8]) if gone else "") + ".")
+            listed = ": " + ", ".join(f"#{c['rank']} (IoU {c['iou']:.2f})" for c in gone[:8]) if gone else ""
+            lines.append(f"**NMS**: rank {nms['rank']} of its class; kept, and it suppressed "
+                         f"{counted(len(gone), 'candidate')}{listed}.")
         else:
             lines.append(f"**NMS**: rank {nms['rank']}; suppressed by #{nms['suppressed_by']} "
                          f"(IoU {nms['iou_with_it']:.2f}).")
@@ -111,6 +111,6 @@ def draw_journey(image: Image.Image, j: dict) -> Image.Image:
 
 def class_bars(j: dict, top: int = 6) -> list[list]:
     """The best class scores as rows: class, probability, a bar."""
-    return [[s["class"], round(s["p"], 4), "█" * max(1, round(s["p"] * 30)) if s["p"] >= 0.005 else ""]
+    return [[s["class"], score_text(s["p"]), "█" * max(1, round(s["p"] * 30)) if s["p"] >= 0.005 else ""]
             for s in j["scores"][:top]]
 

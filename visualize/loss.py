@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 import ssd
 
+from .numbers import counted, score_text, significant_text
+
 ALPHA = 1.0  # the paper's weight of the localisation loss ("set to 1 by cross validation"), as training uses it
 COORDINATES = ("cx", "cy", "w", "h")
 
@@ -83,25 +85,31 @@ def loss_terms(cfg: ssd.SSDConfig, raw: ssd.RawPrediction, m: ssd.MatchResult,
                      neg_pos_ratio=cfg.neg_pos_ratio)
 
 
-POSITIVE_HEADERS = ["#", "class", "layer", "cell", "shape", "IoU", *(f"smooth-L1 {c}" for c in COORDINATES),
-                    "L_loc", "p(class)", "CE"]
-NEGATIVE_HEADERS = ["#", "layer", "cell", "shape", "p(background)", "most likely class", "CE"]
+# The default box in one column, as the Detect table names it, and the four smooth-L1 terms in another: the
+# positives' table fits the page's width with its p(class) and CE in view.
+POSITIVE_HEADERS = ["#", "class", "default box", "IoU", "smooth-L1 (cx, cy, w, h)", "L_loc", "p(class)", "CE"]
+NEGATIVE_HEADERS = ["#", "default box", "p(background)", "most likely class", "CE"]
+LOSS_DECIMALS = 4
 
 
-def significant(p: float) -> float:
-    """A probability to 3 significant digits: an untrained network's are far below 0.0001."""
-    return float(f"{p:.3g}")
+def default_box_text(r: dict) -> str:
+    """A term's default box as the tables name it: its source layer, cell and shape."""
+    return f"{r['layer']} cell ({r['cell'][0]}, {r['cell'][1]}) shape {r['shape']}"
+
+
+def loss_text(value: float) -> str:
+    return score_text(value, LOSS_DECIMALS)
 
 
 def positive_table(terms: LossTerms) -> list[list]:
-    return [[r["index"], r["class"] + " (forced)" * r["forced"], r["layer"], f"({r['cell'][0]}, {r['cell'][1]})",
-             r["shape"], round(r["iou"], 3), *(round(r["smooth_l1"][c], 4) for c in COORDINATES),
-             round(r["loc"], 4), significant(r["p_class"]), round(r["ce"], 4)] for r in terms.positives]
+    return [[r["index"], r["class"] + " (forced)" * r["forced"], default_box_text(r), score_text(r["iou"]),
+             ", ".join(loss_text(r["smooth_l1"][c]) for c in COORDINATES), loss_text(r["loc"]),
+             significant_text(r["p_class"]), loss_text(r["ce"])] for r in terms.positives]
 
 
 def negative_table(terms: LossTerms) -> list[list]:
-    return [[r["index"], r["layer"], f"({r['cell'][0]}, {r['cell'][1]})", r["shape"], significant(r["p_background"]),
-             r["top_class"], round(r["ce"], 4)] for r in terms.negatives]
+    return [[r["index"], default_box_text(r), significant_text(r["p_background"]), r["top_class"], loss_text(r["ce"])]
+            for r in terms.negatives]
 
 
 def loss_markdown(terms: LossTerms) -> str:
@@ -111,9 +119,9 @@ def loss_markdown(terms: LossTerms) -> str:
     p, neg = len(terms.positives), len(terms.negatives)
     return (f"**L = (L_conf + α·L_loc) / N = ({terms.conf:.3f} + {ALPHA:g}·{terms.loc:.3f}) / {terms.n} = "
             f"{terms.total:.4f}**\n\n"
-            f"- N = {terms.n} positives; α = {ALPHA:g}.\n"
-            f"- L_loc = Σ over the {p} positives of smooth-L1 of the 4 offsets (predicted − encoded ground truth) "
-            f"= {terms.loc:.3f}.\n"
-            f"- L_conf = Σ cross-entropy of the {p} positives ({terms.conf_positives:.3f}) + of the {neg} hard "
-            f"negatives ({terms.conf_negatives:.3f}: the background boxes with the highest loss, "
+            f"- N = {counted(terms.n, 'positive')}; α = {ALPHA:g}.\n"
+            f"- L_loc = Σ over the {counted(p, 'positive')} of smooth-L1 of the 4 offsets (predicted − encoded ground "
+            f"truth) = {terms.loc:.3f}.\n"
+            f"- L_conf = Σ cross-entropy of the {counted(p, 'positive')} ({terms.conf_positives:.3f}) + of the "
+            f"{counted(neg, 'hard negative')} ({terms.conf_negatives:.3f}: the background boxes with the highest loss, "
             f"{terms.neg_pos_ratio} per positive) = {terms.conf:.3f}. The other default boxes add nothing.")

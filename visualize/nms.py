@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torchvision.ops import box_iou
 
 import ssd
 from ssd.postprocess import PRE_NMS_TOP_K
+
+from .numbers import box_text, counted, pixel_box, score_text
 
 
 @dataclass
@@ -46,8 +49,11 @@ def nms_trace(raw: ssd.RawPrediction, label: int, score_threshold: float, nms_th
 
 
 def pixels(box: list[float], width: int, height: int) -> list[float]:
-    """A normalised box in the photo's pixels, clipped to it as the detections are."""
-    return [round(min(max(v, 0.0), 1.0) * s, 1) for v, s in zip(box, (width, height, width, height))]
+    """A normalised box in the photo's pixels, clipped to it and scaled in float32 as `ssd.Detector` makes a
+    detection's box, then rounded as every view rounds pixels (`visualize.numbers.pixel_box`): a kept candidate and
+    the journey read exactly as the detection does in the table and the API."""
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    return pixel_box((torch.tensor(box, dtype=torch.float32).clamp(0, 1) * scale).tolist())
 
 
 NMS_HEADERS = ["rank", "score", "box (x1, y1, x2, y2) px", "default box", "NMS"]
@@ -58,17 +64,17 @@ def nms_table(trace: list[Candidate], width: int, height: int, detected: set[int
     fell to the top-k cut over all classes)."""
     rows = []
     for c in trace:
-        box = ", ".join(f"{v:.0f}" for v in pixels(c.box, width, height))
+        box = box_text(pixels(c.box, width, height))
         if c.kept:
             verdict = "kept" if detected is None or c.prior in detected else "kept, then cut by top-k"
         else:
             verdict = f"suppressed by #{c.by} (IoU {c.iou:.2f})"
-        rows.append([c.rank, round(c.score, 3), box, f"#{c.prior}", verdict])
+        rows.append([c.rank, score_text(c.score), box, f"#{c.prior}", verdict])
     return rows
 
 
 def nms_summary(trace: list[Candidate], class_name: str, score_threshold: float, nms_threshold: float) -> str:
     kept = sum(c.kept for c in trace)
-    return (f"**{class_name}**: {len(trace)} candidate{'s' * (len(trace) != 1)} above score "
+    return (f"**{class_name}**: {counted(len(trace), 'candidate')} above score "
             f"{score_threshold:.2f} → **{kept}** kept by NMS at IoU > {nms_threshold:.2f}; each suppressed one "
             "names the higher-scoring kept box that overlapped it.")
