@@ -537,7 +537,7 @@ def test_ground_truth_tables_are_bounded_and_non_finite_boxes_are_refused(model)
     gt, problems = matching.ground_truth(state, [["person", "nan", 10, 100, 100], ["person", 1, 2, "inf", 50]])
     assert gt.labels == [] and all("finite numbers" in p for p in problems) and len(problems) == 2
     # The Augmentation tab's "Matching photo" reads the same table under the same bound.
-    notes = AugmentTab(model).render(FROM_MATCHING, None, next(iter(MIN_IOU)), True, 2.0, 0, state, huge)[1]
+    notes = AugmentTab(model).steps(FROM_MATCHING, None, next(iter(MIN_IOU)), True, 2.0, 0, state, huge)[1]
     assert f"only the first {MAX_GT_ROWS} rows" in notes
 
 

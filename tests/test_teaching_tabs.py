@@ -33,23 +33,23 @@ def test_augmentation_tab_shows_six_steps_and_their_positives(no_model):
     from ui.augment_tab import MIN_IOU, AugmentTab
 
     tab = AugmentTab(no_model)
-    pictures, message, rows = tab.render("motorcycle", "SSD300", "random, as in training", False, 3.0, 7)
+    pictures, message, rows = tab.steps("motorcycle", "SSD300", "random, as in training", False, 3.0, 7)
     assert len(pictures) == 6 and all(isinstance(p, Image.Image) for p in pictures)
     assert [r[0] for r in rows] == [*ssd.SSD300_VOC.source_layers, "total"]
     assert rows[-1][2] == sum(r[2] for r in rows[:-1]) > 0
     assert "Zoom out ×3.00" in message and "**SSD300_VOC**, seed 7" in message
     # Same seed, same pictures; the ratio slider is ignored when the zoom-out is random.
-    again = tab.render("motorcycle", "SSD300", "random, as in training", False, 3.0, 7)
+    again = tab.steps("motorcycle", "SSD300", "random, as in training", False, 3.0, 7)
     for a, b in zip(pictures, again[0]):
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    random_zoom = tab.render("motorcycle", "SSD300", "random, as in training", True, 1.0, 7)
-    assert random_zoom[1] == tab.render("motorcycle", "SSD300", "random, as in training", True, 4.0, 7)[1]
+    random_zoom = tab.steps("motorcycle", "SSD300", "random, as in training", True, 1.0, 7)
+    assert random_zoom[1] == tab.steps("motorcycle", "SSD300", "random, as in training", True, 4.0, 7)[1]
     # SSD512: its seven layers and its 512x512 input; every crop choice works.
     for choice in MIN_IOU:
-        pictures, message, rows = tab.render("cat", "SSD512", choice, False, 2.0, 1)
+        pictures, message, rows = tab.steps("cat", "SSD512", choice, False, 2.0, 1)
         assert len(rows) == 8 and "512×512" in message
     with pytest.raises(gr.Error, match="Unknown crop choice"):
-        tab.render("cat", "SSD300", "0.2", False, 2.0, 1)
+        tab.steps("cat", "SSD300", "0.2", False, 2.0, 1)
 
 
 def test_augmentation_tab_uses_the_matching_tabs_photo_and_ground_truth(no_model):
@@ -60,7 +60,7 @@ def test_augmentation_tab_uses_the_matching_tabs_photo_and_ground_truth(no_model
     state, rows, *_ = matching.load_example("astronaut")
     rows = rows + [["dog", 400, 300, 500, 500], ["cup", 1, 2, 3, 4]]  # one more object, one bad row
     tab = AugmentTab(no_model)
-    pictures, message, table = tab.render(FROM_MATCHING, "SSD300", "no crop (the whole picture)", False, 1.0, 0,
+    pictures, message, table = tab.steps(FROM_MATCHING, "SSD300", "no crop (the whole picture)", False, 1.0, 0,
                                           state, rows)
     assert "its 2 objects" in message and "unknown class 'cup'" in message
     assert "No crop (as chosen)" in message
@@ -68,7 +68,7 @@ def test_augmentation_tab_uses_the_matching_tabs_photo_and_ground_truth(no_model
     gt = GroundTruth(["person", "dog"], [(20, 15, 380, 512), (400, 300, 500, 500)], 512, 512)
     assert table[-1][2] == int(match_ground_truth(ssd.SSD300_VOC, gt, ssd.VOC_CLASSES).positives.sum())
     with pytest.raises(gr.Error, match="Matching tab has no photo"):
-        tab.render(FROM_MATCHING, "SSD300", "0.5", False, 1.0, 0, None, None)
+        tab.steps(FROM_MATCHING, "SSD300", "0.5", False, 1.0, 0, None, None)
 
 
 def test_the_page_has_the_augmentation_tab(no_model):
@@ -76,7 +76,7 @@ def test_the_page_has_the_augmentation_tab(no_model):
 
     demo = app.build_demo(no_model)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
-    assert {"augment-gallery", "augment-table", "augment-message", "priors-upload"} <= ids
+    assert {"augment-step-0", "augment-step-5", "augment-table", "augment-message", "priors-upload"} <= ids
 
 
 # ----------------------------------------------------------------------------------- Matching: SSD512 too

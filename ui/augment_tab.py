@@ -37,6 +37,8 @@ MAX_SEED = 2**31 - 1
 # that makes it large again (coarse layers), then a flip.
 DEFAULT_SEED = 6
 STEP_NAMES = ("input", "photometric distortion", "zoom out", "min-IoU crop", "horizontal flip", "resize")
+EXPAND_LABEL = "Zoom-out ratio (canvas side / photo side)"
+EXPAND_RANDOM_LABEL = "Zoom-out ratio: drawn at random (ticked above)"
 INTRO = """**Data augmentation** (paper §2.2) shows the network every training photo differently in every epoch.
 In the paper's Table 2 it is worth **+8.8 mAP** (65.5 → 74.3 on VOC2007 test). Each photo goes through:
 1. **photometric distortion**: brightness, contrast, saturation, hue and channel order, each with p = ½;
@@ -51,6 +53,12 @@ In the paper's Table 2 it is worth **+8.8 mAP** (65.5 → 74.3 on VOC2007 test).
 After each step: the ground truth (white) and the default boxes it matches at IoU ≥ 0.5 (the Matching tab's
 matching), coloured by source layer. This runs `ssd.augment`, the code training runs: with the crop and the
 zoom-out left random, the last picture is exactly a training input. Same seed, same pictures."""
+
+
+def expand_slider(random_zoom: bool) -> gr.Slider:
+    """The zoom-out ratio slider: set by hand, or locked and saying that it is not used while the zoom-out is
+    random (a disabled Gradio slider still looks much like an active one)."""
+    return gr.Slider(interactive=not random_zoom, label=EXPAND_RANDOM_LABEL if random_zoom else EXPAND_LABEL)
 
 
 class AugmentTab:
@@ -79,7 +87,16 @@ class AugmentTab:
 
     def render(self, photo, config_name, min_iou, expand_random, expand_ratio, seed, match_state=None,
                match_rows=None):
-        """(gallery of the steps' pictures, notes and what each step drew, positives per layer and step)."""
+        """The page's outputs: each step's picture (input, then steps 1 to 5 in order), the notes and what each
+        step drew, the positives per layer and step."""
+        pictures, notes, table = self.steps(photo, config_name, min_iou, expand_random, expand_ratio, seed,
+                                            match_state, match_rows)
+        return (*pictures, notes, table)
+
+    def steps(self, photo, config_name, min_iou, expand_random, expand_ratio, seed, match_state=None,
+              match_rows=None):
+        """(the steps' pictures, notes and what each step drew, positives per layer and step); the `/augment`
+        API's answer."""
         cfg = self.configs.get(config_name) or self.model.config
         if min_iou not in MIN_IOU:
             raise Refused(f"Unknown crop choice {min_iou!r}; choose one of {list(MIN_IOU)}.")
@@ -91,9 +108,10 @@ class AugmentTab:
         image, gt, problems = self.source(photo, match_state, match_rows)
         names = self.model.class_names
         steps = augmentation_steps(image, gt, cfg, names, seed=seed, min_iou=MIN_IOU[min_iou], expand_ratio=ratio)
+        assert len(steps) == len(STEP_NAMES), [s.name for s in steps]
         matched = [match_step(cfg, step, names, cfg.match_threshold) for step in steps]
         matches = [m for _, m in matched]
-        # Each picture carries its title (step_title) in a strip above it, so the gallery needs no captions.
+        # Each picture carries its title (step_title: its number, step and positives) in a strip above it.
         pictures = [served(draw_step(i, step, cfg, g, m)) for i, (step, (g, m)) in enumerate(zip(steps, matched))]
         notes = [f"⚠️ {p}" for p in problems]
         if not gt.boxes:
@@ -115,19 +133,22 @@ class AugmentTab:
                 min_iou = gr.Dropdown(list(MIN_IOU), value="0.3",
                                       label="Crop: minimum IoU of the patch with an object", elem_id="augment-min-iou")
                 expand_random = gr.Checkbox(value=False, label="Zoom out at random, as in training (p = ½, ratio 1–4)")
-                expand = gr.Slider(1, 4, value=3, step=0.1, label="Zoom-out ratio (canvas side / photo side)",
-                                   elem_id="augment-expand")
+                expand = gr.Slider(1, 4, value=3, step=0.1, label=EXPAND_LABEL, elem_id="augment-expand")
                 with gr.Row():
                     seed = gr.Number(value=DEFAULT_SEED, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
                                      elem_id="augment-seed", scale=2)
                     reroll = gr.Button("Another seed", scale=1)
             with gr.Column(scale=3):
-                # Titled above, not by Gradio's badge, which would cover the first step's title.
-                gr.Markdown("**Each step: ground truth (white) and matched default boxes**")
-                gallery = gr.Gallery(label="Each step: ground truth (white) and matched default boxes", columns=3,
-                                     show_label=False,
-                                     format="jpeg", object_fit="contain", height="fit-content",
-                                     elem_id="augment-gallery")
+                # Titled above, not by Gradio's badge, which would cover the first step's title; each picture
+                # carries its number and step in a strip of its own, and they read in order, three to a row.
+                gr.Markdown("**Each step in order: ground truth (white) and matched default boxes**")
+                pictures = []
+                for first in range(0, len(STEP_NAMES), 3):
+                    with gr.Row():
+                        pictures += [gr.Image(label=f"{i} · {STEP_NAMES[i]}", show_label=False, interactive=False,
+                                              format="jpeg", elem_id=f"augment-step-{i}", min_width=160,
+                                              buttons=["fullscreen"])
+                                     for i in range(first, min(first + 3, len(STEP_NAMES)))]
         table = gr.Dataframe(headers=["source layer", "feature map", *(f"{i} · {n}" for i, n in enumerate(STEP_NAMES))],
                              interactive=False, label="Positives per source layer after each step",
                              elem_id="augment-table")
@@ -135,14 +156,15 @@ class AugmentTab:
         inputs = [photo, config, min_iou, expand_random, expand, seed]
         if from_matching:
             inputs += [matching.state, matching.table]
-        outputs = [gallery, message, table]
+        outputs = [*pictures, message, table]
         kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
         for control in inputs[:6]:
             control.change(self.render, inputs, outputs, trigger_mode="always_last", show_progress="hidden", **kw)
-        # API (`/augment`): the same steps for an example photo, by name (the Matching tab's photo is the page's).
-        gr.Button(visible=False).click(self.render, inputs[:6], outputs, api_name="augment", concurrency_limit=4,
+        # API (`/augment`): the same steps for an example photo, by name (the Matching tab's photo is the page's),
+        # the pictures as one gallery.
+        gr.Button(visible=False).click(self.steps, inputs[:6], [gr.Gallery(visible=False, format="jpeg"), message,
+                                                                table], api_name="augment", concurrency_limit=4,
                                        concurrency_id="pictures")
-        expand_random.change(lambda r: gr.Slider(interactive=not r), [expand_random], [expand],
-                             api_visibility="private")
+        expand_random.change(expand_slider, [expand_random], [expand], api_visibility="private")
         reroll.click(lambda: random.randint(0, MAX_SEED), None, [seed], api_visibility="private")
         return inputs, outputs

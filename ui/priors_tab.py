@@ -11,6 +11,7 @@ from PIL import Image
 
 import ssd
 from visualize.examples import example_image, example_names
+from visualize.numbers import pixel_text
 from visualize.priors import (
     CANVAS_SIZE,
     cell_at,
@@ -76,14 +77,23 @@ def priors_view(config_name, layer, row, col, shapes, grid, photo, upload=None, 
     image = photo_of(photo, upload)
     picture = draw_cell_default_boxes(image, cfg, layer, row, col, shapes, show_grid=grid)
     boxes = cell_default_boxes(cfg, layer, row, col)
-    rows = [[b["shape"], round(b["w_px"], 1), round(b["h_px"], 1), round(b["cx"] * cfg.image_size, 1),
-             round(b["cy"] * cfg.image_size, 1), b["index"]] for b in boxes]
+    rows = [[b["shape"], *(pixel_text(v) for v in (b["w_px"], b["h_px"], b["cx"] * cfg.image_size,
+                                                   b["cy"] * cfg.image_size)), b["index"]] for b in boxes]
     headers, summary = layer_summary(cfg)
     caption = (f"**{cfg.name.split('_')[0]}**: {summary_formula(cfg)} default boxes. "
                f"Cell ({row}, {col}) of {layer_label(cfg, layer)} holds boxes #{boxes[0]['index']}–"
                f"#{boxes[-1]['index']}. The photo is warped to the {cfg.image_size}×{cfg.image_size} input, as SSD "
                "sees it; box sizes are in input pixels.")
     return served(picture), rows, summary, caption
+
+
+def on_cell(config_name, layer, value, configs=CONFIGS):
+    """A row or column typed (or dragged): the number the picture uses for it, where that is another (99 typed
+    for a 24×24 map is drawn as 23, and the slider then says 23)."""
+    cfg = layout(configs, config_name)
+    f = cfg.feature_maps[index_in(layer, len(cfg.feature_maps), "layer")]
+    used = index_in(value, f, "cell")
+    return gr.skip() if value == used else used
 
 
 def cell_slider(f: int) -> gr.Slider:
@@ -123,7 +133,7 @@ def build(model_config: ssd.SSDConfig | None = None):
     configs = config_choices(model_config)
     first = own_label(configs, model_config) if model_config in configs.values() else "SSD300"
     bound = {name: partial(fn, configs=configs) for name, fn in
-             (("view", priors_view), ("config", on_config), ("layer", on_layer))}
+             (("view", priors_view), ("config", on_config), ("layer", on_layer), ("cell", on_cell))}
 
     def click(config_name, layer, evt: gr.SelectData):  # Gradio finds the event data by this annotation
         return on_priors_click(config_name, layer, evt, configs)
@@ -157,6 +167,8 @@ def build(model_config: ssd.SSDConfig | None = None):
     raw = dict(api_visibility="private", preprocess=False)
     config.input(bound["config"], [config, layer], [layer, row, col], **raw)
     layer.input(bound["layer"], [config, layer], [row, col], **raw)
+    for slider in (row, col):  # only what a visitor sets: a layer switch sets both itself (on_layer)
+        slider.input(bound["cell"], [config, layer, slider], [slider], **raw)
     for control in inputs[:-1]:
         control.change(bound["view"], inputs, outputs, show_progress="hidden", trigger_mode="always_last",
                        concurrency_limit=4, concurrency_id="pictures", **raw)
