@@ -21,6 +21,9 @@ from train import engine
 from train.datasets import VOCDataset
 from train.engine import EpochSampler, Recipe, Trainer, compute_loss, global_positives, lr_factor, parameter_groups
 
+# The paper's VGG16 at a tiny width: training's default network is the shipped Lite one.
+PAPER = ["--config", "SSD300_VOC"]
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ssd.SSD300_VOC.replace(name="tiny", num_classes=3, batch_norm=True, width=0.125)
 
@@ -329,7 +332,7 @@ def test_ddp_two_processes_average_to_the_single_process_gradient(tmp_path):
 def test_torchrun_two_processes_train_and_export(tmp_path, shapes):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(_free_port()), "-m", "train", "--data", str(shapes), "--image-set", "train",
-           "--classes", "circle,square,triangle", "--batch-norm", "--width", "0.125", "--batch-size", "2",
+           "--classes", "circle,square,triangle", *PAPER, "--batch-norm", "--width", "0.125", "--batch-size", "2",
            "--max-steps", "2", "--warmup-steps", "1", "--workers", "0", "--log-every", "1", "--out",
            str(tmp_path / "run"), "--device", "cpu", "--no-final-eval"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -366,7 +369,7 @@ def test_cli_trains_on_a_coco_format_folder_and_evaluates(tmp_path):
 
     image_dir, ann = make_shapes_coco(tmp_path / "coco", n=8, seed=1)
     main(["--format", "coco", "--data", str(image_dir), "--ann-file", str(ann), "--val-ann-file", str(ann),
-          "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "2", "--warmup-steps", "1",
+          *PAPER, "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "2", "--warmup-steps", "1",
           "--workers", "0", "--log-every", "1", "--out", str(tmp_path / "run"), "--device", "cpu"])
     card = __import__("json").loads((tmp_path / "run" / "weights.json").read_text())
     # Category ids 3, 7, 9 become labels 1..3 in id order; the run is complete, so it was evaluated on val.
@@ -619,7 +622,7 @@ def _cli_error(capsys, argv) -> str:
 
 
 def test_cli_reports_a_run_it_cannot_start_or_continue_in_one_line(tmp_path, shapes, capsys):
-    base = ["--config", "SSD300_VOC", "--batch-norm", "--width", "0.125", "--data", str(shapes), "--image-set",
+    base = [*PAPER, "--batch-norm", "--width", "0.125", "--data", str(shapes), "--image-set",
             "train", "--classes", "circle,square,triangle", "--max-steps", "1", "--warmup-steps", "1",
             "--workers", "0", "--no-final-eval"]
     run = tmp_path / "run"
@@ -644,9 +647,9 @@ def test_cli_reports_a_run_it_cannot_start_or_continue_in_one_line(tmp_path, sha
 
 
 def _tiny_cli(shapes, run, *more) -> list[str]:
-    return ["--data", str(shapes), "--image-set", "train", "--classes", "circle,square,triangle", "--batch-norm",
-            "--width", "0.125", "--batch-size", "2", "--warmup-steps", "1", "--workers", "0", "--log-every", "1",
-            "--out", str(run), "--device", "cpu", *more]
+    return ["--data", str(shapes), "--image-set", "train", "--classes", "circle,square,triangle", *PAPER,
+            "--batch-norm", "--width", "0.125", "--batch-size", "2", "--warmup-steps", "1", "--workers", "0",
+            "--log-every", "1", "--out", str(run), "--device", "cpu", *more]
 
 
 def test_cli_a_diverged_run_exports_nothing_says_how_to_go_on_and_resumes_with_a_lower_lr(tmp_path, shapes, capsys):
@@ -761,8 +764,9 @@ def test_after_ctrl_c_the_command_lines_message_starts_a_line_of_its_own(tmp_pat
 
     monkeypatch.setattr(engine.Trainer, "_step", step)
     assert cli(["--data", str(shapes), "--image-set", "train", "--classes", "circle,square,triangle",
-                "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "6", "--warmup-steps", "1",
-                "--workers", "0", "--log-every", "1", "--out", str(tmp_path / "run"), "--device", "cpu"]) == 130
+                *PAPER, "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "6",
+                "--warmup-steps", "1", "--workers", "0", "--log-every", "1", "--out", str(tmp_path / "run"),
+                "--device", "cpu"]) == 130
     err = capfd.readouterr().err
     assert "train:" in err and "\nstopped: the last completed step is saved" in err, err[-300:]
 
@@ -808,9 +812,9 @@ def _sigterm_at_step_3(shapes, run, workers: int, whole_group: bool = False):
     import time
 
     cmd = [sys.executable, "-m", "train", "--data", str(shapes), "--image-set", "train", "--classes",
-           "circle,square,triangle", "--batch-norm", "--width", "0.125", "--batch-size", "2", "--max-steps", "500",
-           "--warmup-steps", "1", "--workers", str(workers), "--log-every", "1", "--checkpoint-every-s", "3600",
-           "--out", str(run), "--device", "cpu", "--no-final-eval"]
+           "circle,square,triangle", *PAPER, "--batch-norm", "--width", "0.125", "--batch-size", "2",
+           "--max-steps", "500", "--warmup-steps", "1", "--workers", str(workers), "--log-every", "1",
+           "--checkpoint-every-s", "3600", "--out", str(run), "--device", "cpu", "--no-final-eval"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=SIGTERM_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=whole_group)
     deadline = time.monotonic() + 120

@@ -60,3 +60,63 @@ def test_yolo_lines_that_are_not_boxes_are_refused_with_their_place(tmp_path, it
         with pytest.raises(DatasetError, match=says) as e:
             YOLODataset(root / "images", root / "labels", root / "classes.txt")
         assert "photo_0.txt:1" in str(e.value)
+
+
+def parse(*argv):
+    from train.__main__ import build_parser
+
+    return build_parser().parse_args([*argv, "--out", "runs/x"])
+
+
+def test_the_default_recipe_fine_tunes_the_shipped_network_at_a_size_for_the_data():
+    from ssd.detector import DEFAULT_WEIGHTS
+    from train.__main__ import DEFAULT_CONFIG, sized_recipe
+
+    args = parse("--data", "photos")
+    assert args.config == DEFAULT_CONFIG == "SSD384_LITE0_VOC"
+    small = sized_recipe(args, 40, args.config)
+    assert (small.batch_size, small.lr, small.max_steps, small.warmup_steps) == (4, 0.001, 300, 30)
+    assert small.init_weights == str(DEFAULT_WEIGHTS) and small.weight_decay == 4e-5
+    large = sized_recipe(args, 3761, args.config)
+    assert (large.batch_size, large.lr, large.max_steps, large.warmup_steps) == (16, 0.004, 236 * 30, 200)
+    given = sized_recipe(parse("--data", "p", "--batch-size", "2", "--lr", "0.01", "--epochs", "2",
+                               "--init-weights", "none"), 40, args.config)
+    assert (given.batch_size, given.lr, given.max_steps, given.init_weights) == (2, 0.01, 40, None)
+    paper = sized_recipe(parse("--data", "p", "--config", "SSD300_VOC"), 40, "SSD300_VOC")
+    assert paper.init_weights is None and paper.lr == 0.015 * 4 / 16 and paper.weight_decay == 5e-4
+
+
+def test_the_length_is_given_once():
+    from train.__main__ import UsageError, sized_recipe
+
+    with pytest.raises(UsageError, match="--epochs or --max-steps"):
+        sized_recipe(parse("--data", "p", "--epochs", "3", "--max-steps", "10"), 40, "SSD384_LITE0_VOC")
+
+
+def test_without_validation_data_a_seeded_tenth_is_held_out(tmp_path, items, capsys):
+    from train.__main__ import load_sources
+
+    root = write_yolo(tmp_path / "yolo", photos(20, seed=3))
+    train, val, desc = load_sources(parse("--data", str(root)))
+    assert (len(train), len(val)) == (18, 2) and not set(train.ids) & set(val.ids)
+    assert "held out" in capsys.readouterr().out and "val: 2 held-out images" in desc
+    again, val_again, _ = load_sources(parse("--data", str(root)))
+    assert val_again.ids == val.ids  # seeded: a resumed run measures on the same images
+    everything, none, _ = load_sources(parse("--data", str(root), "--holdout", "0"))
+    assert len(everything) == 20 and none is None
+
+
+@pytest.mark.parametrize("layout", ["voc", "coco", "yolo"])
+def test_one_command_reads_each_format_as_given(tmp_path, items, layout, capsys):
+    from train.__main__ import load_sources
+
+    if layout == "voc":
+        argv = ["--data", str(write_voc(tmp_path / "voc", items))]
+    elif layout == "coco":
+        images, ann = write_coco(tmp_path / "coco", items)
+        argv = ["--data", str(images), "--ann-file", str(ann)]
+    else:
+        argv = ["--data", str(write_yolo(tmp_path / "yolo", items))]
+    train, val, _ = load_sources(parse(*argv))
+    assert sorted(train.classes) == sorted(CLASSES) and len(train) + len(val) == len(items)
+    assert f"data: {layout.upper()}" in capsys.readouterr().out

@@ -1,9 +1,13 @@
-"""python -m train — train SSD on VOC- or COCO-format data (single process, or DDP under torchrun).
+"""python -m train — train SSD on your photos, labelled as VOC, COCO or YOLO data (single process, or DDP under
+torchrun).
 
-  python -m train --config SSD300_LITE0_VOC \\
-      --data path/to/VOCdevkit/VOC2007 --image-set train --val-image-set val --out runs/demo
+  python -m train --data my_photos --out runs/mine                     (VOC or YOLO folder: found from the folder)
+  python -m train --data my_photos/images --ann-file labels.json --out runs/mine                          (COCO)
 
-Run the same command again to resume from runs/demo/last.ckpt.
+By default it fine-tunes the shipped network (SSD384_LITE0_VOC) from the shipped weights, the classes taken from
+the data (new classes get fresh heads), with a batch size, learning rate and length chosen for the data's size,
+and holds out a tenth of the images to measure it when no validation data is named. Run the same command again to
+resume from runs/mine/last.ckpt.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import os
 import sys
 from dataclasses import fields
 
-from ssd import PRESETS
+from ssd import PRESETS, VOC_CLASSES
 from ssd.cli import error_exit, program
+from ssd.detector import DEFAULT_WEIGHTS
 
 from .card import schedule_fields
 from .cli import shown_command, shown_path
@@ -34,6 +39,18 @@ class UsageError(ValueError):
     """Options that do not fit together; reported as one `error:` line, exit status 2."""
 
 
+DEFAULT_CONFIG = "SSD384_LITE0_VOC"  # the shipped network, whose weights a run starts from by default
+DEFAULT_EPOCHS = 30
+# Recipe fields whose default follows the data (`sized_recipe`) unless given.
+SIZED = {
+    "batch_size": "(default: 16 for 400 images or more, 8 from 64, else 4)",
+    "lr": "(default: 0.004 per 16 images of a batch when fine-tuning the shipped weights, 0.015 from ImageNet)",
+    "warmup_steps": "(default: a tenth of the run, at most 200 steps)",
+    "max_steps": f"(default: {DEFAULT_EPOCHS} epochs, see --epochs)",
+    "weight_decay": "(default: 4e-5 for the EfficientNet-Lite bases, 5e-4 for VGG16)",
+    "init_weights": f"weights to start from (default for {DEFAULT_CONFIG}: the shipped ones, {DEFAULT_WEIGHTS.name}; "
+                    "'none': the ImageNet base with fresh extra layers and heads)",
+}
 # Recipe fields that take one of a few words: a typo must be an error, not a silent default.
 RECIPE_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "schedule": ("cosine", "multistep", "cyclic"),
                   "depthwise_precision": ("auto", "autocast")}
@@ -43,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=program(f"python -m {__package__}"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model")
-    m.add_argument("--config", default="SSD300_VOC", choices=sorted(PRESETS), help="paper preset")
+    m.add_argument("--config", default=DEFAULT_CONFIG, choices=sorted(PRESETS),
+                   help=f"network preset (default {DEFAULT_CONFIG}, the shipped one; SSD300_VOC is the paper's VGG16)")
     m.add_argument("--batch-norm", action="store_true", help="BatchNorm after every conv (training from scratch)")
     m.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = paper); VGG16 base only")
     m.add_argument("--frozen-base-layers", type=int, default=None,
@@ -53,18 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every BatchNorm of the base keeps the running statistics it starts with while the "
                         "layers train (FrozenBN; folded into the convolutions for EfficientNet-Lite)")
     d = p.add_argument_group("data")
-    d.add_argument("--format", choices=["voc", "coco"], default="voc")
+    d.add_argument("--format", choices=["auto", "voc", "coco", "yolo"], default="auto",
+                   help="auto (default): COCO when --ann-file is given, else VOC or YOLO as the folder shows")
     # --data-root is the evaluation tools' spelling of the same folder (train.sources).
     d.add_argument("--data", "--data-root", dest="data",
-                   help="VOC: the VOC<year> folder (with JPEGImages, Annotations, ImageSets); "
-                        "COCO: the training image folder")
-    d.add_argument("--image-set", default="trainval", help="VOC ImageSets/Main/<name>.txt to train on")
+                   help="VOC: the VOC<year> folder (Annotations/, JPEGImages/, ImageSets/Main/ if any); "
+                        "COCO: the training image folder; YOLO: the folder with data.yaml, or with images/, "
+                        "labels/ and classes.txt")
+    d.add_argument("--image-set", help="VOC ImageSets/Main/<name>.txt to train on (default: trainval, else train, "
+                                       "else every annotation); YOLO: the data.yaml entry (default train)")
     d.add_argument("--ann-file", help="COCO: instances JSON of the training images")
     d.add_argument("--pack", help="train from a training pack written by `python -m train.pack` instead")
     d.add_argument("--val-image-set", help="VOC: image set to evaluate on (e.g. val)")
     d.add_argument("--val-data", help="folder of the validation images (default: --data)")
     d.add_argument("--val-ann-file", help="COCO: instances JSON of the validation images")
-    d.add_argument("--classes", help="comma-separated class names (default: the data's own, VOC's for VOC)")
+    d.add_argument("--classes", help="comma-separated class names (default: the data's own)")
+    d.add_argument("--holdout", type=float, default=0.1,
+                   help="without validation data, the part of the training images held out to measure the model "
+                        "(seeded; default 0.1, 0: none)")
     o = p.add_argument_group("recipe")
     defaults = Recipe()
     for f in fields(Recipe):
@@ -74,9 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
             f.name, type(value) if value is not None else int)
         if isinstance(value, bool):
             o.add_argument(name, action="store_true")
+        elif f.name in SIZED:
+            o.add_argument(name, type=kind, default=None, help=SIZED[f.name])
         else:
             o.add_argument(name, type=kind, default=value, choices=RECIPE_CHOICES.get(f.name),
                            help=f"(default {value})")
+    o.add_argument("--epochs", type=float, help="the length in passes over the training images, instead of "
+                                                "--max-steps (default: 30 epochs when neither is given)")
     p.add_argument("--out", required=True,
                    help="run directory: checkpoint, log.csv (visualize.plots draws it: ssd-plot DIR), weights")
     p.add_argument("--export", help="also write the shipped weights here (fp16 safetensors + .json card + .log.csv "
@@ -88,55 +116,117 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_sources(args):
     """(training dataset, validation dataset or None, one-line description) named by the command line."""
-    from .sources import open_source
+    from .sources import find_data, open_source
 
     classes = tuple(args.classes.split(",")) if args.classes else None
     if args.pack:
         train_source = open_source(pack=args.pack)
         desc = f"pack {args.pack} ({train_source.describe()})"
-    elif args.format == "voc":
-        if not args.data:
-            raise UsageError("--data (the VOC<year> folder) or --pack is required")
-        train_source = open_source(voc_root=args.data, image_set=args.image_set, classes=classes)
-        desc = f"{shown_path(args.data)} {args.image_set}"
     else:
-        if not (args.data and args.ann_file):
+        if not args.data:
+            raise UsageError("--data (your photos' folder: VOC, YOLO, or COCO images with --ann-file) or --pack is "
+                             "required")
+        kind = args.format if args.format != "auto" else ("coco" if args.ann_file else None)
+        if kind == "coco" and not args.ann_file:
             raise UsageError("COCO format needs --data (image folder) and --ann-file (instances JSON)")
-        train_source = open_source(coco_ann=args.ann_file, image_dir=args.data, classes=classes)
-        desc = f"COCO {args.ann_file}"
-    val_source = None
-    if args.format == "voc" and args.val_image_set:
+        if kind == "voc":
+            train_source = open_source(voc_root=args.data, image_set=args.image_set or "trainval", classes=classes)
+            found = f"VOC: {args.data}, image set {args.image_set or 'trainval'}"
+        else:
+            train_source, found = find_data(args.data, args.ann_file if kind != "yolo" else None,
+                                            image_set=args.image_set, split=args.image_set, classes=classes)
+            if kind == "yolo" and not found.startswith("YOLO"):
+                raise UsageError(f"--format yolo, but {args.data} holds {found.split(':')[0]} data")
+        print(f"[train] data: {shown_path(found)}; classes {', '.join(train_source.classes)}")
+        desc = f"{shown_path(args.data)} {args.image_set or ''}".strip()
+    val_source = open_validation(args, train_source)
+    if val_source is None and args.holdout > 0 and not args.no_final_eval:
+        train_source, val_source = hold_out(train_source, args.holdout, args.seed)
+        print(f"[train] no validation data named: {len(val_source)} of the {len(train_source) + len(val_source)} "
+              f"training images (a seeded {args.holdout:.0%}) are held out to measure the model (--holdout 0: none)")
+        desc += f"; val: {len(val_source)} held-out images"
+    elif val_source is not None:
+        desc += f"; val {args.val_image_set or args.val_ann_file} ({len(val_source)} images)"
+    desc = f"{desc} ({len(train_source)} training images)"
+    return train_source, val_source, desc
+
+
+def open_validation(args, train_source):
+    from .sources import open_source
+
+    if args.val_image_set:
         val_root = args.val_data or args.data
         if not val_root:
             raise UsageError("--val-image-set needs --val-data (or --data)")
         # keep_difficult: evaluation ignores difficult objects instead of counting them as misses.
-        val_source = open_source(voc_root=val_root, image_set=args.val_image_set, classes=train_source.classes,
-                                 keep_difficult=True)
-        desc += f"; val {args.val_image_set} ({len(val_source)} images)"
-    elif args.format == "coco" and args.val_ann_file:
-        val_source = open_source(coco_ann=args.val_ann_file, image_dir=args.val_data or args.data,
-                                 classes=train_source.classes)
-    desc = f"{desc} ({len(train_source)} training images)"
-    return train_source, val_source, desc
+        return open_source(voc_root=val_root, image_set=args.val_image_set, classes=train_source.classes,
+                           keep_difficult=True)
+    if args.val_ann_file:
+        return open_source(coco_ann=args.val_ann_file, image_dir=args.val_data or args.data,
+                           classes=train_source.classes)
+    return None
+
+
+def hold_out(source, part: float, seed: int):
+    """(the training images less a seeded `part` of them, those held out), at least one image each."""
+    import numpy as np
+
+    from .checks import SubsetSource
+
+    if len(source) < 2:
+        raise UsageError(f"{len(source)} training image: too few to hold any out; name validation data or "
+                         "give --holdout 0")
+    order = np.random.default_rng(seed).permutation(len(source))
+    n = min(len(source) - 1, max(1, round(part * len(source))))
+    return SubsetSource(source, sorted(order[n:].tolist())), SubsetSource(source, sorted(order[:n].tolist()))
+
+
+def sized_recipe(args, images: int, config: str) -> Recipe:
+    """The recipe, each field not given on the command line chosen for `images` training images: fine-tuning
+    (from the shipped weights, which a run of the shipped network starts from by default) at a lower rate than a
+    training of fresh heads, scaled with the batch; `--epochs` (default 30) as steps."""
+    values = {f.name: getattr(args, f.name) for f in fields(Recipe)}
+    if values["init_weights"] is None and config == DEFAULT_CONFIG:
+        values["init_weights"] = str(DEFAULT_WEIGHTS)
+    elif values["init_weights"] in ("none", ""):
+        values["init_weights"] = None
+    if values["batch_size"] is None:
+        values["batch_size"] = 16 if images >= 400 else 8 if images >= 64 else 4
+    if values["lr"] is None:
+        values["lr"] = (0.004 if values["init_weights"] else 0.015) * values["batch_size"] / 16
+    if values["max_steps"] is None:
+        per_epoch = max(1, -(-images // values["batch_size"]))
+        values["max_steps"] = max(1, round((args.epochs or DEFAULT_EPOCHS) * per_epoch))
+    elif args.epochs is not None:
+        raise UsageError("give the length once: --epochs or --max-steps")
+    if values["weight_decay"] is None:  # EfficientNet's own for its bases, the paper's for VGG16
+        values["weight_decay"] = 5e-4 if PRESETS[config].backbone == "vgg16" else 4e-5
+    if values["warmup_steps"] is None:
+        values["warmup_steps"] = min(200, values["max_steps"] // 10)
+    return Recipe(**values)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     process = speed_up_the_process()
-    recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
     from ssd.augment import SSDAugmentation
 
     preset = PRESETS[args.config]
     if preset.backbone != "vgg16" and (args.batch_norm or args.width != 1.0):
         raise UsageError(f"--batch-norm and --width change the VGG16 base; {args.config} has a {preset.backbone} base")
     train_source, val_source, desc = load_sources(args)
+    recipe = sized_recipe(args, len(train_source), args.config)
+    print(f"[train] recipe for {len(train_source)} training images: batch {recipe.batch_size}, lr {recipe.lr:g}, "
+          f"{recipe.max_steps} steps ({recipe.max_steps * recipe.batch_size / len(train_source):.1f} epochs), "
+          f"warmup {recipe.warmup_steps}, from "
+          f"{shown_path(recipe.init_weights) if recipe.init_weights else 'the ImageNet base'}")
     changes = {} if args.frozen_base_layers is None else {"frozen_base_layers": args.frozen_base_layers}
     if args.frozen_base_batchnorm:
         changes["frozen_base_batchnorm"] = True
     cfg = preset.replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm, width=args.width,
                          **changes)
-    if cfg.num_classes != PRESETS[args.config].num_classes:
-        cfg = cfg.replace(name=f"{args.config}_{cfg.num_classes}cls")
+    if tuple(train_source.classes) != VOC_CLASSES:  # the network's name must not promise VOC's classes
+        cfg = cfg.replace(name=f"{args.config.removesuffix('_VOC')}_{cfg.num_classes}cls")
     transform = SSDAugmentation(size=cfg.image_size, mean=cfg.pixel_mean)
     trainer = Trainer(cfg, recipe, train_source, transform, args.out, val_source, desc, device=args.device)
     if trainer.is_main:
