@@ -71,7 +71,7 @@ def add_data_arguments(p: argparse.ArgumentParser, image_set: str) -> None:
     image folder when --image-dir does not (as in training and `train.pack`), so a training command's data flags
     work here as they are."""
     p.add_argument("--data-root", "--data", dest="data_root",
-                   help="VOC folder holding Annotations/, JPEGImages/, ImageSets/Main/")
+                   help="VOC folder holding Annotations/, JPEGImages/, ImageSets/Main/; or a YOLO folder")
     p.add_argument("--image-set", default=image_set, help=f"VOC ImageSets/Main list (default: {image_set})")
     p.add_argument("--pack", help="a training pack file (python -m train.pack) instead")
     p.add_argument("--coco-ann", "--ann-file", dest="coco_ann", help="COCO annotation JSON (with --image-dir)")
@@ -79,8 +79,10 @@ def add_data_arguments(p: argparse.ArgumentParser, image_set: str) -> None:
 
 
 def open_data(args: argparse.Namespace, classes=None, keep_difficult: bool = False):
-    """The dataset `add_data_arguments`' flags name; ValueError when they name none."""
+    """The dataset `add_data_arguments`' flags name (a YOLO folder too); ValueError when they name none."""
     image_dir = args.image_dir or (args.data_root if args.coco_ann else None)
+    if args.data_root and not (args.pack or args.coco_ann) and yolo_layout(args.data_root) is not None:
+        return find_data(args.data_root, classes=classes)[0]  # YOLO data, as training reads it
     source = open_source(pack=args.pack, voc_root=args.data_root, image_set=args.image_set,
                          coco_ann=args.coco_ann, image_dir=image_dir, classes=classes,
                          keep_difficult=keep_difficult)
