@@ -221,6 +221,23 @@ def test_the_tab_trains_shows_each_stage_and_leaves_the_served_model_as_it_was(t
     assert tab.reset()[3].startswith("The copy is gone")
 
 
+def test_a_new_photo_or_new_ground_truth_clears_the_views_of_the_run_before(tab):
+    from ui.learn_tab import FROM_MATCHING, cleared
+    from ui.matching_tab import MatchState
+    from visualize.examples import example_image
+
+    out = tab.load_photo("cat")  # state, rows, picture, notes, pending corner, upload, then the run's views
+    state, rows, picture = out[:3]
+    assert (state.name, state.width, state.height) == ("cat", 451, 300) and rows == learning_rows("cat")
+    assert tuple(out[6:]) == cleared() and isinstance(picture, Image.Image)
+    assert tuple(tab.redraw(None, "coffee", [["mug", 1, 1, 50, 50]])[3:]) == cleared()
+    # The Matching tab's photo (kept there at most 800 px wide) with its table, in the photo's pixels.
+    big = example_image("motorcycle").resize((1482, 1000))
+    out = tab.load_photo(FROM_MATCHING, MatchState.of(big, "big"), [["motorbike", 180, 190, 1370, 904]])
+    assert out[1] == [["motorbike", 180, 190, 1370, 904]] and (out[0].width, out[0].height) == (1482, 1000)
+    assert out[0].display.width == 800 and "new class" not in out[3].lower()
+
+
 def test_the_tab_refuses_a_second_run_while_one_runs_and_says_why(tab):
     from ui.inputs import Refused
     from ui.learn_tab import BUSY, LearnPhoto

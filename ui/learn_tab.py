@@ -108,6 +108,16 @@ class Learned:
     history: list[LearnStep] = field(default_factory=list)
 
 
+NEW_RUN = "Press **Train** to learn this photo and its ground truth."
+
+
+def cleared(note: str = NEW_RUN) -> tuple:
+    """The run's views on this photo emptied (probabilities, predicted boxes, curves, status, numbers, the served
+    model's and the copy's detections): a new photo or new ground truth is not what they show. The copy itself
+    stays, for another photo, until Train or Reset."""
+    return None, None, None, note, None, None, None
+
+
 class LearnTab:
     def __init__(self, models: DemoModel | DemoModels):
         self.models = DemoModels.of(models)
@@ -139,9 +149,9 @@ class LearnTab:
     # ------------------------------------------------------------------------------------------ the photo
     def load_photo(self, photo, match_state=None, match_rows=None):
         """An example (its ground truth and any new class drawn on it) or the Matching tab's photo and table:
-        (state, rows, picture, pending corner, cleared upload)."""
+        (state, rows, picture, notes, pending corner, cleared upload, the run's views `cleared`)."""
         if photo is None:
-            return (gr.skip(),) * 5
+            return (gr.skip(),) * 13
         if photo == FROM_MATCHING:
             if match_state is None:
                 raise Refused("The Matching tab has no photo yet: open it and pick or upload one.")
@@ -150,16 +160,17 @@ class LearnTab:
         else:
             name = photo if photo in example_names() else "coffee"
             state, rows = LearnPhoto.of(example_image(name), name), learning_rows(name)
-        picture, _ = self.picture(state, rows)
-        return state, rows, picture, None, gr.Image(value=None)
+        picture, notes = self.picture(state, rows)
+        return state, rows, picture, notes, None, gr.Image(value=None), *cleared()
 
     def load_upload(self, value):
-        """One's own photo, with an empty table: (state, rows, picture, pending, the example dropdown let go)."""
+        """One's own photo, with an empty table: (state, rows, picture, notes, pending, the example dropdown let go,
+        the run's views `cleared`)."""
         if value is None:
-            return (gr.skip(),) * 5
+            return (gr.skip(),) * 13
         state = LearnPhoto.of(read_upload(value), upload_source(value)[1])
-        picture, _ = self.picture(state, [])
-        return state, [], picture, None, gr.Dropdown(value=None)
+        picture, notes = self.picture(state, [])
+        return state, [], picture, notes, None, gr.Dropdown(value=None), *cleared()
 
     def photo_of(self, state, photo) -> LearnPhoto:
         """The session's photo; after its state expired (STATE_TTL_S), the example the dropdown still shows."""
@@ -186,12 +197,16 @@ class LearnTab:
         if not gt.boxes:
             notes.insert(0, "No ground truth yet: type boxes into the table or click two opposite corners on the "
                             "picture.")
+        if pending is not None:
+            notes.insert(0, f"➕ First corner at ({pending[0]:.0f}, {pending[1]:.0f}): click the opposite corner to "
+                            "add a box.")
         return served(picture), "\n\n".join(notes)
 
     def redraw(self, state, photo, rows, pending=None, model=None):
+        """The ground truth changed (the table, a click, Clear): the picture again, and the run's views cleared."""
         state = self.photo_of(state, photo)
         picture, notes = self.picture(state, rows, pending, model)
-        return picture, notes, state
+        return picture, notes, state, *cleared()
 
     def on_click(self, state, photo, rows, draw_class, pending, evt: gr.SelectData):
         """Two clicks on the picture = two opposite corners of a new box of class `draw_class`."""
@@ -420,24 +435,25 @@ class LearnTab:
                     reset = gr.Button("Reset", elem_id="learn-reset")
             with gr.Column(scale=3):
                 picture = drawn_picture("The photo and its ground truth (click two corners to add a box)",
-                                        value=first_picture, format="jpeg", elem_id="learn-input")
+                                        value=first_picture, format="jpeg", elem_id="learn-input", height=420)
                 message = gr.Markdown(first_notes, elem_id="learn-message")
         status = gr.Markdown(elem_id="learn-status")
         with gr.Row():
             with gr.Column():
                 probabilities = drawn_picture("Matched default boxes, coloured by p(their object's class); dots: "
                                               "hard negatives, by p(background)", format="jpeg",
-                                              elem_id="learn-probabilities")
+                                              elem_id="learn-probabilities", height=340)
             with gr.Column():
                 boxes = drawn_picture("The positives' predicted boxes (decoded), moving onto the objects",
-                                      format="jpeg", elem_id="learn-boxes")
-        curves = drawn_picture("Step by step", format="png", elem_id="learn-curves")
+                                      format="jpeg", elem_id="learn-boxes", height=340)
+        curves = drawn_picture("Step by step", format="png", elem_id="learn-curves", height=300)
         with gr.Row():
             with gr.Column():
-                served_out = drawn_picture("The served model on this photo", format="jpeg", elem_id="learn-served")
+                served_out = drawn_picture("The served model on this photo", format="jpeg", elem_id="learn-served",
+                                           height=280)
             with gr.Column():
                 trained_out = drawn_picture("The trained copy on this photo", format="jpeg",
-                                            elem_id="learn-trained")
+                                            elem_id="learn-trained", height=280)
         with gr.Accordion("Another photo: the served model and the trained copy", open=True, elem_id="learn-other"):
             with gr.Row():
                 other = gr.Dropdown(example_names(), value=None, label="Example photo", elem_id="learn-other-photo",
@@ -448,25 +464,29 @@ class LearnTab:
             other_message = gr.Markdown(elem_id="learn-other-message")
             with gr.Row():
                 with gr.Column():
-                    other_served = drawn_picture("The served model", format="jpeg", elem_id="learn-other-served")
+                    other_served = drawn_picture("The served model", format="jpeg", elem_id="learn-other-served",
+                                                 height=280)
                 with gr.Column():
-                    other_trained = drawn_picture("The trained copy", format="jpeg", elem_id="learn-other-trained")
+                    other_trained = drawn_picture("The trained copy", format="jpeg", elem_id="learn-other-trained",
+                                                  height=280)
         with gr.Accordion("The numbers, step by step (what the `learn` API returns)", open=False):
             numbers = gr.JSON(elem_id="learn-numbers")
 
         kw = dict(api_visibility="private", concurrency_limit=4, concurrency_id="pictures")
+        views = [probabilities, boxes, curves, status, numbers, served_out, trained_out]  # `cleared`
         sources = [photo, *([matching.state, matching.table] if matching is not None else [])]
-        photo.change(self.load_photo, sources, [state, table, picture, pending, upload], **kw)
-        upload.upload(self.load_upload, [upload], [state, table, picture, pending, photo], preprocess=False, **kw)
-        redraw_in, redraw_out = [state, photo, table, pending, *chosen], [picture, message, state]
+        photo.change(self.load_photo, sources, [state, table, picture, message, pending, upload, *views], **kw)
+        upload.upload(self.load_upload, [upload], [state, table, picture, message, pending, photo, *views],
+                      preprocess=False, **kw)
+        redraw_in, redraw_out = [state, photo, table, pending, *chosen], [picture, message, state, *views]
         table.input(self.redraw, redraw_in, redraw_out, trigger_mode="always_last", **kw)
         clear.click(lambda: ([], None), None, [table, pending], **kw).then(self.redraw, redraw_in, redraw_out, **kw)
         picture.select(self.on_click, [state, photo, table, draw_class, pending], [table, pending, state],
                        **kw).then(self.redraw, redraw_in, redraw_out, **kw)
-        outputs = [probabilities, boxes, curves, status, numbers, served_out, trained_out, learned]
+        outputs = [*views, learned]
         # Training runs on the page's network slots ("network", as Detect), one run at a time (self.runs).
         train.click(self.train, [state, photo, table, steps, *chosen], outputs, api_visibility="private",
-                    concurrency_id="network")
+                    concurrency_id="network", show_progress="minimal")
         reset.click(self.reset, None, [*outputs, other_served, other_trained, other_message],
                     api_visibility="private", queue=False)
         compare_out = [other_served, other_trained, other_message]

@@ -172,6 +172,7 @@ def plot_learning(history: Sequence[LearnStep], steps: int, *, width_px: int = 9
     """Two panels over the steps 1..`steps`: the MultiBox loss and its two terms (localisation, confidence); the
     mean probability of the positives' class and the hard negatives' mean probability of background."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from .plots import figure_to_image
 
@@ -197,6 +198,7 @@ def plot_learning(history: Sequence[LearnStep], steps: int, *, width_px: int = 9
     right.legend(fontsize=8, loc="lower right")
     for ax in (left, right):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return figure_to_image(fig)
 
 
