@@ -242,3 +242,17 @@ def test_recorded_commands_show_voc_paths_from_their_vocdevkit_folder():
                                                       "--report", "runs/my report.json", "--pack", "/data/x.pack"])
     assert line == "python -m train.evaluate --data-root VOCdevkit/VOC2007 --report 'runs/my report.json' " \
                    "--pack /data/x.pack"
+
+
+def test_the_report_command_names_the_data_the_model_was_trained_and_measured_on():
+    from ui.model_tab import regenerate_command
+
+    own = {"command": "python -m train --data my/images --ann-file a.json --val-ann-file v.json --out r"}
+    assert regenerate_command("w.safetensors", own) == \
+        "python -m train.evaluate --weights w.safetensors --ann-file v.json --data my/images --report"
+    assert regenerate_command("w", {"command": "python -m train --data my_photos --out runs/mine"}) == \
+        "python -m train.evaluate --weights w --data my_photos --report"
+    voc = {"command": "python -m train --data VOCdevkit/VOC2007 --val-image-set minival --out r"}
+    assert regenerate_command("w", voc) == \
+        "python -m train.evaluate --weights w --image-set minival --data VOCdevkit/VOC2007 --report"
+    assert "--data-root VOCdevkit/VOC2007 --image-set minival" in regenerate_command("w", None)

@@ -16,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from ssd import VOC_CLASSES
 from visualize.model_report import ModelFiles, draw_false_positive, voc_photo
 from visualize.plots import figure_to_image, plot_class_ap, plot_pr_curves, plot_training_curves
 
@@ -39,9 +40,37 @@ ERROR_KINDS = (
     "annotators left out.")
 
 
-def regenerate_command(weights: Path | None) -> str:
+# Training's data flags, and those of its validation data, as `python -m train.evaluate` takes them.
+DATA_FLAGS = {"--data": "--data", "--data-root": "--data", "--ann-file": "--ann-file", "--image-set": "--image-set"}
+VAL_FLAGS = {"--val-data": "--data", "--val-ann-file": "--ann-file", "--val-image-set": "--image-set"}
+
+
+def regenerate_command(weights: Path | None, card: dict | None = None) -> str:
+    """The command that writes the evaluation report: on the data the model was measured on in training (its
+    validation data, else its training data) where the card's command names it, else on VOC's minival."""
     where = f"--weights {weights} " if weights is not None else ""
-    return f"python -m train.evaluate {where}--data-root VOCdevkit/VOC2007 --image-set minival --report"
+    data = evaluation_data((card or {}).get("command") or "")
+    if not data:
+        return f"python -m train.evaluate {where}--data-root VOCdevkit/VOC2007 --image-set minival --report"
+    return f"python -m train.evaluate {where}{data} --report"
+
+
+def evaluation_data(command: str) -> str:
+    """The data flags of a training command for train.evaluate: its validation data's if it names some."""
+    import shlex
+
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return ""
+    given = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+    val = {VAL_FLAGS[k]: v for k, v in given.items() if k in VAL_FLAGS}
+    if "--image-set" in val or "--ann-file" in val:
+        val.setdefault("--data", given.get("--data") or given.get("--data-root", ""))
+        chosen = val
+    else:
+        chosen = {DATA_FLAGS[k]: v for k, v in given.items() if k in DATA_FLAGS}
+    return " ".join(f"{k} {shlex.quote(v)}" for k, v in chosen.items() if v)
 
 
 def _pct(x) -> str:
@@ -162,6 +191,11 @@ class ModelTab:
 
     # ------------------------------------------------------------------------------------ what is there
     @property
+    def trained_on_voc(self) -> bool:
+        """A model of VOC's classes: its report's photos are VOC's, which SSD_VOC_ROOT can draw."""
+        return tuple(self.model.class_names) == VOC_CLASSES
+
+    @property
     def report(self) -> dict | None:
         return self.files.report if self.files else None
 
@@ -184,10 +218,11 @@ class ModelTab:
             parts.append("No training log beside the weights: training writes it when it exports them "
                          "(`python -m train … --export`).")
         if self.report is None:
-            parts.append(f"No evaluation report beside the weights; write one with `{regenerate_command(w)}`.")
+            parts.append(f"No evaluation report beside the weights; write one with "
+                         f"`{regenerate_command(w, self.files.card)}`.")
         elif self.files.report_is_current is False:
             parts.append(f"⚠️ The evaluation report was measured on other weights (its SHA-256 is not this "
-                         f"file's): regenerate it with `{regenerate_command(w)}`.")
+                         f"file's): regenerate it with `{regenerate_command(w, self.files.card)}`.")
         parts += [f"⚠️ {p}" for p in self.files.problems]
         return " ".join(parts)
 
@@ -302,6 +337,9 @@ class ModelTab:
         if drawn:
             parts.append(f" drawn below on their photos from `SSD_VOC_ROOT` ({drawn} of {shown} found): the "
                          "detection in its class's colour, the ground-truth box it was judged by dashed white.")
+        elif not self.trained_on_voc:
+            parts.append(f" listed only: the photos of *{self.report.get('data', 'its data')}* are not part of "
+                         "this app.")
         elif self.voc_root:
             parts.append(f" `SSD_VOC_ROOT={self.voc_root}` has none of their photos (`JPEGImages/<image>.jpg`), "
                          "so they are listed only.")
