@@ -146,7 +146,7 @@ class AugmentTab:
                 for first in range(0, len(STEP_NAMES), 3):
                     with gr.Row():
                         pictures += [gr.Image(label=f"{i} · {STEP_NAMES[i]}", show_label=False, interactive=False,
-                                              format="jpeg", elem_id=f"augment-step-{i}", min_width=160,
+                                              format="jpeg", elem_id=f"augment-step-{i}", min_width=160, height=280,
                                               buttons=["fullscreen"])
                                      for i in range(first, min(first + 3, len(STEP_NAMES)))]
         table = gr.Dataframe(headers=["source layer", "feature map", *(f"{i} · {n}" for i, n in enumerate(STEP_NAMES))],
