@@ -18,6 +18,7 @@ from PIL import Image
 
 from ssd import VOC_CLASSES
 from visualize.model_report import ModelFiles, draw_false_positive, voc_photo
+from visualize.numbers import counted
 from visualize.plots import figure_to_image, plot_class_ap, plot_pr_curves, plot_training_curves
 
 from .demo_models import DemoModel, DemoModels
@@ -330,8 +331,9 @@ class ModelTab:
             kinds = ", ".join(f"{k} {v} ({100 * v / n:.0f} %)" for k, v in fp["by_error"].items())
             confused = ", ".join(f"{k} {v}" for k, v in list(fp.get("confused_with", {}).items())[:4])
             parts.append(f"\n\nOn the {self.report.get('images', '?')} images of *{self.report.get('data', '?')}*, "
-                         f"**{n} false positives** score at least {self.fp_threshold_text(fp['score_threshold'])}"
-                         f" ({fp.get('true_positives_above_threshold', '?')} true positives do): {kinds}."
+                         f"**{counted(n, 'false positive')}** score at least "
+                         f"{self.fp_threshold_text(fp['score_threshold'])} "
+                         f"({counted(fp.get('true_positives_above_threshold', 0), 'true positive')} do): {kinds}."
                          + (f" Confused most with: {confused}." if confused else ""))
         parts.append(f"\n\nThe {shown} highest-scoring false positives over all classes:")
         if drawn:
