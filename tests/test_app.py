@@ -270,7 +270,7 @@ def test_the_public_api_is_the_documented_endpoints_only(model):
 
     demo = app.build_demo(model)
     public = sorted(f.api_name for f in demo.fns.values() if f.api_visibility == "public")
-    assert public == ["augment", "detect", "journey", "loss", "nms"], public
+    assert public == ["augment", "detect", "journey", "learn", "loss", "nms"], public
 
 
 def test_the_api_endpoint_keeps_no_session_state_and_the_page_keeps_a_small_one(model):
@@ -283,10 +283,11 @@ def test_the_api_endpoint_keeps_no_session_state_and_the_page_keeps_a_small_one(
     demo = app.build_demo(model)
     (api,) = [d for d in demo.fns.values() if d.api_name == "detect"]
     assert not any(isinstance(block, gr.State) for block in api.outputs)
-    # The two states that hold pictures and network outputs (Detect, Matching) expire; the others are tiny.
+    # The states that hold pictures and network outputs (Detect, Matching, and Learn's photo and trained copy)
+    # expire; the others are tiny.
     expiring = [b.time_to_live for b in demo.blocks.values() if isinstance(b, gr.State)
                 and b.time_to_live != float("inf")]
-    assert expiring == [STATE_TTL_S] * 2
+    assert expiring == [STATE_TTL_S] * 4
     tab = DetectTab(model)
     photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (1024, 1024, 3), dtype=np.uint8))
     *_, state = tab.detect_with_state(photo, 0.01, 0.45, 200, [])
@@ -564,8 +565,8 @@ def test_the_server_keeps_a_bounded_number_of_sessions_and_a_bounded_upload_fold
     """app.main hands Gradio the session bound (ui.settings.SESSIONS; Gradio's own default keeps 10 000) and puts
     the upload-folder bound in front of every request."""
     import app
-    from ui.settings import SESSIONS
     from ui.guard import RequestGuard
+    from ui.settings import SESSIONS
     from ui.upload_cache import UploadCacheLimit
 
     seen = {}
