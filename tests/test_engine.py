@@ -744,7 +744,7 @@ def test_the_card_names_the_voc_data_from_its_vocdevkit_folder(tmp_path):
 
     voc = make_shapes_voc(tmp_path / "VOCdevkit", n_train=2, n_val=1)
     args = build_parser().parse_args(["--data", str(voc), "--image-set", "train", "--classes",
-                                      "circle,square,triangle", "--out", str(tmp_path / "run")])
+                                      "circle,square,triangle", "--holdout", "0", "--out", str(tmp_path / "run")])
     _, _, desc = load_sources(args)
     assert desc.startswith("VOCdevkit/VOC2007 train (2 training images)") and str(tmp_path) not in desc
 
