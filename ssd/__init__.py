@@ -36,7 +36,8 @@ from .priors import PriorLayout, default_boxes, prior_layout
 
 __all__ = [
     "PRESETS", "SSD", "SSD300_COCO", "SSD300_LITE0_VOC", "SSD300_LITE1_VOC", "SSD300_LITE2_VOC", "SSD300_VOC",
-    "SSD384_LITE0_VOC", "SSD384_LITE1_VOC", "SSD384_LITE2_VOC", "SSD512_COCO", "SSD512_LITE0_VOC", "SSD512_VOC", "VOC_CLASSES",
+    "SSD384_LITE0_VOC", "SSD384_LITE1_VOC", "SSD384_LITE2_VOC", "SSD512_COCO", "SSD512_LITE0_VOC", "SSD512_VOC",
+    "VOC_CLASSES",
     "Detection", "Detections", "Detector", "MatchResult", "MultiBoxLoss", "PriorLayout", "RawPrediction",
     "InferenceGraph", "SSDConfig", "build_ssd", "confidence_loss", "decode", "default_boxes", "encode", "export_onnx",
     "export_weights",

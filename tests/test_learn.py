@@ -141,8 +141,8 @@ def test_the_probe_is_the_whole_copy_on_the_photo_as_inference_sees_it():
     positives = m.positives[0].nonzero().squeeze(1)
     assert torch.equal(probe.positives, positives)
     torch.testing.assert_close(probe.probability, scores[positives, 21], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(probe.boxes, ssd.decode(loc, ssd.default_boxes(run.cfg), run.cfg.variances)[0][positives],
-                               rtol=1e-4, atol=1e-5)
+    decoded = ssd.decode(loc, ssd.default_boxes(run.cfg), run.cfg.variances)[0][positives]
+    torch.testing.assert_close(probe.boxes, decoded, rtol=1e-4, atol=1e-5)
     negatives = ssd.hard_negatives(-scores[None, :, 0].log(), m.positives, run.cfg.neg_pos_ratio)[0]
     assert set(probe.negatives.tolist()) == set(negatives.nonzero().squeeze(1).tolist())
     torch.testing.assert_close(probe.background, scores[probe.negatives, 0], rtol=1e-4, atol=1e-5)

@@ -375,7 +375,7 @@ class LearnTab:
             raise Refused(BUSY)
         try:
             history, message = [], ""
-            for training, (what, value) in self.run(state.display, state.on_display(gt), steps, name):
+            for training, (what, value) in self.run(state.display, state.on_display(gt), steps, name):  # noqa: B007
                 if what == "step":
                     history.append(value)
                 elif what == "stopped":
