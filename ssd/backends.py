@@ -1,6 +1,6 @@
 """Where the inference graph runs: PyTorch (CPU or GPU; float32 on the CPU, float16 on a GPU, or bfloat16 on
-either), or onnxruntime (CPU, float32). A backend takes a batch of resized uint8 images (B, S, S, 3) and returns
-the graph's (boxes, scores) as torch tensors on its device."""
+either), or onnxruntime (CPU; the float32 export, or its INT8 quantization: ssd.export.int8). A backend takes a batch
+of resized uint8 images (B, S, S, 3) and returns the graph's (boxes, scores) as torch tensors on its device."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from torch import nn
 from .config import SSDConfig
 from .graph import INPUT, OUTPUTS, InferenceGraph
 
-BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
+BACKENDS = ("torch", "torch-bf16", "onnxruntime", "onnxruntime-int8", "auto")
+ONNXRUNTIME_BACKENDS = ("onnxruntime", "onnxruntime-int8")
+# An ONNX file's metadata key that says "int8" in a quantized file (ssd.export.int8), which names its backend.
+PRECISION_KEY = "precision"
 
 log = logging.getLogger("ssd")
 
@@ -35,6 +38,27 @@ def cpu_has_native_bf16() -> bool | None:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# The instruction sets that decide how fast int8 and float32 convolutions run (VNNI: int8 dot products in one
+# instruction; without it onnxruntime's int8 kernels are little faster than float32 ones, or slower).
+_SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
+
+
+def cpu_identity() -> str:
+    """This CPU in words, model name and the instruction sets that matter for speed: a timing taken on one
+    holds there only (the INT8 record's timing, ssd.export.int8). A model name alone does not tell an AVX2 EPYC
+    from an AVX-512 one."""
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    lines = text.splitlines()
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
+    flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+    return f"{name} ({' '.join(f for f in _SPEED_FLAGS if f in flags) or 'none of ' + ' '.join(_SPEED_FLAGS)})"
+
+
 def default_device(device=None) -> torch.device:
     """`device`, or the GPU when there is one, else the CPU."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -43,14 +67,16 @@ def default_device(device=None) -> torch.device:
 def resolve_backend(backend: str, device: torch.device) -> str:
     """'auto' -> onnxruntime on the CPU when it is installed (it runs our graphs faster there: bench/inference.py),
     else torch. An explicit choice is checked against the device. 'auto' never picks torch-bf16: bfloat16 changes
-    the scores a little (README: Benchmarks), and is slower than float32 on CPUs without `cpu_has_native_bf16`."""
+    the scores a little (docs/library.md), and is slower than float32 on CPUs without `cpu_has_native_bf16`. Nor
+    does it pick onnxruntime-int8 here: that takes a weights file whose INT8 record says it is faster on this CPU
+    and accurate enough (`Detector.load`, ssd.export.int8.Int8Record.verdict)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         return "onnxruntime" if device.type == "cpu" and onnxruntime_available() else "torch"
-    if backend == "onnxruntime":
+    if backend in ONNXRUNTIME_BACKENDS:
         if device.type != "cpu":
-            raise ValueError(f"the onnxruntime backend runs on the CPU only, not {device}")
+            raise ValueError(f"the {backend} backend runs on the CPU only, not {device}")
         if not onnxruntime_available():
             raise ImportError("the onnxruntime backend needs the onnxruntime package: pip install onnxruntime")
     return backend
@@ -80,9 +106,10 @@ class TorchBackend:
 
 class OnnxRuntimeBackend:
     """An exported graph (`ssd.export`) in an onnxruntime session on the CPU. `model`: an .onnx path or its bytes.
-    threads: onnxruntime's intra-op threads (default: as many as PyTorch uses, so the two compare alike)."""
+    threads: onnxruntime's intra-op threads (default: as many as PyTorch uses, so the two compare alike). Its name
+    is "onnxruntime-int8" when the file says it is quantized (metadata `precision`: int8, ssd.export.int8), else
+    "onnxruntime"."""
 
-    name = "onnxruntime"
     device = torch.device("cpu")
 
     def __init__(self, model, threads: int | None = None):
@@ -96,6 +123,7 @@ class OnnxRuntimeBackend:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.name = "onnxruntime-int8" if self.metadata.get(PRECISION_KEY) == "int8" else "onnxruntime"
 
     @property
     def metadata(self) -> dict[str, str]:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .backends import OnnxRuntimeBackend, TorchBackend, default_device, resolve_backend
 from .config import SSDConfig
-from .image import to_rgb
+from .image import network_input, to_rgb
 from .model import build_ssd
 from .postprocess import ImageDetections, select_detections
 from .priors import prior_layout
@@ -127,7 +127,8 @@ _TOLD_NO_EXPORT: set[Path] = set()
 class Detector:
     """model: the PyTorch network, run by `backend` ("torch"; "torch-bf16": the network in bfloat16, about twice
     as fast on CPUs with native bfloat16, 0.1 mAP lower on the shipped weights; "onnxruntime": its ONNX export;
-    or "auto": onnxruntime on the CPU when installed, else torch), or a ready backend object (`ssd.backends`)."""
+    "onnxruntime-int8": that export quantized to INT8, `ssd.export.int8`; or "auto": onnxruntime on the CPU when
+    installed, else torch), or a ready backend object (`ssd.backends`)."""
 
     def __init__(self, model, config: SSDConfig, class_names, device=None, card=None, backend: str = "torch"):
         if len(class_names) != config.num_classes:
@@ -145,6 +146,10 @@ class Detector:
                 from .export import export_bytes
 
                 self.backend = OnnxRuntimeBackend(export_bytes(model, config, self.class_names, self.card))
+            elif chosen == "onnxruntime-int8":  # no weights file, so no cache: calibrated and quantized now
+                from .export.int8 import quantized_bytes
+
+                self.backend = OnnxRuntimeBackend(quantized_bytes(model, config, self.class_names, self.card))
             else:
                 self.backend = TorchBackend(model, config, device,
                                             torch.bfloat16 if chosen == "torch-bf16" else None)
@@ -160,15 +165,32 @@ class Detector:
         """Shipped demo weights (path=None), any weights file written by `export_weights`, or an ONNX file
         written by `ssd.export` (always run by onnxruntime). backend: see `Detector`; by default onnxruntime on the
         CPU when the weights' export is cached already, else PyTorch (`_default_backend`). onnxruntime exports the
-        weights once and keeps the file in a cache (`ssd.export.cached_export`)."""
+        weights once and keeps the file in a cache (`ssd.export.cached_export`); onnxruntime-int8 quantizes that
+        export once and keeps it beside it (`ssd.export.int8.cached_int8`). By default and with "auto", a cached
+        INT8 file runs instead of the float32 one only where its record says it is faster on this CPU and within
+        0.5 mAP of float32 (`_int8_if_better`)."""
         path = Path(path) if path is not None else DEFAULT_WEIGHTS
         if path.suffix == ".onnx":
             return cls._load_onnx(path, device, backend)
         model, cfg, card = cls._load_weights(path)
         device = default_device(device)
+        choosing = backend in (None, "auto")
         if backend is None:
             backend = cls._default_backend(path, device)
         chosen = resolve_backend(backend, device)
+        if chosen == "onnxruntime" and choosing:
+            chosen = cls._int8_if_better(path, card)
+        if chosen == "onnxruntime-int8":
+            from .export.int8 import cached_int8
+
+            try:
+                runner = OnnxRuntimeBackend(cached_int8(path, model, cfg, card["classes"], card))
+                return cls(runner, cfg, card["classes"], card=card)
+            except Exception as e:  # chosen, not asked for: the float32 graph still serves
+                if not choosing:
+                    raise
+                log.warning("the INT8 graph failed (%s: %s); running the float32 one", type(e).__name__, e)
+                chosen = "onnxruntime"
         if chosen == "onnxruntime":
             from .export import cached_export
 
@@ -189,6 +211,26 @@ class Detector:
         from .export import is_cached
 
         return resolve_backend("auto", default_device(device)) == "onnxruntime" and not is_cached(path)
+
+    @staticmethod
+    def _int8_if_better(path: Path, card: dict) -> str:
+        """"onnxruntime-int8" when these weights' INT8 file is cached and its record says it runs faster on this
+        CPU and within 0.5 mAP of float32 (`ssd.export.int8.Int8Record.verdict`), else "onnxruntime". Says why
+        when an INT8 file is there but not taken."""
+        from .export.int8 import find_int8
+
+        found = find_int8(path, card)
+        if found is None:
+            return "onnxruntime"
+        int8_path, record = found
+        good, why = record.verdict() if record else (False, "it has no record")
+        if good:
+            log.info("%s: running the cached INT8 graph: %s", path.name, why)
+            return "onnxruntime-int8"
+        if int8_path not in _TOLD_NO_EXPORT:
+            _TOLD_NO_EXPORT.add(int8_path)
+            log.info("%s: not running the cached INT8 graph (%s); --backend onnxruntime-int8 runs it", path.name, why)
+        return "onnxruntime"
 
     @staticmethod
     def _default_backend(path: Path, device: torch.device) -> str:
@@ -228,6 +270,9 @@ class Detector:
         if not path.exists():
             raise FileNotFoundError(f"ONNX file not found: {path}")
         runner = OnnxRuntimeBackend(path)
+        if backend == "onnxruntime-int8" and runner.name != backend:
+            raise ValueError(f"{path} is a float32 export; for INT8 quantize it (python -m ssd.export --int8 --out "
+                             f"FILE) or pass its weights file")
         card = card_from_metadata(runner.metadata, path)
         cfg = SSDConfig.from_dict(card["config"])
         if runner.num_boxes != cfg.num_default_boxes:
@@ -245,8 +290,7 @@ class Detector:
 
     def preprocess(self, images: list[Image.Image]) -> np.ndarray:
         """Warp to the network's square input (SSD ignores aspect ratio): uint8 (B, S, S, 3), the graph's input."""
-        s = self.config.image_size
-        return np.stack([np.asarray(im.resize((s, s), Image.BILINEAR)) for im in images])
+        return network_input(images, self.config.image_size)
 
     def predict(self, image) -> RawPrediction:
         start = time.perf_counter()

@@ -50,6 +50,13 @@ def to_rgb(image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def network_input(images, size: int) -> np.ndarray:
+    """RGB PIL images -> the inference graph's input: each warped to size x size (SSD ignores the aspect ratio),
+    bilinear, as uint8 (B, size, size, 3). What the detector feeds every backend, and what INT8 calibration
+    feeds the float32 graph (ssd.export.int8)."""
+    return np.stack([np.asarray(im.resize((size, size), Image.BILINEAR)) for im in images])
+
+
 def normalise(images: torch.Tensor, cfg: SSDConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (B, 3, H, W) RGB -> the network's input (x - pixel_mean) / pixel_std in `dtype` (the base network's
     own input scaling: ImageNet mean and std for VGG16, (x - 127) / 128 for EfficientNet-Lite)."""
