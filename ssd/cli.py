@@ -30,10 +30,11 @@ from .backends import BACKENDS
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # usage: bad data, options, weights or run folder
 
 
-def error_exit(problem: Exception) -> int:
-    """One `error:` line on stderr instead of a traceback, for what the user can fix; returns the exit status."""
+def error_exit(problem: Exception | str, status: int = EXIT_USAGE) -> int:
+    """One `error:` line on stderr instead of a traceback, for what the user can fix; returns `status`, the exit
+    status to end with."""
     print(f"error: {problem}", file=sys.stderr)
-    return EXIT_USAGE
+    return status
 
 
 def program(module_form: str) -> str:
@@ -99,10 +100,6 @@ def _parser(prog: str | None, draws: bool) -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-
-
 class _Notes(logging.Handler):
     """The library's notes (logger `ssd`, INFO and up) on standard error, e.g. which backend runs and why; it
     looks up sys.stderr at each message, so a caller that swaps it gets them too."""
@@ -118,54 +115,91 @@ def show_notes():
         logger.setLevel(logging.INFO)
 
 
+def _option_problem(args) -> str | None:
+    """What is wrong with the thresholds given, or None."""
+    if args.score is not None and not 0.0 <= args.score <= 1.0:
+        return f"--score must be in [0, 1], got {args.score}"
+    if args.nms is not None and not 0.0 <= args.nms <= 1.0:
+        return f"--nms must be in [0, 1], got {args.nms}"
+    if args.top_k is not None and args.top_k < 1:
+        return f"--top-k must be >= 1, got {args.top_k}"
+    return None
+
+
+def _load_detector(args):
+    """(the Detector the options name, None) or (None, the exit status after saying why it cannot load)."""
+    import torch
+
+    from .detector import Detector
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return None, error_exit("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu",
+                                EXIT_FAILED)
+    show_notes()
+    try:
+        return Detector.load(args.weights, device=args.device, backend=args.backend), None
+    except FileNotFoundError as e:
+        return None, error_exit(str(e) + ("" if args.weights else " From the command line: --weights PATH."),
+                                EXIT_FAILED)
+    except Exception as e:  # a corrupt file or card: say which file, not a traceback
+        return None, error_exit(f"cannot load weights {args.weights or '(shipped default)'}: {type(e).__name__}: {e}",
+                                EXIT_FAILED)
+
+
+def _out_dir_problem(out_dir: Path) -> str | None:
+    """Makes the --out folder; what stops that, or None."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        return f"--out {out_dir}: cannot make this folder, a file is in the way ({e.filename})"
+    except PermissionError:
+        return f"--out {out_dir}: no permission to create or write this folder"
+    return None
+
+
+def _annotated_copy(out_dir: Path, path: Path, written: set) -> Path:
+    """Where the annotated copy of `path` goes: the input's own format where it is a photo format (a JPEG stays a
+    JPEG, 5x smaller than a PNG), and another name where two inputs of the same name came from two directories."""
+    suffix = path.suffix.lower() if path.suffix.lower() in KEEP_FORMATS else ".png"
+    target = out_dir / f"{path.stem}{suffix}"
+    n = 1
+    while target in written:
+        n += 1
+        target = out_dir / f"{path.stem}-{n}{suffix}"
+    written.add(target)
+    return target
+
+
+def _print_detections(path: Path, dets, score: float) -> None:
+    if not dets:
+        print(f"{path}: no detections with score >= {score}")
+    for d in dets:
+        x1, y1, x2, y2 = d.box
+        print(f"{path}: {d.label} {d.score:.3f} box=({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f})")
+
+
 def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m ssd") -> int:
     """Run the command line; `draw(image, detections) -> PIL image` enables --out."""
     args = _parser(prog, draws=draw is not None).parse_args(argv)
     out_dir = getattr(args, "out", None)
-    if args.score is not None and not 0.0 <= args.score <= 1.0:
-        _fail(f"--score must be in [0, 1], got {args.score}")
-        return EXIT_USAGE
-    if args.nms is not None and not 0.0 <= args.nms <= 1.0:
-        _fail(f"--nms must be in [0, 1], got {args.nms}")
-        return EXIT_USAGE
-    if args.top_k is not None and args.top_k < 1:
-        _fail(f"--top-k must be >= 1, got {args.top_k}")
-        return EXIT_USAGE
-
+    problem = _option_problem(args)
+    if problem:
+        return error_exit(problem)
     files, errors = expand_inputs(args.inputs)
     for e in errors:
-        _fail(e)
+        error_exit(e)
     if not files:
         return EXIT_FAILED
 
-    import torch
-
-    from .detector import Detector
     from .image import to_rgb
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        _fail("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu")
-        return EXIT_FAILED
-    show_notes()
-    try:
-        detector = Detector.load(args.weights, device=args.device, backend=args.backend)
-    except FileNotFoundError as e:
-        _fail(str(e) + ("" if args.weights else " From the command line: --weights PATH."))
-        return EXIT_FAILED
-    except Exception as e:  # a corrupt file or card: say which file, not a traceback
-        _fail(f"cannot load weights {args.weights or '(shipped default)'}: {type(e).__name__}: {e}")
-        return EXIT_FAILED
+    detector, status = _load_detector(args)
+    if detector is None:
+        return status
     score = detector.score_threshold if args.score is None else args.score
-
-    if out_dir is not None:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as e:
-            _fail(f"--out {out_dir}: cannot make this folder, a file is in the way ({e.filename})")
-            return EXIT_USAGE
-        except PermissionError:
-            _fail(f"--out {out_dir}: no permission to create or write this folder")
-            return EXIT_USAGE
+    problem = out_dir is not None and _out_dir_problem(out_dir)
+    if problem:
+        return error_exit(problem)
 
     results, written = [], set()
     failed = bool(errors)
@@ -173,7 +207,7 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
         try:
             image = to_rgb(path)
         except (ValueError, TypeError) as e:
-            _fail(str(e))
+            error_exit(e)
             failed = True
             continue
         dets = detector.detect(image, score_threshold=score, nms_threshold=args.nms, top_k=args.top_k)
@@ -181,21 +215,10 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
                         "device": detector.device.type, "backend": detector.backend_name,
                         "detections": [d.to_dict() for d in dets]})
         if out_dir is not None:
-            # The input's own format where it is a photo format (a JPEG stays a JPEG, 5x smaller than a PNG).
-            suffix = path.suffix.lower() if path.suffix.lower() in KEEP_FORMATS else ".png"
-            target = out_dir / f"{path.stem}{suffix}"
-            n = 1
-            while target in written:  # same name from two directories: keep both
-                n += 1
-                target = out_dir / f"{path.stem}-{n}{suffix}"
-            written.add(target)
+            target = _annotated_copy(out_dir, path, written)
             draw(image, dets).save(target)
         if not args.json:
-            if not dets:
-                print(f"{path}: no detections with score >= {score}")
-            for d in dets:
-                x1, y1, x2, y2 = d.box
-                print(f"{path}: {d.label} {d.score:.3f} box=({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f})")
+            _print_detections(path, dets, score)
             if out_dir is not None:
                 print(f"{path}: annotated copy written to {target}")
     if args.json:
@@ -232,8 +255,7 @@ def export_main(argv: list[str] | None = None) -> int:
     try:
         detector = Detector.load(args.weights, device="cpu", backend="torch")
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return error_exit(e, EXIT_FAILED)
     if args.int8:
         show_notes()  # quantizing takes minutes: it says when it starts and ends, and what calibrated it
     if args.cache:
@@ -243,18 +265,15 @@ def export_main(argv: list[str] | None = None) -> int:
         try:
             path = make(weights, detector.model, detector.config, detector.class_names, detector.card, **extra)
         except (FileNotFoundError, ImportError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            return error_exit(e, EXIT_FAILED)
         if not isinstance(path, Path):
-            print(f"error: the cache {export.cache_dir()} is not writable (SSD_CACHE_DIR chooses another)",
-                  file=sys.stderr)
-            return 1
+            return error_exit(f"the cache {export.cache_dir()} is not writable (SSD_CACHE_DIR chooses another)",
+                              EXIT_FAILED)
     elif args.int8:
         try:
             calibration = int8.calibration_images(detector.config.image_size, args.calibration)
         except (FileNotFoundError, ImportError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            return error_exit(e, EXIT_FAILED)
         float_model = export.export_bytes(detector.model, detector.config, detector.class_names, detector.card)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_bytes(int8.quantize(float_model, calibration))
