@@ -18,14 +18,12 @@ How it stays fast:
   * expand and crop are decided together as geometry, so neither the 4× canvas nor the crop is ever built:
     the part of the photo that ends up in the patch is resized once, by PIL, straight into its place in a
     size×size uint8 output pre-filled with the mean;
-  * every colour op above is pointwise and affine in RGB (brightness adds, contrast scales, saturation blends
-    with the luma, a hue shift is a rotation of the chroma plane in YIQ, a channel swap is a permutation), so
-    they compose, in the drawn order, into one 3×3 matrix + offset that PIL applies in C
-    (`Image.convert("RGB", matrix)`) once, after the resize, to the photo's pixels only (the mean fill stays
-    exactly the mean, as when colours are distorted before expanding). Clipping to [0, 255] happens once, at
-    the end. Differences from the Caffe/ssd.pytorch HSV implementation: saturation and hue act in YIQ rather
-    than HSV (saturation keeps the luma instead of the max channel), and applying the colour map after the
-    resample instead of before only matters where values clip at 0 or 255.
+  * every colour op above is pointwise and affine in RGB, so they compose, in the drawn order, into one 3×3
+    matrix + offset (`ssd.photometric`) that PIL applies in C once, after the resize, to the photo's pixels only
+    (the mean fill stays exactly the mean, as when colours are distorted before expanding). Clipping to
+    [0, 255] happens once, at the end. Differences from the Caffe/ssd.pytorch HSV implementation: saturation
+    and hue act in YIQ rather than HSV (saturation keeps the luma instead of the max channel), and applying the
+    colour map after the resample instead of before only matters where values clip at 0 or 255.
 
 Randomness. Every call draws from a numpy Generator: the `rng=` argument of the call if given (the training
 engine passes one seeded by (seed, epoch, index), which makes runs exactly reproducible and resumable), else
@@ -44,7 +42,6 @@ Augmentation view; its last step is exactly what `SSDAugmentation` returns for t
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -54,37 +51,12 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-__all__ = ["CROP_CHOICES", "AugmentStep", "Draws", "Resize", "SSDAugmentation", "augment", "color_matrix",
-           "crop_boxes", "expand_boxes", "flip_boxes"]
+from .photometric import CHANNEL_ORDERS, apply_color, color_matrix, describe_color
+
+__all__ = ["CROP_CHOICES", "AugmentStep", "Draws", "Resize", "SSDAugmentation", "augment", "crop_boxes",
+           "expand_boxes", "flip_boxes"]
 
 _CROP_MODES = (None, 0.1, 0.3, 0.5, 0.7, 0.9, "any")
-# RGB <-> YIQ (NTSC). Y is luma; I, Q span the chroma plane in which a hue shift is a rotation.
-_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
-_YIQ2RGB = np.linalg.inv(_RGB2YIQ)
-_PERMS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
-
-
-def color_matrix(brightness=0.0, contrast=1.0, saturation=1.0, hue_deg=0.0, contrast_first=True,
-                 perm=(0, 1, 2)) -> tuple[np.ndarray, np.ndarray]:
-    """(A 3x3, b 3) such that rgb' = A @ rgb + b applies, in order: brightness, contrast (if contrast_first),
-    saturation, hue, contrast (if not contrast_first), channel permutation `perm` (out[c] = in[perm[c]])."""
-    a, b = np.eye(3), np.zeros(3)
-
-    def then(m, off=0.0):
-        nonlocal a, b
-        a, b = m @ a, m @ b + off
-
-    then(np.eye(3), brightness)
-    if contrast_first:
-        then(contrast * np.eye(3))
-    theta = math.radians(hue_deg)
-    c, s = math.cos(theta), math.sin(theta)
-    chroma = np.array([[1, 0, 0], [0, saturation * c, -saturation * s], [0, saturation * s, saturation * c]])
-    then(_YIQ2RGB @ chroma @ _RGB2YIQ)
-    if not contrast_first:
-        then(contrast * np.eye(3))
-    then(np.eye(3)[list(perm)])
-    return a, b
 
 
 def _as_arrays(boxes, labels):
@@ -127,14 +99,6 @@ def crop_boxes(boxes: np.ndarray, labels: np.ndarray, patch, keep: np.ndarray):
 def flip_boxes(boxes: np.ndarray) -> np.ndarray:
     """Normalised boxes mirrored left to right."""
     return np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1).reshape(-1, 4)
-
-
-def _apply_color(image: Image.Image, color) -> Image.Image:
-    """PIL applies the 3x4 matrix per pixel in C, rounding and clipping to uint8."""
-    if color is None:
-        return image
-    a, b = color
-    return image.convert("RGB", tuple(np.concatenate([a, b[:, None]], 1).ravel().tolist()))
 
 
 @dataclass(frozen=True)
@@ -219,7 +183,7 @@ class SSDAugmentation:
         contrast = rng.uniform(*self.contrast_range) if rng.random() < p else 1.0
         saturation = rng.uniform(*self.saturation_range) if rng.random() < p else 1.0
         hue = rng.uniform(-self.hue_delta_deg, self.hue_delta_deg) if rng.random() < p else 0.0
-        perm = _PERMS[rng.integers(len(_PERMS))] if rng.random() < p else (0, 1, 2)
+        perm = CHANNEL_ORDERS[rng.integers(len(CHANNEL_ORDERS))] if rng.random() < p else (0, 1, 2)
         if brightness == 0.0 and contrast == 1.0 and saturation == 1.0 and hue == 0.0 and perm == (0, 1, 2):
             return None
         return {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue_deg": hue,
@@ -299,7 +263,7 @@ class SSDAugmentation:
             src = (min(max(dx1 / sx + px1 - left, 0.0), width), min(max(dy1 / sy + py1 - top, 0.0), height),
                    min(max(dx2 / sx + px1 - left, 0.0), width), min(max(dy2 / sy + py1 - top, 0.0), height))
             patch = Image.fromarray(image).resize((dx2 - dx1, dy2 - dy1), Image.BILINEAR, box=src)
-            patch = _apply_color(patch, d.color_matrix)
+            patch = apply_color(patch, d.color_matrix)
             if d.flip:
                 patch = patch.transpose(Image.FLIP_LEFT_RIGHT)
                 dx1, dx2 = s - dx2, s - dx1
@@ -361,23 +325,6 @@ class AugmentStep(NamedTuple):
     detail: str
 
 
-def _describe_color(c: dict | None, p: float) -> str:
-    if c is None:
-        return f"No colour op was drawn (each happens with p = {p:g})."
-    ops = []
-    if c["brightness"] != 0.0:
-        ops.append(f"brightness {c['brightness']:+.1f}")
-    if c["contrast"] != 1.0:
-        ops.append(f"contrast ×{c['contrast']:.2f} ({'before' if c['contrast_first'] else 'after'} the colour ops)")
-    if c["saturation"] != 1.0:
-        ops.append(f"saturation ×{c['saturation']:.2f}")
-    if c["hue_deg"] != 0.0:
-        ops.append(f"hue {c['hue_deg']:+.1f}°")
-    if tuple(c["perm"]) != (0, 1, 2):
-        ops.append("channels swapped to " + "".join("RGB"[i] for i in c["perm"]))
-    return ", ".join(ops) + "."
-
-
 def augment(image, boxes, labels, *, seed, min_iou="random", expand_ratio: float | None = None, size: int = 300,
             mean=(123.675, 116.28, 103.53)) -> list[AugmentStep]:
     """SSD's augmentation of one example, one step at a time, with training's code: the input, then photometric
@@ -408,57 +355,67 @@ def augment(image, boxes, labels, *, seed, min_iou="random", expand_ratio: float
     d = aug.draw(width, height, boxes, np.random.default_rng(seed))
     steps = [AugmentStep("input", image, boxes, labels, f"The {width}×{height} photo and its {len(boxes)} "
                                                         f"object{'s' * (len(boxes) != 1)}.")]
-
     # 1. colours: pointwise, the boxes do not move
-    coloured = np.asarray(_apply_color(Image.fromarray(image), d.color_matrix))
+    coloured = np.asarray(apply_color(Image.fromarray(image), d.color_matrix))
     steps.append(AugmentStep("photometric distortion", coloured, boxes, labels,
-                             _describe_color(d.color, aug.p_photometric)))
+                             describe_color(d.color, aug.p_photometric)))
+    steps.append(_zoom_out_step(aug, d, coloured, boxes, labels, drawn=expand_ratio is None))
+    crop, normalised = _crop_step(aug, d, steps[-1], how="drawn at random, as in training" if min_iou == "random"
+                                  else "as chosen")
+    steps.append(crop)
+    # 4. horizontal flip
+    ph, pw = crop.image.shape[:2]
+    scale = np.array([pw, ph, pw, ph], np.float32)
+    flipped, kept = crop.image, crop.labels
+    if d.flip:
+        normalised = flip_boxes(normalised)
+        flipped = flipped[:, ::-1]
+    steps.append(AugmentStep("horizontal flip", np.ascontiguousarray(flipped), normalised * scale, kept,
+                             "Mirrored left to right." if d.flip else f"Not flipped (a flip happens with p = "
+                                                                      f"{aug.p_flip:g})."))
+    # 5. the network's input: training's own rendering of these draws
+    steps.append(AugmentStep("resize", aug.render(image, d), normalised * np.float32(size), kept,
+                             f"Warped to {size}×{size} (bilinear): the picture training feeds the network."))
+    return steps
 
-    # 2. zoom out: the photo at (left, top) of a canvas filled with the mean colour
+
+def _zoom_out_step(aug: SSDAugmentation, d: Draws, coloured, boxes, labels, drawn: bool) -> AugmentStep:
+    """`augment`'s step 2: the coloured photo at (left, top) of a canvas filled with the mean colour. `drawn`:
+    whether the ratio was drawn as in training (else given)."""
+    height, width = coloured.shape[:2]
     cw, ch, left, top = d.canvas
     canvas = np.empty((ch, cw, 3), np.uint8)
     canvas[:] = aug.mean
     canvas[top:top + height, left:left + width] = coloured
-    shifted = expand_boxes(boxes, left, top)
     if (cw, ch) == (width, height):
-        detail = ("No zoom-out (ratio 1)." if expand_ratio is not None
-                  else f"No zoom-out was drawn (it happens with p = {aug.p_expand:g}).")
+        detail = (f"No zoom-out was drawn (it happens with p = {aug.p_expand:g})." if drawn
+                  else "No zoom-out (ratio 1).")
     else:
         detail = (f"Zoom out ×{cw / width:.2f}: a {cw}×{ch} canvas filled with the mean colour, the photo at "
                   f"({left}, {top}). Relative to the picture, every object keeps {width / cw:.0%} of its width "
                   f"and {height / ch:.0%} of its height.")
-    steps.append(AugmentStep("zoom out", canvas, shifted, labels, detail))
+    return AugmentStep("zoom out", canvas, expand_boxes(boxes, left, top), labels, detail)
 
-    # 3. the min-IoU patch: objects whose centre is inside are kept, clipped to it
+
+def _crop_step(aug: SSDAugmentation, d: Draws, zoomed: AugmentStep, how: str) -> tuple[AugmentStep, np.ndarray]:
+    """`augment`'s step 3: the min-IoU patch of the zoomed-out canvas; objects whose centre is inside are kept,
+    clipped to it. `how` says where the minimum overlap came from. Also returns the kept boxes normalised to the
+    patch, as training has them."""
     px1, py1, px2, py2 = d.patch
     pw, ph = px2 - px1, py2 - py1
-    cropped = canvas[py1:py2, px1:px2]
-    normalised, kept = crop_boxes(shifted, labels, d.patch, d.keep)
-    scale = np.array([pw, ph, pw, ph], np.float32)
-    how = "drawn at random, as in training" if min_iou == "random" else "as chosen"
-    if len(boxes) == 0:
+    normalised, kept = crop_boxes(zoomed.boxes, zoomed.labels, d.patch, d.keep)
+    n = len(zoomed.boxes)
+    if n == 0:
         detail = "An image without objects is never cropped."
     elif d.crop_mode is None:
         detail = f"No crop ({how}): the whole canvas."
     else:
         want = "Any patch, no overlap constraint" if d.crop_mode == "any" else f"Minimum IoU {d.crop_mode:g}"
         if d.cropped:
-            detail = (f"{want} ({how}): a {pw}×{ph} patch at ({px1}, {py1}); it keeps {len(kept)} of {len(boxes)} "
-                      f"object{'s' * (len(boxes) != 1)} (those whose centre it contains).")
+            detail = (f"{want} ({how}): a {pw}×{ph} patch at ({px1}, {py1}); it keeps {len(kept)} of {n} "
+                      f"object{'s' * (n != 1)} (those whose centre it contains).")
         else:
             detail = (f"{want} ({how}): none of the {aug.crop_trials} sampled patches was acceptable, so the whole "
                       "canvas is kept.")
-    steps.append(AugmentStep("min-IoU crop", cropped, normalised * scale, kept, detail))
-
-    # 4. horizontal flip
-    if d.flip:
-        normalised = flip_boxes(normalised)
-        cropped = cropped[:, ::-1]
-    steps.append(AugmentStep("horizontal flip", np.ascontiguousarray(cropped), normalised * scale, kept,
-                             "Mirrored left to right." if d.flip else f"Not flipped (a flip happens with p = "
-                                                                      f"{aug.p_flip:g})."))
-
-    # 5. the network's input: training's own rendering of these draws
-    steps.append(AugmentStep("resize", aug.render(image, d), normalised * np.float32(size), kept,
-                             f"Warped to {size}×{size} (bilinear): the picture training feeds the network."))
-    return steps
+    scale = np.array([pw, ph, pw, ph], np.float32)
+    return AugmentStep("min-IoU crop", zoomed.image[py1:py2, px1:px2], normalised * scale, kept, detail), normalised

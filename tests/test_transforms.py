@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ssd.augment import CROP_CHOICES, Resize, SSDAugmentation, augment, color_matrix
+from ssd.augment import CROP_CHOICES, Resize, SSDAugmentation, augment
+from ssd.photometric import color_matrix
 from train.datasets import DetectionDataset, Sample, collate
 
 
