@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from tests.own_data import CLASSES, photos, write_coco, write_voc, write_yolo
-from train.datasets import DatasetError, YOLODataset
+from train.datasets import DatasetError
 from train.sources import find_data
+from train.yolo_labels import YOLODataset
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .datasets import COCODataset, DatasetError, VOCDataset, YOLODataset, yolo_layout
+from .datasets import COCODataset, DatasetError, VOCDataset
 from .pack import PackDataset
+from .yolo_labels import YOLODataset, yolo_layout
 
 __all__ = ["add_data_arguments", "find_data", "open_data", "open_source"]
 
