@@ -16,10 +16,6 @@ VOC_CLASSES = (
 )
 
 
-# How many source layers each base network provides itself (the extra layers provide the others).
-BASE_SOURCES = {"vgg16": 2, "efficientnet_lite0": 3, "efficientnet_lite1": 3, "efficientnet_lite2": 3}
-
-
 @dataclass(frozen=True)
 class SSDConfig:
     """Everything that fixes an SSD's architecture, default boxes and inference defaults.
@@ -44,11 +40,10 @@ class SSDConfig:
     # Caffe models: the output size alone does not fix it (4 -> 2 and 5 -> 3 can both be done two ways).
     extra_layers: tuple[tuple[int, int, int], ...] = ((3, 2, 1), (3, 2, 1), (3, 1, 0), (3, 1, 0))
     variances: tuple[float, float] = (0.1, 0.2)
-    # The base network: "vgg16" (the paper's: conv4_3 and fc7 are the first two sources) or
-    # "efficientnet_lite0", "efficientnet_lite1" or "efficientnet_lite2" (ImageNet-pretrained, ssd.efficientnet_lite:
-    # the expansions of the blocks that start stages 3 and 5 — Lite0's blocks.5 / blocks.11, Lite1's and Lite2's
-    # blocks.7 / blocks.15 — and the head conv are the first three sources). The extra layers add the rest, so the
-    # default boxes are the same.
+    # The base network, a part chosen by name (ssd.bases): "vgg16" (the paper's, ssd.vgg: conv4_3 and fc7 are the
+    # first two sources) or "efficientnet_lite0", "efficientnet_lite1" or "efficientnet_lite2" (ImageNet-pretrained,
+    # ssd.efficientnet_lite: the expansions of the blocks that start stages 3 and 5 and the head conv are the first
+    # three sources). The extra layers add the rest, so the default boxes are the same.
     backbone: str = "vgg16"
     # Depthwise-separable extras and heads (SSDLite, Sandler et al. 2018) instead of the paper's 3x3 convs.
     separable: bool = False
@@ -81,10 +76,12 @@ class SSDConfig:
         lengths = {k: len(v) for k, v in per_layer.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"SSDConfig {self.name!r}: per-layer fields must have equal lengths, got {lengths}")
-        if self.backbone not in BASE_SOURCES:
-            raise ValueError(f"SSDConfig {self.name!r}: backbone must be one of {sorted(BASE_SOURCES)}, "
+        from .bases import bases  # the parts import torch; a config is plain data
+
+        if self.backbone not in bases():
+            raise ValueError(f"SSDConfig {self.name!r}: backbone must be one of {sorted(bases())}, "
                              f"got {self.backbone!r}")
-        n_extra = len(self.feature_maps) - BASE_SOURCES[self.backbone]
+        n_extra = len(self.feature_maps) - bases()[self.backbone].sources
         if len(self.extra_layers) != n_extra:
             raise ValueError(f"SSDConfig {self.name!r}: {len(self.feature_maps)} source layers on {self.backbone} "
                              f"need {n_extra} extra_layers, got {len(self.extra_layers)}")

@@ -33,6 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bases import BaseNetwork
+from .layers import init_added, separable
+
 BN_EPS = 1e-3
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
 # Lite0's stages, one row each: (repeats, kernel, stride of the first block, expansion ratio, output channels).
@@ -279,3 +282,53 @@ def load_imagenet_weights(net: EfficientNetLite, path=None) -> EfficientNetLite:
         state[k] = theirs[src]
     net.load_state_dict(state)
     return net
+
+
+class LiteBase(BaseNetwork):
+    """An EfficientNet-Lite base with ImageNet weights: the stride-8 and stride-16 expansions and the head conv
+    are the first three sources; SSDLite's separable extra layers (`ssd.layers.separable`) give the rest, each
+    one a source."""
+
+    pretrained = True
+    cpu_memory_format = torch.channels_last
+    weight_decay = 4e-5  # EfficientNet's own
+
+    def __init__(self, name: str):
+        self.name = name
+        self.title = variant(name).title
+        self.sources = len(SOURCE_STAGES) + 1
+
+    def build(self, ssd, cfg) -> list[int]:
+        ssd.base = EfficientNetLite(cfg.backbone)
+        source_channels = list(ssd.base.source_channels)
+        ssd.extras = nn.ModuleDict()
+        cin = source_channels[-1]
+        for k, (kernel, stride, padding) in enumerate(cfg.extra_layers):
+            out = 512 if k == 0 else 256
+            if kernel != 3:
+                raise ValueError(f"{cfg.name}: separable extra layers are 3x3, extra_layers[{k}] has kernel {kernel}")
+            ssd.extras[cfg.source_layers[len(source_channels)]] = separable(cin, out, stride, padding)
+            cin = out
+            source_channels.append(out)
+        return source_channels
+
+    def features(self, ssd, x) -> list[torch.Tensor]:
+        sources = ssd.base.features(x)
+        x = sources[-1]
+        for layer in ssd.extras.values():
+            x = layer(x)
+            sources.append(x)
+        return sources
+
+    def init_weights(self, ssd) -> None:
+        init_added([ssd.extras])  # the base keeps the parameters it was built or loaded with
+
+    def frozen(self, ssd, cfg) -> list[nn.Module]:
+        return ssd.base.freeze(cfg.frozen_base_layers)
+
+    def load_pretrained(self, ssd) -> bool:
+        load_imagenet_weights(ssd.base)
+        return True
+
+    def weights_info(self) -> dict:
+        return imagenet_weights_info(self.name)
