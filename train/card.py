@@ -21,11 +21,9 @@ def hardware() -> str:
 
 
 def base_weights_info(cfg: SSDConfig) -> dict | str:
-    if cfg.backbone == "vgg16":
-        return "none: VGG16 trained from scratch (no ImageNet VGG16 ships with this project)"
-    from ssd.efficientnet_lite import imagenet_weights_info
+    from ssd.bases import base_network
 
-    return imagenet_weights_info(cfg.backbone)
+    return base_network(cfg.backbone).weights_info()
 
 
 def model_card(cfg: SSDConfig, recipe, state, world: int, steps_per_epoch: int, data: str,

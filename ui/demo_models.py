@@ -14,7 +14,7 @@ from PIL import Image
 
 import ssd
 import ssd.detector
-from ssd.efficientnet_lite import VARIANTS
+from ssd.bases import base_network
 
 from .inputs import Refused, short
 from .settings import CONCURRENCY
@@ -113,10 +113,7 @@ class DemoModel:
             return "no model"
         cfg, card = self.detector.config, self.detector.card
         name = cfg.name.split("_")[0]  # SSD300_LITE0_VOC -> SSD300
-        if cfg.backbone == "vgg16":
-            base = f"VGG16{'-BN' if cfg.batch_norm else ''}" + (f" ×{cfg.width:g}" if cfg.width != 1 else "")
-        else:
-            base = VARIANTS[cfg.backbone].title if cfg.backbone in VARIANTS else cfg.backbone
+        base = base_network(cfg.backbone).describe(cfg)
         if card.get("base_weights"):
             base += ", ImageNet-pretrained"
         parts = [name, base]
@@ -148,10 +145,8 @@ class DemoModel:
         card = det.card
         device = torch.cuda.get_device_name(det.device) if det.device.type == "cuda" else det.device.type.upper()
         device += f" ({det.backend_name})"
-        if cfg.backbone == "vgg16":
-            base = f"VGG16 base{' with BatchNorm' if cfg.batch_norm else ''}, width ×{cfg.width:g}"
-        else:
-            base = "EfficientNet-Lite0 base pretrained on ImageNet"
+        part = base_network(cfg.backbone)
+        base = f"{part.describe(cfg)} base" + (" pretrained on ImageNet" if part.pretrained else "")
         parts = [f"**Model:** {cfg.name} ({cfg.num_default_boxes} default boxes, {base}), "
                  f"{len(self.class_names)} classes, on {device}."]
         val = card.get("val") or {}
