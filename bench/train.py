@@ -17,7 +17,7 @@ transform resizes/normalises; ours normalises uint8 on the device and uses the e
 Ours runs the path `python -m train` takes by default on this machine: the engine's memory format, `--amp auto`
 (bfloat16 autocast on a CPU with native bfloat16, else float32) and the frozen layers' BatchNorm folded into
 their convolutions (ssd.efficientnet_lite.ConvBN), and under bfloat16 the depthwise layers that train faster in
-float32 on this CPU run in float32 (timed at start-up, train.precision). --amp, --no-fold and
+float32 on this CPU run in float32 (timed at start-up, train.amp). --amp, --no-fold and
 --depthwise-precision autocast force another path; --compare-before also times the path before the first two
 (float32, BatchNorm unfolded), and --compare-autocast-depthwise the path before the third (every depthwise layer
 under autocast), in the same alternation, and print the speed-up. torchvision's step is always float32. Runs
@@ -44,15 +44,15 @@ import ssd  # noqa: E402
 from ssd.backends import cpu_has_native_bf16  # noqa: E402
 from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.image import normalise  # noqa: E402
-from train.engine import (  # noqa: E402
-    Recipe,
+from train.amp import (  # noqa: E402
     amp_choice,
-    compute_loss,
-    memory_format,
-    parameter_groups,
-    speed_up_the_process,
+    choose_depthwise_precision,
+    depthwise_layers,
+    set_float32_layers,
 )
-from train.precision import choose_depthwise_precision, depthwise_layers, set_float32_layers  # noqa: E402
+from train.engine import compute_loss, memory_format  # noqa: E402
+from train.processes import speed_up_the_process  # noqa: E402
+from train.recipe import Recipe, parameter_groups  # noqa: E402
 
 
 def cpu_line() -> str:

@@ -1,4 +1,4 @@
-"""What `python -m train`'s process settings (train.engine.speed_up_the_process) are worth on real data: the
+"""What `python -m train`'s process settings (train.processes.speed_up_the_process) are worth on real data: the
 engine's own step on a training pack's augmented batches, with the settings off and on in turn, one step each,
 in one process.
 
@@ -33,8 +33,9 @@ from ssd.augment import SSDAugmentation  # noqa: E402
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.heap import FREED_MEMORY_KEPT, GLIBC_DEFAULTS, glibc  # noqa: E402
-from train.engine import Recipe, Trainer  # noqa: E402
+from train.engine import Trainer  # noqa: E402
 from train.pack import PackDataset  # noqa: E402
+from train.recipe import Recipe  # noqa: E402
 
 
 def main():

@@ -1,4 +1,4 @@
-"""train.precision: the depthwise layers that train faster in float32 under bfloat16 autocast run in float32, as
+"""train.amp: the depthwise layers that train faster in float32 under bfloat16 autocast run in float32, as
 their timings say, without touching the model's state; such a layer computes exactly what float32 computes."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 import ssd
 from ssd.efficientnet_lite import conv_bn
-from train import precision
+from train import amp
 
 
 def depthwise(seed: int = 0):
@@ -44,9 +44,9 @@ def test_the_chooser_follows_the_timings_times_each_shape_once_and_leaves_the_mo
         five = layer[0].kernel_size == (5, 5)
         return (0.5 if five else 2.0) if in_float32 else 1.0  # float32 wins for the 5×5 layers only
 
-    monkeypatch.setattr(precision, "_time", fake_time)
-    chosen = precision.choose_depthwise_precision(model, batch_size=2, image_size=cfg.image_size)
-    layers = precision.depthwise_layers(model)
+    monkeypatch.setattr(amp, "_time", fake_time)
+    chosen = amp.choose_depthwise_precision(model, batch_size=2, image_size=cfg.image_size)
+    layers = amp.depthwise_layers(model)
     assert len(layers) == 16
     assert chosen == [n for n, m in layers.items() if m[0].kernel_size == (5, 5)] and chosen
     assert all(m.float32_under_autocast == (n in chosen) for n, m in layers.items())
@@ -61,5 +61,5 @@ def test_the_chooser_follows_the_timings_times_each_shape_once_and_leaves_the_mo
 def test_the_real_timings_give_a_valid_choice():
     """No assertion on which layers win (that is the CPU's business), only that the real timer runs."""
     model = ssd.build_ssd(ssd.SSD300_LITE0_VOC).train()
-    chosen = precision.choose_depthwise_precision(model, batch_size=1, image_size=300, repeats=1)
-    assert set(chosen) <= set(precision.depthwise_layers(model))
+    chosen = amp.choose_depthwise_precision(model, batch_size=1, image_size=300, repeats=1)
+    assert set(chosen) <= set(amp.depthwise_layers(model))

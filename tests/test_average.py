@@ -13,7 +13,8 @@ from ssd.augment import SSDAugmentation
 from tests.shapes import make_shapes_voc
 from train import average
 from train.datasets import VOCDataset
-from train.engine import SNAPSHOTS, Recipe, Trainer
+from train.engine import SNAPSHOTS, Trainer
+from train.recipe import Recipe
 
 TINY = ssd.SSD300_VOC.replace(name="tiny", num_classes=3, batch_norm=True, width=0.125)
 CLASSES = ("circle", "square", "triangle")

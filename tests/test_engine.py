@@ -17,9 +17,13 @@ import torch.multiprocessing as mp
 import ssd
 from ssd.augment import Resize, SSDAugmentation
 from tests.shapes import make_shapes_voc
-from train import engine
-from train.datasets import VOCDataset
-from train.engine import EpochSampler, Recipe, Trainer, compute_loss, global_positives, lr_factor, parameter_groups
+from train import amp, engine
+from train import log as run_log
+from train.datasets import DatasetError, VOCDataset
+from train.engine import EpochSampler, Trainer, compute_loss
+from train.processes import global_positives
+from train.recipe import Recipe, lr_factor, parameter_groups
+from train.signals import Terminated
 
 # The paper's VGG16 at a tiny width: training's default network is the shipped Lite one.
 PAPER = ["--config", "SSD300_VOC"]
@@ -105,13 +109,11 @@ def test_resume_is_exact(tmp_path, shapes):
 def test_a_resumed_run_keeps_the_depthwise_layers_its_start_put_in_float32(tmp_path, shapes, monkeypatch):
     """Under bf16 autocast on a CPU the depthwise layers that train faster in float32 are timed once, at the run's
     start; the checkpoint keeps the choice, and a resume takes it instead of timing again (timings vary)."""
-    from train import precision
-
     cfg = ssd.SSD300_LITE0_VOC.replace(num_classes=3)
     picked = ["base.blocks.8.depthwise", "base.blocks.3.depthwise"]
 
     def timed(model, *args, **kwargs):
-        return precision.set_float32_layers(model, picked)
+        return amp.set_float32_layers(model, picked)
 
     def trainer(run_dir, **recipe):
         source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle"))
@@ -119,14 +121,14 @@ def test_a_resumed_run_keeps_the_depthwise_layers_its_start_put_in_float32(tmp_p
         return Trainer(cfg, r, source, Resize(300), run_dir, device="cpu")
 
     def in_float32(t):
-        return [n for n, m in precision.depthwise_layers(t.model).items() if m.float32_under_autocast]
+        return [n for n, m in amp.depthwise_layers(t.model).items() if m.float32_under_autocast]
 
-    monkeypatch.setattr(engine, "choose_depthwise_precision", timed)
+    monkeypatch.setattr(amp, "choose_depthwise_precision", timed)
     first = trainer(tmp_path / "run")
     assert in_float32(first) == first.depthwise_float32 == sorted(picked, key=lambda n: int(n.split(".")[2]))
     assert "2 of 16 depthwise layers in float32" in first.amp_reason
     first.train(stop_after_steps=1)
-    monkeypatch.setattr(engine, "choose_depthwise_precision", lambda *a, **k: pytest.fail("timed again"))
+    monkeypatch.setattr(amp, "choose_depthwise_precision", lambda *a, **k: pytest.fail("timed again"))
     second = trainer(tmp_path / "run")
     assert second.resumed and in_float32(second) == first.depthwise_float32
     assert "as the checkpoint's run chose" in second.amp_reason
@@ -427,7 +429,7 @@ def test_a_corrupt_image_stops_the_start_or_is_left_out_and_good_images_are_chec
 
     root, source, victim = _shapes_with_a_truncated_jpeg(tmp_path, shapes)
     r = Recipe(batch_size=2, max_steps=2, warmup_steps=1, workers=0)
-    with pytest.raises(engine.DatasetError, match=rf"(?s)1 of {len(source)} training images.*{victim.name}.*"
+    with pytest.raises(DatasetError, match=rf"(?s)1 of {len(source)} training images.*{victim.name}.*"
                                                   "--skip-bad-images"):
         Trainer(TINY, r, source, Resize(300), tmp_path / "run", device="cpu")
     r.skip_bad_images = True
@@ -493,7 +495,7 @@ def test_the_log_of_a_resumed_run_has_the_rows_of_the_uninterrupted_run(tmp_path
     straight.train()
     _trainer(tmp_path / "b", shapes, log_every=4).train(stop_after_steps=3)
     _trainer(tmp_path / "b", shapes, log_every=4).train()
-    a, b = ([row for row in csv.DictReader((tmp_path / run / engine.LOG_CSV).open())] for run in "ab")
+    a, b = ([row for row in csv.DictReader((tmp_path / run / run_log.LOG_CSV).open())] for run in "ab")
     assert [row["step"] for row in a] == [row["step"] for row in b] == ["4", "6"]
     for mine, theirs in zip(b, a):
         for key in ("epoch", "loss", "loc_loss", "conf_loss", "lr", "skipped"):
@@ -518,7 +520,7 @@ def test_exported_files_are_created_with_the_users_umask(tmp_path, shapes, umask
         path = t.export(tmp_path / "shipped" / "model.safetensors")
     finally:
         os.umask(before)
-    for p in (path, path.with_suffix(".json"), engine.log_path(path)):
+    for p in (path, path.with_suffix(".json"), run_log.log_path(path)):
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
 
 
@@ -531,22 +533,22 @@ def test_export_writes_the_training_log_beside_the_weights(tmp_path, shapes):
     t.train(stop_after_steps=3)
     path = t.export(tmp_path / "shipped" / "model.safetensors")
     beside = tmp_path / "shipped" / "model.log.csv"
-    assert engine.log_path(path) == beside
+    assert run_log.log_path(path) == beside
     rows = list(csv.DictReader(beside.open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
-    assert rows == list(csv.DictReader((tmp_path / "run" / engine.LOG_CSV).open()))
+    assert rows == list(csv.DictReader((tmp_path / "run" / run_log.LOG_CSV).open()))
 
 
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, None)])
 def test_amp_auto_picks_bfloat16_only_on_cpus_that_have_it(monkeypatch, native, expected):
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
-    dtype, reason = engine.amp_choice(Recipe(amp="auto"), torch.device("cpu"))
+    monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: native)
+    dtype, reason = amp.amp_choice(Recipe(amp="auto"), torch.device("cpu"))
     assert dtype is expected
     assert ("bf16" if native else "float32") in reason
     # An explicit choice is kept whatever the CPU; a GPU always gets bfloat16 under auto.
-    assert engine.amp_choice(Recipe(amp="off"), torch.device("cpu"))[0] is None
-    assert engine.amp_choice(Recipe(amp="bf16"), torch.device("cpu"))[0] is torch.bfloat16
-    assert engine.amp_choice(Recipe(amp="auto"), torch.device("cuda"))[0] is torch.bfloat16
+    assert amp.amp_choice(Recipe(amp="off"), torch.device("cpu"))[0] is None
+    assert amp.amp_choice(Recipe(amp="bf16"), torch.device("cpu"))[0] is torch.bfloat16
+    assert amp.amp_choice(Recipe(amp="auto"), torch.device("cuda"))[0] is torch.bfloat16
 
 
 @pytest.mark.slow
@@ -777,7 +779,7 @@ def test_an_interrupt_whose_checkpoint_cannot_be_written_says_so(tmp_path, shape
     t = _trainer(tmp_path, shapes)
 
     def interrupted(stop_after_steps):
-        raise engine.Terminated("signal 15")
+        raise Terminated("signal 15")
 
     def full_disk():
         raise engine.RunError("could not write last.ckpt (No space left on device)")
@@ -786,7 +788,7 @@ def test_an_interrupt_whose_checkpoint_cannot_be_written_says_so(tmp_path, shape
     monkeypatch.setattr(t, "save", full_disk)
     with pytest.raises(engine.RunError, match="No space left") as raised:
         t.train()
-    assert isinstance(raised.value.__cause__, engine.Terminated)
+    assert isinstance(raised.value.__cause__, Terminated)
 
 
 def test_a_checkpoint_that_cannot_be_written_leaves_no_partial_file(tmp_path, shapes, monkeypatch):
@@ -851,7 +853,7 @@ def test_sigterm_saves_the_last_step_and_the_same_command_resumes(tmp_path, shap
 @pytest.mark.slow
 def test_sigterm_to_the_whole_process_group_still_saves_with_workers(tmp_path, shapes):
     """A service manager or `kill -- -PGID` sends SIGTERM to the loader's worker processes too: they leave it to
-    the main process (`engine.ignore_sigterm`), so no dead worker makes the checkpoint's save fail."""
+    the main process (`train.signals.ignore_sigterm`), so no dead worker makes the checkpoint's save fail."""
     run = tmp_path / "run"
     _, returncode, out, err = _sigterm_at_step_3(shapes, run, workers=1, whole_group=True)
     assert returncode == 130, err[-2000:]

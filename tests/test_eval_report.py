@@ -17,7 +17,7 @@ from ssd.evaluation.report import (
     write_report,
 )
 from ssd.evaluation.voc import DetectionOutcomes, evaluate_voc, voc_ap
-from train import engine
+from train import log
 from visualize import model_report
 
 TP, FP, IGNORED = DetectionOutcomes.TRUE_POSITIVE, DetectionOutcomes.FALSE_POSITIVE, DetectionOutcomes.IGNORED
@@ -117,7 +117,7 @@ def test_train_and_the_apps_reader_agree_on_the_files_beside_the_weights(tmp_pat
     weights = tmp_path / "model.safetensors"
     assert report_path(weights) == model_report.beside(weights, model_report.REPORT_SUFFIX) == \
         tmp_path / "model.eval.json"
-    assert engine.log_path(weights) == model_report.beside(weights, model_report.LOG_SUFFIX)
+    assert log.log_path(weights) == model_report.beside(weights, model_report.LOG_SUFFIX)
     result = evaluate_voc(DETS, GT, 2, class_names=CLASSES)
     report = build_report(result, CLASSES, ["a", "b"], [(700, 700), (640, 480)])
     write_report(report_path(weights), report)

@@ -17,7 +17,7 @@ import ssd.detector
 from ssd.evaluation.report import build_report, report_path, sha256, write_report
 from ssd.evaluation.voc import evaluate_voc
 from tests.app_server import export_random_weights, settled
-from train.engine import log_path, write_log_csv
+from train.log import log_path, write_log_csv
 from ui.demo_models import DemoModel
 from ui.model_tab import FP_HEADERS, FP_SHOWN, ModelTab, card_markdown
 from visualize.draw import class_colour

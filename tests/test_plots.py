@@ -151,7 +151,7 @@ def test_the_command_line_draws_a_runs_log_and_an_evaluation_report(tmp_path, ca
     evaluation report beside the shipped weights."""
     from ssd.detector import DEFAULT_WEIGHTS
     from ssd.evaluation.report import report_path
-    from train.engine import write_log
+    from train.log import write_log
     from visualize.plots import main
 
     write_log(tmp_path, _log_rows())
@@ -186,7 +186,7 @@ def test_runs_compared_line_up_by_epoch_with_their_last_map_written_beside_it():
 def test_the_command_line_compares_several_runs(tmp_path, capsys):
     from ssd.detector import DEFAULT_WEIGHTS
     from ssd.evaluation.report import report_path
-    from train.engine import write_log
+    from train.log import write_log
     from visualize.plots import main
 
     for name in ("a", "b"):

@@ -22,17 +22,13 @@ from ssd.cli import error_exit, program
 from ssd.detector import DEFAULT_WEIGHTS
 
 from .card import schedule_fields
+from .checkpoint import CHECKPOINT
 from .cli import shown_command, shown_path
-from .engine import (
-    CHECKPOINT,
-    WEIGHTS,
-    Recipe,
-    RunError,
-    Terminated,
-    Trainer,
-    speed_up_the_process,
-    terminate_as_interrupt,
-)
+from .engine import WEIGHTS, Trainer
+from .errors import RunError
+from .processes import speed_up_the_process
+from .recipe import Recipe
+from .signals import Terminated, terminate_as_interrupt
 
 
 class UsageError(ValueError):

@@ -1,12 +1,13 @@
-"""Which depthwise layers train in float32 under bfloat16 autocast.
+"""Mixed precision: the autocast dtype of a run (`amp_choice`), and which depthwise layers train in float32 under
+bfloat16 autocast (`float32_depthwise`).
 
-On an AMD EPYC with AVX512-BF16 (torch 2.14.1, oneDNN), a depthwise convolution's forward is faster in bfloat16,
-but its backward is not always: the 5×5 weight gradient and the strided input gradient ran 2–7× slower than in
-float32, so that in a bfloat16 step the depthwise layers took twice as long as in a float32 one. Which shapes lose
-depends on the CPU and the library, so the engine times each depthwise layer of the base at its training shape
-both ways, on a copy and random data, and runs in float32 those that are faster so
-(`ssd.efficientnet_lite.ConvBN.float32_under_autocast`). Those layers then round less, not more, than under
-autocast; the choice is kept in the checkpoint, so a resumed run computes as the uninterrupted one.
+On some CPUs with AVX512-BF16 a depthwise convolution's forward is faster in bfloat16 but its backward is not:
+the 5×5 weight gradient and the strided input gradient can be several times slower than in float32, enough to
+make a bfloat16 step slower than a float32 one. Which shapes lose depends on the CPU and the library, so the
+engine times each depthwise layer of the base at its training shape both ways, on a copy and random data, and
+runs in float32 those that are faster so (`ssd.efficientnet_lite.ConvBN.float32_under_autocast`). Those layers
+then round less, not more, than under autocast; the choice is kept in the checkpoint, so a resumed run computes
+as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import statistics
 import time
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from ssd.backends import cpu_has_native_bf16
 from ssd.efficientnet_lite import ConvBN
+
+from .recipe import Recipe
 
 MARGIN = 0.9  # float32 must take at most this share of the bfloat16 time: a clear win, not noise
 
@@ -103,3 +108,44 @@ def choose_depthwise_precision(model: nn.Module, batch_size: int, image_size: in
         if verdicts[key]:
             chosen.append(name)
     return chosen
+
+
+def amp_choice(recipe: Recipe, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype of the forward pass (None: float32) and why. `auto`: bfloat16 on a GPU, and on a CPU
+    that multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where it trains faster and as well as float32
+    (README: Benchmarks, parity check); float32 on other CPUs, which only emulate bfloat16."""
+    if recipe.amp == "off":
+        return None, "off"
+    if recipe.amp == "fp16":
+        return torch.float16, "fp16"
+    if recipe.amp == "bf16":
+        return torch.bfloat16, "bf16"
+    if device.type == "cuda":
+        return torch.bfloat16, "auto: bf16 on the GPU"
+    if cpu_has_native_bf16():
+        return torch.bfloat16, "auto: bf16, this CPU has native bfloat16"
+    return None, "auto: float32, this CPU has no native bfloat16"
+
+
+def float32_depthwise(model: nn.Module, recipe: Recipe, autocast, image_size: int, memory_format,
+                      chosen: list[str] | None = None, is_main: bool = True,
+                      world: int = 1) -> tuple[list[str], str | None]:
+    """Under bf16 autocast on a CPU (`autocast`, the dtype of `amp_choice`), with --depthwise-precision auto: put
+    in float32 the depthwise layers of `model` that train faster so, timed at a fresh start by the main process for
+    all of them; on a resume, `chosen`, those the checkpoint's run chose, so that the resumed run computes what the
+    uninterrupted one would have. Returns (the layers in float32, in the model's order, what was done for the
+    start-up line); ([], None) where it does not apply."""
+    layers = depthwise_layers(model)
+    device = next(model.parameters()).device
+    if not (layers and autocast is torch.bfloat16 and device.type == "cpu" and recipe.depthwise_precision == "auto"):
+        return [], None
+    how = "as the checkpoint's run chose"
+    if chosen is None:
+        how = "faster so on this CPU"
+        if is_main:
+            chosen = choose_depthwise_precision(model, recipe.batch_size, image_size, autocast, memory_format)
+        if world > 1:
+            box = [chosen]
+            dist.broadcast_object_list(box, src=0)
+            chosen = box[0]
+    return set_float32_layers(model, chosen), f"{len(chosen)} of {len(layers)} depthwise layers in float32, {how}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .datasets import DatasetError
 
-__all__ = ["SubsetSource", "check_images"]
+__all__ = ["SubsetSource", "check_images", "decodable_images"]
 
 
 def check_images(source, cache: Path | None = None, progress: bool = True) -> list[tuple[int, str]]:
@@ -43,6 +43,25 @@ def check_images(source, cache: Path | None = None, progress: bool = True) -> li
         tmp.write_text(json.dumps({"good": good}))
         os.replace(tmp, cache)
     return bad
+
+
+def decodable_images(source, cache: Path | None, skip_bad: bool, verbose: bool = True):
+    """(`source` less the images that cannot be decoded, how many those are), each image decoded once (`cache`:
+    see `check_images`). A bad image stops the start with the list (DatasetError), or with `skip_bad` is left out
+    with a warning (`verbose`: printed)."""
+    bad = check_images(source, cache, progress=verbose)
+    if not bad:
+        return source, 0
+    listing = "\n  ".join(problem for _, problem in bad[:20])
+    more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+    if not skip_bad:
+        raise DatasetError(f"{len(bad)} of {len(source)} training images cannot be decoded:\n  {listing}{more}\n"
+                           "Fix or remove them, or pass --skip-bad-images to train without them")
+    if verbose:
+        print(f"[train] warning: leaving out {len(bad)} of {len(source)} training images that cannot be "
+              f"decoded:\n  {listing}{more}")
+    failed = {i for i, _ in bad}
+    return SubsetSource(source, [i for i in range(len(source)) if i not in failed]), len(bad)
 
 
 class SubsetSource:

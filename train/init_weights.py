@@ -1,0 +1,70 @@
+"""Where a run's weights start (--init-weights): a .safetensors written by training, e.g. the shipped weights,
+instead of ImageNet's base and fresh extra layers and heads. Tensors whose name or shape do not fit (another
+number of classes, another base network) keep their initialisation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from ssd import SSDConfig
+from ssd.weights_files import CARD_SUFFIX, beside
+
+from .checkpoint import EXPORT_DTYPE, EXPORT_LIMIT, beyond
+from .errors import RunError
+
+__all__ = ["base_in_init_weights", "load_init_weights"]
+
+
+def base_in_init_weights(model: nn.Module, cfg: SSDConfig, init_weights) -> dict | str | None:
+    """Where the base of `init_weights` came from (its model card's `base_weights`), when that file holds every
+    tensor of the base network of `model` with its shapes; else None (the base starts from ImageNet)."""
+    if not init_weights or cfg.backbone == "vgg16" or not Path(init_weights).is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(init_weights), "pt") as f:
+        theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("base.")}
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("base.")}
+    if theirs != ours:
+        return None
+    card = beside(init_weights, CARD_SUFFIX)
+    try:
+        info = json.loads(card.read_text()).get("base_weights")
+    except (OSError, ValueError):
+        info = None
+    return info or f"the base network of {Path(init_weights).name} (no card beside it says where it came from)"
+
+
+def load_init_weights(model: nn.Module, cfg: SSDConfig, path: Path, verbose: bool = True) -> None:
+    """Load into `model` the tensors of `path` whose names and shapes fit, the base network's only where the file
+    holds the same base network; `verbose`: say what was taken and what kept its initialisation."""
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise FileNotFoundError(f"--init-weights {path}: no such file")
+    theirs = load_file(str(path))
+    ours = model.state_dict()
+    fits = {k: theirs[k].to(v.dtype) for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape}
+    # Another base network (Lite0 weights for a Lite1 SSD): many of its tensors have our names and shapes, in
+    # blocks that do other work, so the base keeps its ImageNet weights and only the extra layers and heads
+    # are taken.
+    base = {k for k in ours if k.startswith("base.")}
+    other_base = base != {k for k in theirs if k.startswith("base.")} or any(k not in fits for k in base)
+    if other_base:
+        fits = {k: v for k, v in fits.items() if not k.startswith("base.")}
+    if not fits:
+        raise ValueError(f"--init-weights {path}: none of its tensors fits {cfg.name} (another base network?)")
+    bad = beyond(fits, EXPORT_LIMIT)
+    if bad:  # every step from them would be skipped (`Trainer._step`)
+        raise RunError(f"--init-weights {path}: {len(bad)} of its tensors are not finite as {EXPORT_DTYPE} (e.g. "
+                       f"{bad[0]}): a diverged run's weights. Choose an export from before it diverged")
+    model.load_state_dict(fits, strict=False)
+    if verbose:
+        left = sorted(set(ours) - set(fits) - (base if other_base else set()))
+        print(f"[train] initialised {len(fits)}/{len(ours)} tensors from {path}"
+              + (f"; its base network is another one: ours keeps its ImageNet weights ({len(base)} tensors)"
+                 if other_base else "")
+              + (f"; kept the initialisation of {len(left)} that do not fit (e.g. {left[0]})" if left else ""))
