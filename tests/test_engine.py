@@ -503,6 +503,67 @@ def test_the_log_of_a_resumed_run_has_the_rows_of_the_uninterrupted_run(tmp_path
         assert float(mine["img_per_s"]) > 0
 
 
+# The keys of last.ckpt as the engine wrote them before it was split into modules (and still does); the last three
+# came later than the rest, and a checkpoint without them resumes too.
+CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "state", "rng", "config", "recipe", "classes",
+                   "depthwise_float32", "log_window"}
+LATER_KEYS = ("recipe", "depthwise_float32", "log_window")
+
+
+def _old_format_checkpoint(path: Path, step: int, recipe: Recipe, later_keys: bool = True):
+    """A checkpoint at `step` written the way the engine wrote them before it was split, with torch.save and state
+    dicts only (none of the engine's code): random weights, one momentum buffer per parameter, the LR schedule at
+    `step`, a log row per step. Returns what it holds."""
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(step)
+    model = ssd.build_ssd(TINY)
+    optimizer = torch.optim.SGD(parameter_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, recipe))
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    for _ in range(step):
+        scheduler.step()
+    rows = [{"step": s, "epoch": s / 4, "elapsed_s": 1.0 * s, "img_per_s": 2.0, "loss": 9.0 - s, "loc_loss": 3.0,
+             "conf_loss": 6.0 - s, "lr": recipe.lr, "skipped": 0} for s in range(1, step + 1)]
+    ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict(),
+            "state": {"step": step, "skipped": 0, "elapsed_s": 1.0 * step, "log": rows},
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "config": TINY.to_dict(), "recipe": {k: getattr(recipe, k) for k in recipe.__dataclass_fields__},
+            "classes": ["circle", "square", "triangle"], "depthwise_float32": [],
+            "log_window": {"images": 4, "sums": [17.0, 6.0, 11.0], "steps": 2, "seconds": 3.0}}
+    if not later_keys:
+        for k in LATER_KEYS:
+            del ckpt[k]
+    torch.save(ckpt, path)
+    return ckpt
+
+
+@pytest.mark.parametrize("later_keys", [True, False])
+def test_a_checkpoint_in_the_format_from_before_the_engine_was_split_resumes(tmp_path, shapes, later_keys):
+    (tmp_path / "run").mkdir()
+    recipe = Recipe(batch_size=2, lr=0.01, warmup_steps=2, max_steps=6, workers=0, log_every=1)
+    old = _old_format_checkpoint(tmp_path / "run" / "last.ckpt", 3, recipe, later_keys)
+    trainer = _trainer(tmp_path / "run", shapes)
+    assert trainer.resumed and trainer.state.step == 3 and trainer.state.log == old["state"]["log"]
+    assert all(torch.equal(v, old["model"][k]) for k, v in trainer.model.state_dict().items())
+    momentum = trainer.optimizer.state_dict()["state"]
+    assert momentum.keys() == old["optimizer"]["state"].keys()
+    assert all(torch.equal(m["momentum_buffer"], old["optimizer"]["state"][k]["momentum_buffer"])
+               for k, m in momentum.items())
+    assert trainer.scheduler.last_epoch == 3
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * lr_factor(3, recipe))
+    if later_keys:
+        assert (trainer._window.images, trainer._window.steps) == (4, 2)
+    trainer.train()  # and it trains on from there, writing the same keys
+    assert trainer.state.step == 6
+    assert set(torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)) == CHECKPOINT_KEYS
+
+
 def test_a_checkpoint_write_killed_midway_leaves_no_temporary_file_past_the_next_start(tmp_path, shapes):
     (tmp_path / "last.tmp").write_bytes(b"the first megabytes of a checkpoint")
     t = _trainer(tmp_path, shapes)
