@@ -3,10 +3,10 @@
 import os
 
 # OpenMP threads that have nothing to do sleep instead of spinning. By default PyTorch's spin-wait for each
-# other, and when another process takes one of the cores (the app's server, a DataLoader worker, a test run:
-# on a 2-core machine something nearly always does) a step waits for the thread that lost its core. Spinning
-# wins a few per cent on an idle machine and loses up to 5x on a busy one (README: Benchmarks). libgomp reads
-# this once, when PyTorch loads it, so it must be set before the first `import torch`; a value the user set wins.
+# other, and when another process takes one of the cores (the app's server, a DataLoader worker, a test run) a
+# step waits for the thread that lost its core: spinning gains little on an idle machine and loses much on a busy
+# one (docs/benchmarks.md). libgomp reads this once, when PyTorch loads it, so it must be set before the first
+# `import torch`; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .boxes import decode, encode

@@ -125,8 +125,8 @@ _TOLD_NO_EXPORT: set[Path] = set()
 
 
 class Detector:
-    """model: the PyTorch network, run by `backend` ("torch"; "torch-bf16": the network in bfloat16, about twice
-    as fast on CPUs with native bfloat16, 0.1 mAP lower on the shipped weights; "onnxruntime": its ONNX export;
+    """model: the PyTorch network, run by `backend` ("torch"; "torch-bf16": the network in bfloat16, for CPUs that
+    multiply bfloat16 in hardware, a little less accurate (docs/benchmarks.md); "onnxruntime": its ONNX export;
     "onnxruntime-int8": that export quantized to INT8, `ssd.export.int8`; or "auto": onnxruntime on the CPU when
     installed, else torch), or a ready backend object (`ssd.backends`)."""
 
