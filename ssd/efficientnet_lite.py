@@ -112,7 +112,7 @@ class ConvBN(nn.Sequential):
 
     `float32_under_autocast` (per layer, off by default) runs this layer in float32 while autocast would run it in
     a lower precision: for some depthwise shapes oneDNN's bfloat16 backward is several times slower than its
-    float32 one on the same CPU. Training chooses the layers by timing them (`train.precision`)."""
+    float32 one on the same CPU. Training chooses the layers by timing them (`train.amp`)."""
 
     fold = True
     float32_under_autocast = False
