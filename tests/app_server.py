@@ -19,14 +19,14 @@ import ssd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def export_random_weights(directory: Path, seed: int = 0, name: str = "random_ssd300", **card) -> Path:
-    """A tiny SSD300 (BatchNorm, width 0.25) with random weights (drawn from `seed`), in the shipped format, as
-    `<name>.safetensors`; `card`: more model card fields."""
+def export_random_weights(directory: Path, seed: int = 0, name: str = "random_ssd300", classes=ssd.VOC_CLASSES,
+                          **card) -> Path:
+    """A tiny SSD300 (BatchNorm, width 0.25) of `classes` with random weights (drawn from `seed`), in the shipped
+    format, as `<name>.safetensors`; `card`: more model card fields."""
     torch.manual_seed(seed)
-    cfg = ssd.SSD300_VOC.replace(batch_norm=True, width=0.25)
+    cfg = ssd.SSD300_VOC.replace(batch_norm=True, width=0.25, num_classes=len(classes))
     path = Path(directory) / f"{name}.safetensors"
-    return ssd.export_weights(ssd.build_ssd(cfg), cfg, ssd.VOC_CLASSES, path,
-                              **{"note": "random weights (tests)", **card})
+    return ssd.export_weights(ssd.build_ssd(cfg), cfg, classes, path, **{"note": "random weights (tests)", **card})
 
 
 def received_dir(name: str = "upload") -> Path:

@@ -15,7 +15,7 @@ from visualize.augment import (
     positives_by_step,
     steps_markdown,
 )
-from visualize.examples import example_annotations, example_image, example_names
+from visualize.examples import example_annotations, example_for, example_image, example_names, examples_for
 from visualize.matching import GroundTruth, parse_ground_truth
 
 from .configs import CONFIG_LABEL, config_choices, own_label
@@ -65,6 +65,18 @@ class AugmentTab:
     def __init__(self, model: DemoModel):
         self.model = model
         self.configs = config_choices(model.config)
+        # The example the tab starts from (and an unknown name falls back to): one whose objects are all of the
+        # model's classes (`visualize.examples.examples_for`), or None when there is none.
+        self.first_example = example_for(model.class_names, "motorcycle")
+
+    def nothing_yet(self) -> str:
+        """Why there is nothing to show, and what to do: the Matching tab has no photo (none yet, or its state
+        expired) and no example fits the model."""
+        if self.first_example is None:
+            return (f"No example photo has only this model's classes ({', '.join(self.model.class_names)}): "
+                    "upload a photo of your own on the Matching tab and draw its boxes there; this tab then "
+                    f"shows it (*{FROM_MATCHING}*).")
+        return "The Matching tab has no photo yet: open it and pick or upload one."
 
     def source(self, photo, match_state=None, match_rows=None) -> tuple:
         """(image, GroundTruth, notes) of an example or of the Matching tab's photo (as shown there: at most
@@ -72,14 +84,16 @@ class AugmentTab:
         names = self.model.class_names
         if photo == FROM_MATCHING:
             if match_state is None:
-                raise Refused("The Matching tab has no photo yet: open it and pick or upload one.")
+                raise Refused(self.nothing_yet())
             gt, problems = parse_ground_truth(match_rows, names, match_state.width, match_state.height,
                                               max_rows=MAX_GT_ROWS)
             image, s = match_state.display, match_state.scale
             W, H = image.size
             boxes = [(min(x1 * s, W), min(y1 * s, H), min(x2 * s, W), min(y2 * s, H)) for x1, y1, x2, y2 in gt.boxes]
             return image, GroundTruth(gt.labels, boxes, W, H), problems
-        name = photo if photo in example_names() else "motorcycle"
+        name = photo if photo in example_names() else self.first_example
+        if name is None:
+            raise Refused(f"Pick an example photo ({', '.join(example_names())}) or {FROM_MATCHING}.")
         image = example_image(name)
         rows = [[label, *box] for label, box in example_annotations(name)]
         gt, problems = parse_ground_truth(rows, names, image.width, image.height)
@@ -88,7 +102,10 @@ class AugmentTab:
     def render(self, photo, config_name, min_iou, expand_random, expand_ratio, seed, match_state=None,
                match_rows=None):
         """The page's outputs: each step's picture (input, then steps 1 to 5 in order), the notes and what each
-        step drew, the positives per layer and step."""
+        step drew, the positives per layer and step. With no photo to start from (no example fits the model, and
+        the Matching tab has none yet) the pictures stay empty and the notes say what to do: not an error."""
+        if photo in (None, FROM_MATCHING) and match_state is None:
+            return (*[None] * len(STEP_NAMES), self.nothing_yet(), [])
         pictures, notes, table = self.steps(photo, config_name, min_iou, expand_random, expand_ratio, seed,
                                             match_state, match_rows)
         return (*pictures, notes, table)
@@ -126,8 +143,11 @@ class AugmentTab:
         from_matching = matching is not None
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
-                photo = gr.Dropdown(example_names() + [FROM_MATCHING] * from_matching, value="motorcycle",
-                                    label="Photo with ground truth", elem_id="augment-photo")
+                # The examples whose objects are all of the model's classes (another's would be rows it cannot
+                # read); with none, the Matching tab's photo, which a visitor uploads.
+                first = self.first_example or (FROM_MATCHING if from_matching else None)
+                photo = gr.Dropdown(examples_for(self.model.class_names) + [FROM_MATCHING] * from_matching,
+                                    value=first, label="Photo with ground truth", elem_id="augment-photo")
                 config = gr.Radio(list(self.configs), value=own_label(self.configs, self.model.config),
                                   label=CONFIG_LABEL)
                 min_iou = gr.Dropdown(list(MIN_IOU), value="0.3",

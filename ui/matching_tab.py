@@ -13,7 +13,7 @@ from PIL import Image
 
 import ssd
 from visualize.draw import draw_marker, fit
-from visualize.examples import example_annotations, example_image, example_names
+from visualize.examples import example_annotations, example_for, example_image, examples_for
 from visualize.loss import NEGATIVE_HEADERS, POSITIVE_HEADERS, loss_markdown, loss_terms, negative_table, positive_table
 from visualize.matching import (
     POSITIVES_HEADERS,
@@ -39,6 +39,23 @@ from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
 GT_HEADERS = ["class", "x1", "y1", "x2", "y2"]
 INTRO = ("Training assigns each ground-truth box its best default box (forced), plus every default box with IoU ≥ "
          "the threshold. Positives are coloured by the source layer they come from.")
+
+
+def example_picker(class_names) -> gr.Dropdown:
+    """The example photos of a model of `class_names`: only those whose objects are all of its classes (another
+    one's ground truth would be rows the model cannot read), starting at the motorcycle where it fits. With none,
+    the tab starts without a photo and says what to do instead (`no_example_note`)."""
+    examples = examples_for(class_names)
+    return gr.Dropdown(examples, value=example_for(class_names, "motorcycle"),
+                       label="Example photo (with hand-made ground truth)",
+                       info=None if examples else f"None has only this model's classes ({', '.join(class_names)}).")
+
+
+def no_example_note(class_names) -> str:
+    """What the tab says when no example photo has only the model's classes: what to do instead."""
+    return (f"No example photo has only this model's classes ({', '.join(class_names)}), so the tab starts "
+            "without one: upload a photo of your own (on the left), then draw its boxes by clicking two opposite "
+            "corners on the picture, or type them into the ground-truth table.")
 
 
 def index_of(choice) -> int | None:
@@ -140,7 +157,9 @@ class MatchingTab:
         if name is None:  # the dropdown was cleared by an upload of one's own photo
             return (gr.skip(),) * 5
         rows = [[label, *box] for label, box in example_annotations(name)]
-        draw_class = gr.update(value=rows[0][0]) if rows else gr.skip()
+        # Only a class the drawing dropdown offers: any other would be a warning in the server's log.
+        fits = bool(rows) and rows[0][0] in self.model.class_names
+        draw_class = gr.update(value=rows[0][0]) if fits else gr.skip()
         return MatchState.of(example_image(name), name), rows, None, gr.Image(value=None), draw_class
 
     def load_upload(self, value):
@@ -337,8 +356,7 @@ class MatchingTab:
         note = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2, min_width=280):
-                photo = gr.Dropdown(example_names(), value="motorcycle",
-                                    label="Example photo (with hand-made ground truth)")
+                photo = example_picker(names)
                 upload = gr.Image(type="filepath", image_mode=None, label="…or your own photo",
                                   sources=["upload", "clipboard"], height=160, elem_id="match-upload")
                 # Its cells take edits, its headers none (STATIC_HEADERS): nothing would read an edited header.
@@ -359,7 +377,8 @@ class MatchingTab:
             with gr.Column(scale=3):
                 image = drawn_picture("Matched default boxes (click two corners to add a box)",
                                  elem_id="match-output", format="jpeg")
-                message = gr.Markdown(elem_id="match-message")
+                message = gr.Markdown(None if examples_for(names) else no_example_note(names),
+                                      elem_id="match-message")
                 table = gr.Dataframe(headers=list(POSITIVES_HEADERS), interactive=False,
                                      label="Positives per source layer", elem_id="match-table")
         with gr.Row():

@@ -42,6 +42,22 @@ def example_names() -> list[str]:
     return list(EXAMPLES)
 
 
+def examples_for(class_names) -> list[str]:
+    """The examples whose every object is of one of `class_names`: those a model of these classes can be shown
+    matching without a ground-truth row it cannot read (a model of other classes than VOC's fits few or none).
+    An example is kept whole or not at all: dropping the objects a model lacks would leave objects in the
+    photo that its ground truth calls background."""
+    known = set(class_names)
+    return [e.name for e in EXAMPLES.values() if all(label in known for label, _ in e.objects)]
+
+
+def example_for(class_names, preferred: str) -> str | None:
+    """The example a view of a model of `class_names` starts from: `preferred` if it fits them (`examples_for`),
+    else the first that does, else None (the view then asks for a photo of one's own)."""
+    fitting = examples_for(class_names)
+    return preferred if preferred in fitting else next(iter(fitting), None)
+
+
 @lru_cache(maxsize=8)
 def _load(name: str) -> Image.Image:
     import skimage.data
