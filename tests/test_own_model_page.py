@@ -20,6 +20,7 @@ gr = pytest.importorskip("gradio")
 from gradio.state_holder import SessionState  # noqa: E402
 
 from ui.demo_models import DemoModel  # noqa: E402
+from ui.error_analysis import missed_rows  # noqa: E402
 
 
 class Visit:
@@ -117,3 +118,22 @@ def test_a_voc_model_still_starts_on_the_motorcycle(tmp_path, caplog):
     assert [row[0] for row in visit.value("match-gt")["data"]] == ["motorbike", "bicycle"]
     assert visit.value("augment-photo") == "motorcycle" and "⚠️" not in visit.value("augment-message")
 
+
+@pytest.mark.slow
+def test_the_model_tab_lists_a_coco_models_images_by_file_name(tmp_path):
+    """COCO names an image by a number (1, 2 …) that is no file: the Model tab's false positives and missed
+    objects name the photo's file, as the evaluation report now records it beside the id."""
+    from tests.own_data import photos, write_coco
+    from train.evaluate import main
+    from ui.model_tab import ModelTab
+
+    images, ann = write_coco(tmp_path / "coco", photos(6))
+    weights = export_random_weights(tmp_path, classes=CLASSES)
+    assert main(["--weights", str(weights), "--data", str(images), "--ann-file", str(ann), "--device", "cpu",
+                 "--no-progress", "--report"]) == 0
+    tab = ModelTab(DemoModel.load(weights, "torch"))
+    files = {f"photo_{i}.jpg" for i in range(6)}
+    listed = [row[1] for row in tab.fp_rows()] + [row[1] for row in missed_rows(tab.report)]
+    assert tab.fp_rows() and missed_rows(tab.report) and set(listed) <= files
+    fp = tab.report["false_positives"]["worst"][0]
+    assert fp["file"] == f"photo_{int(fp['image']) - 1}.jpg"  # the id stays beside it

@@ -164,6 +164,12 @@ class ParsedSource:
         boxes, labels, difficult, w, h = self.annotation(i)
         return Sample(decode_image(self._files[i], (w, h)), boxes, labels, difficult, self.ids[i])
 
+    def file_name(self, i: int) -> str:
+        """Image i's file as the data names it (inside the image folder: COCO's `file_name`, a YOLO or VOC photo):
+        how the evaluation report lists an image, where its id (a COCO number) names no file."""
+        path, folder = Path(self._files[i]), getattr(self, "image_dir", None)
+        return path.relative_to(folder).as_posix() if folder and path.is_relative_to(folder) else path.name
+
     def fingerprint(self, i: int) -> str:
         """Changes when image i's file does (path, size, modification time): the key of the image-check cache."""
         try:

@@ -80,8 +80,10 @@ def write_evaluation_report(args, argv, dataset, detector, result: VOCResult, an
     cfg = detector.config
     words = sys.argv[1:] if argv is None else list(argv)
     device = torch.cuda.get_device_name(detector.device) if detector.device.type == "cuda" else "CPU"
+    # A pack keeps ids only; every folder of photos names each image's file, which the Model tab lists.
+    files = [dataset.file_name(i) for i in range(n)] if hasattr(dataset, "file_name") else None
     report = build_report(
-        result, dataset.classes, dataset.ids[:n], sizes,
+        result, dataset.classes, dataset.ids[:n], sizes, image_files=files,
         weights=weights.name, weights_sha256=sha256(weights),
         data=str(args.pack or args.coco_ann or f"{Path(args.data_root).name} {args.image_set}"),
         command=shown_command(program(f"python -m {__spec__.name}"), words),

@@ -20,6 +20,12 @@ MISSED_HEADERS = ["#", "image", "class", "box (x1, y1, x2, y2) px", "why missed"
 SHOWN = 8
 
 
+def image_name(entry: dict) -> str:
+    """An image the report lists (a false positive's, a missed object's), by its file name where the report has
+    it: a COCO image's id is a number that names no file. Its id where not (a pack, a report written before)."""
+    return entry.get("file") or str(entry["image"])
+
+
 def _box(box) -> str:
     return ", ".join(f"{v:.0f}" for v in box)
 
@@ -78,7 +84,7 @@ def missed_rows(report: dict | None) -> list[list]:
     for m in (analysis.get("missed") or {}).get("worst", [])[:SHOWN]:
         near = m.get("near_miss")
         nearest = (f"{near['class']} {near['score']:.2f}, IoU {near['iou']:.2f}" if near else "none")
-        rows.append([m["rank"], m["image"], m["class"], _box(m["box"]), REASONS.get(m["reason"], m["reason"]),
+        rows.append([m["rank"], image_name(m), m["class"], _box(m["box"]), REASONS.get(m["reason"], m["reason"]),
                      nearest])
     return rows
 

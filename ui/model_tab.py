@@ -22,7 +22,7 @@ from visualize.numbers import counted
 from visualize.plots import figure_to_image, plot_class_ap, plot_pr_curves, plot_training_curves
 
 from .demo_models import DemoModel, DemoModels
-from .error_analysis import MISSED_HEADERS, confusion_table, fix_first_markdown, missed_rows
+from .error_analysis import MISSED_HEADERS, confusion_table, fix_first_markdown, image_name, missed_rows
 from .inputs import served
 from .settings import VOC_ROOT
 
@@ -293,7 +293,7 @@ class ModelTab:
             truth = fp.get("ground_truth")
             judged = (f"{truth['class']} ({', '.join(f'{v:.0f}' for v in truth['box'])})" if truth
                       else "none (touches no object)")
-            rows.append([fp["rank"], fp["image"], fp["class"], round(fp["score"], 3),
+            rows.append([fp["rank"], image_name(fp), fp["class"], round(fp["score"], 3),
                          ", ".join(f"{v:.0f}" for v in fp["box"]), error_kind(fp), round(fp["iou"], 2), judged])
         return rows
 
@@ -306,7 +306,7 @@ class ModelTab:
                 continue
             with Image.open(path) as photo:
                 picture = draw_false_positive(photo, fp, self.model.class_names)
-            out.append((picture, f"#{fp['rank']} {fp['image']}: {fp['class']} {fp['score']:.2f}, {error_kind(fp)}"))
+            out.append((picture, f"#{fp['rank']} {image_name(fp)}: {fp['class']} {fp['score']:.2f}, {error_kind(fp)}"))
         return out
 
     def fp_threshold_text(self, threshold: float) -> str:

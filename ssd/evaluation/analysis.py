@@ -197,7 +197,7 @@ class ErrorAnalysis:
     def missed_by_reason(self) -> dict:
         return {r: sum(m.reason == r for m in self.missed) for r in MISSED_REASONS}
 
-    def _missed_entry(self, rank: int, m: MissedObject, image_ids, image_sizes) -> dict:
+    def _missed_entry(self, rank: int, m: MissedObject, image_ids, image_sizes, image_files=None) -> dict:
         o, names = self.outcomes, self.class_names
         i = int(o.gt_image[m.gt])
         near = None if m.near < 0 else {
@@ -205,11 +205,13 @@ class ErrorAnalysis:
             "box": _box(o.boxes[m.near]), "iou": round(m.iou, 3)}
         return {"rank": rank, "image": str(image_ids[i]) if image_ids is not None else i,
                 "image_size": [int(v) for v in image_sizes[i]] if image_sizes is not None else None,
+                **({"file": str(image_files[i])} if image_files is not None else {}),
                 "class": names[o.gt_labels[m.gt] - 1], "box": _box(o.gt_boxes[m.gt]), "reason": m.reason,
                 "near_miss": near}
 
-    def to_dict(self, image_ids=None, image_sizes=None, listed: int = LISTED) -> dict:
-        """Plain JSON (no NaN): fractions of 1 for mAP and dAP, as the report's other numbers."""
+    def to_dict(self, image_ids=None, image_sizes=None, listed: int = LISTED, image_files=None) -> dict:
+        """Plain JSON (no NaN): fractions of 1 for mAP and dAP, as the report's other numbers. `image_files`: each
+        image's file name, given to the missed objects listed beside their image's id."""
         return {
             "method": "TIDE (Bolya et al., ECCV 2020) on the VOC matching: dAP is the mAP gained when an oracle "
                       "fixes every error of the kind and the evaluation runs again",
@@ -228,7 +230,7 @@ class ErrorAnalysis:
                           "labels": ["background", *self.class_names], "counts": self.confusion.tolist()},
             "missed": {"total": len(self.missed), "objects": int((~self.outcomes.gt_difficult).sum()),
                        "by_reason": self.missed_by_reason(),
-                       "worst": [self._missed_entry(r, m, image_ids, image_sizes)
+                       "worst": [self._missed_entry(r, m, image_ids, image_sizes, image_files)
                                  for r, m in enumerate(self.missed[:listed], start=1)]},
         }
 

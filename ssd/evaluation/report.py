@@ -19,7 +19,9 @@ Each listed false positive also carries its TIDE kind (`tide_error`), the one th
 
 `error_analysis` is `ssd.evaluation.analysis`'s: the TIDE kinds of error and the mAP each costs, AP by object size,
 the confusion matrix at the report's score threshold and the objects missed there, each with its nearest
-detection. The report's format number stays 1: these are fields added, and readers of the others are unchanged.
+detection. Every image listed (a false positive, a missed object) carries its id (`image`) and, where the data
+has file names, its file (`file`). The report's format number stays 1: these are fields added, and readers of the
+others are unchanged.
 """
 
 from __future__ import annotations
@@ -118,9 +120,11 @@ def _box(b) -> list[float]:
 
 def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, worst: int = WORST,
                  pr_points: int = PR_POINTS, score_threshold: float | None = None,
-                 analysis: ErrorAnalysis | None = None, **about) -> dict:
+                 analysis: ErrorAnalysis | None = None, image_files=None, **about) -> dict:
     """The report of one evaluation: `result` from `evaluate_voc` (with its outcomes), the dataset's
     `image_ids` and (width, height) per image (the pixels the boxes are in), in evaluation order.
+    `image_files`: each image's file name, in the same order, given beside its id to every image listed (a COCO
+    id is a number that names no file); None where the data keeps no file names (a pack).
 
     score_threshold: the false positives scoring at least this much are counted by kind, and the error analysis's
     confusion matrix and missed objects are counted there (default: the best-F1 threshold of `result`, the one
@@ -132,6 +136,8 @@ def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, wors
     names = list(class_names)
     if len(image_ids) != result.num_images or len(image_sizes) != result.num_images:
         raise ValueError(f"{len(image_ids)} image ids and {len(image_sizes)} sizes for {result.num_images} images")
+    if image_files is not None and len(image_files) != result.num_images:
+        raise ValueError(f"{len(image_files)} file names for {result.num_images} images")
 
     def name(label) -> str:
         return names[int(label) - 1]
@@ -161,6 +167,7 @@ def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, wors
         truth = None if gt < 0 else {"class": name(outcomes.gt_labels[gt]), "box": _box(outcomes.gt_boxes[gt])}
         worst_list.append({
             "rank": rank, "image": str(image_ids[i]), "image_size": [int(v) for v in image_sizes[i]],
+            **({"file": str(image_files[i])} if image_files is not None else {}),
             "class": name(outcomes.labels[r]), "score": round(float(outcomes.scores[r]), 4),
             "box": _box(outcomes.boxes[r]), "error": kind["error"],
             "confused_with": truth["class"] if kind["error"] == "confusion" else None,
@@ -187,7 +194,7 @@ def build_report(result: VOCResult, class_names, image_ids, image_sizes, *, wors
             "confused_with": dict(confused.most_common()),
             "worst": worst_list,
         },
-        "error_analysis": analysis.to_dict(image_ids, image_sizes),
+        "error_analysis": analysis.to_dict(image_ids, image_sizes, image_files=image_files),
     }
 
 
