@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bases import BaseNetwork
+from .base_network import BaseNetwork
 from .layers import init_added, separable
 
 BN_EPS = 1e-3

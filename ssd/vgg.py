@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bases import BaseNetwork
+from .base_network import BaseNetwork
 from .layers import conv_relu, init_added, zero_biases
 
 # VGG16 conv stages (channels per conv); a 2x2 max-pool follows each stage except the last, whose pool5

@@ -7,7 +7,8 @@ from torch import nn
 
 import ssd
 from ssd import bases
-from ssd.bases import BaseNetwork, base_network
+from ssd.base_network import BaseNetwork
+from ssd.bases import base_network
 from ssd.layers import init_added
 
 
