@@ -1,13 +1,9 @@
 """The page serving a model of one's own classes (the tutorial's `SSD_WEIGHTS=runs/mine/weights.safetensors`): the
 Matching and Augmentation tabs start from an example whose objects are all of the model's classes, or, with none,
 empty and asking for a photo of one's own; nothing they show at the start warns, in the page or in the log. The
-page is run as Gradio's server runs a visit (`Visit`), so that the components' own checks run too."""
+page is run as Gradio's server runs a visit (`tests.page_visit.Visit`), so that the components' own checks run too."""
 
 from __future__ import annotations
-
-import asyncio
-import logging
-import warnings
 
 import pytest
 
@@ -17,64 +13,14 @@ from tests.own_data import CLASSES
 
 gr = pytest.importorskip("gradio")
 
-from gradio.state_holder import SessionState  # noqa: E402
-
+from tests.page_visit import opened  # noqa: E402
 from ui.demo_models import DemoModel  # noqa: E402
 from ui.error_analysis import missed_rows  # noqa: E402
-
-
-class Visit:
-    """One browser session on `demo`: each event's inputs are what the page shows at that moment, and its outputs
-    change what it shows (a gr.update its value, a skip nothing), through Gradio's own `process_api`."""
-
-    def __init__(self, demo: gr.Blocks):
-        self.demo, self.session = demo, SessionState(demo)
-        self.shown = {i: getattr(block, "value", None) for i, block in demo.blocks.items()}
-
-    def run(self, fn):
-        out = asyncio.run(self.demo.process_api(fn, [self.shown[c._id] for c in fn.inputs], self.session))
-        for component, value in zip(fn.outputs, out["data"]):
-            if not (isinstance(value, dict) and value.get("__type__") == "update"):
-                self.shown[component._id] = value
-            elif "value" in value:
-                self.shown[component._id] = value["value"]
-        return fn
-
-    def load(self):
-        """What a browser's page load runs: the load events, then what each chains with `.then`."""
-        done = [self.run(fn) for fn in self.demo.fns.values() if any(e == "load" for _, e in fn.targets)]
-        while done:
-            after = {fn._id for fn in done}
-            done = [self.run(fn) for fn in self.demo.fns.values() if fn.trigger_after in after]
-
-    def event(self, qualname: str):
-        """Runs the (first) event whose handler is `qualname`, e.g. "AugmentTab.render" (opening that tab)."""
-        return self.run(next(fn for fn in self.demo.fns.values() if getattr(fn.fn, "__qualname__", "") == qualname))
-
-    def value(self, elem_id: str):
-        return next(self.shown[i] for i, b in self.demo.blocks.items() if getattr(b, "elem_id", None) == elem_id)
 
 
 def own_model(directory, classes) -> DemoModel:
     """A random-weight model of `classes`, as training's export leaves it (weights and card), served on PyTorch."""
     return DemoModel.load(export_random_weights(directory, classes=classes), "torch")
-
-
-def opened(model: DemoModel, caplog) -> tuple[Visit, list[str]]:
-    """The page of `model` loaded and its Augmentation tab opened; and every warning that raised: Python's (Gradio
-    warns so of a value that is not among a dropdown's choices) and the app's log's."""
-    import app
-
-    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
-        warnings.simplefilter("always")
-        # What Python leaves out of a server's log by default, as the app's log does.
-        for kind in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
-            warnings.simplefilter("ignore", kind)
-        visit = Visit(app.build_demo(model))
-        visit.load()
-        visit.event("AugmentTab.render")
-    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    return visit, [f"{w.category.__name__}: {w.message}" for w in caught] + logged
 
 
 def test_only_examples_whose_every_object_is_of_the_models_classes_fit():

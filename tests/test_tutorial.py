@@ -59,7 +59,7 @@ def test_the_tutorial_names_two_training_commands():
 
 
 @pytest.mark.parametrize("layout", ["yolo", "voc", "coco"])
-def test_each_format_trains_to_a_measured_model(tmp_path, data, layout):
+def test_each_format_trains_to_a_measured_model_the_app_serves_without_a_warning(tmp_path, data, layout, caplog):
     from train.__main__ import cli
 
     plain, coco = commands("python -m train ")
@@ -75,6 +75,14 @@ def test_each_format_trains_to_a_measured_model(tmp_path, data, layout):
     from train.evaluate import main as evaluate_main
 
     assert evaluate_main(placed(evaluate, {"my_photos_val": data["val"], "runs/mine": run})) == 0
+
+    # The tutorial's last step serves it (SSD_WEIGHTS=runs/mine/weights.safetensors python app.py): the page
+    # loads and its teaching tabs open on this model's own terms, with nothing in the log.
+    from tests.page_visit import opened
+    from ui.demo_models import DemoModel
+
+    visit, warned = opened(DemoModel.load(run / "weights.safetensors", "torch"), caplog)
+    assert warned == []
 
 
 def test_a_run_stopped_by_its_time_budget_still_leaves_a_measured_model_and_says_how_to_finish(tmp_path, data):
