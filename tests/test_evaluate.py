@@ -529,7 +529,7 @@ def test_command_line_names_missing_weights(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("module, dest, extra", [
-    ("train.__main__", "data", ["--out", "runs/x"]),
+    ("train.__main__", "data_root", ["--out", "runs/x"]),
     ("train.evaluate", "data_root", []),
     ("train.coverage", "data_root", []),
     ("train.pack", "data_root", ["--out", "x.pack"]),
@@ -544,3 +544,16 @@ def test_every_data_command_takes_both_spellings_of_the_voc_folder(module, dest,
     parser = mod.build_parser() if module == "train.__main__" else mod._parser()
     for flag in ("--data", "--data-root"):
         assert getattr(parser.parse_args([*extra, flag, "VOCdevkit/VOC2007"]), dest) == "VOCdevkit/VOC2007"
+
+
+@pytest.mark.parametrize("module, extra", [("train.__main__", ["--out", "runs/x"]), ("train.evaluate", []),
+                                           ("train.coverage", [])])
+def test_training_and_the_tools_beside_it_take_one_set_of_data_flags(module, extra):
+    """train.sources.add_data_arguments defines them once: a COCO file by either name, an image set, a pack."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    parser = mod.build_parser() if module == "train.__main__" else mod._parser()
+    for flag in ("--ann-file", "--coco-ann"):
+        args = parser.parse_args([*extra, "--data", "images", flag, "a.json", "--image-set", "s", "--pack", "p"])
+        assert (args.data_root, args.coco_ann, args.image_set, args.pack) == ("images", "a.json", "s", "p")

@@ -29,6 +29,7 @@ from .errors import RunError
 from .processes import speed_up_the_process
 from .recipe import Recipe
 from .signals import Terminated, terminate_as_interrupt
+from .sources import add_data_arguments, find_data, open_source
 
 
 class UsageError(ValueError):
@@ -69,15 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = p.add_argument_group("data")
     d.add_argument("--format", choices=["auto", "voc", "coco", "yolo"], default="auto",
                    help="auto (default): COCO when --ann-file is given, else VOC or YOLO as the folder shows")
-    # --data-root is the evaluation tools' spelling of the same folder (train.sources).
-    d.add_argument("--data", "--data-root", dest="data",
-                   help="VOC: the VOC<year> folder (Annotations/, JPEGImages/, ImageSets/Main/ if any); "
-                        "COCO: the training image folder; YOLO: the folder with data.yaml, or with images/, "
-                        "labels/ and classes.txt")
-    d.add_argument("--image-set", help="VOC ImageSets/Main/<name>.txt to train on (default: trainval, else train, "
-                                       "else every annotation); YOLO: the data.yaml entry (default train)")
-    d.add_argument("--ann-file", help="COCO: instances JSON of the training images")
-    d.add_argument("--pack", help="train from a training pack written by `python -m train.pack` instead")
+    add_data_arguments(d, image_set=None, image_dir=False,
+                       image_set_help="VOC ImageSets/Main/<name>.txt to train on (default: trainval, else train, "
+                                      "else every annotation); YOLO: the data.yaml entry (default train)")
     d.add_argument("--val-image-set", help="VOC: image set to evaluate on (e.g. val)")
     d.add_argument("--val-data", help="folder of the validation images (default: --data)")
     d.add_argument("--val-ann-file", help="COCO: instances JSON of the validation images")
@@ -112,29 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_sources(args):
     """(training dataset, validation dataset or None, one-line description) named by the command line."""
-    from .sources import find_data, open_source
-
     classes = tuple(args.classes.split(",")) if args.classes else None
     if args.pack:
         train_source = open_source(pack=args.pack)
         desc = f"pack {args.pack} ({train_source.describe()})"
     else:
-        if not args.data:
+        if not args.data_root:
             raise UsageError("--data (your photos' folder: VOC, YOLO, or COCO images with --ann-file) or --pack is "
                              "required")
-        kind = args.format if args.format != "auto" else ("coco" if args.ann_file else None)
-        if kind == "coco" and not args.ann_file:
+        kind = args.format if args.format != "auto" else ("coco" if args.coco_ann else None)
+        if kind == "coco" and not args.coco_ann:
             raise UsageError("COCO format needs --data (image folder) and --ann-file (instances JSON)")
         if kind == "voc":
-            train_source = open_source(voc_root=args.data, image_set=args.image_set or "trainval", classes=classes)
-            found = f"VOC: {args.data}, image set {args.image_set or 'trainval'}"
+            train_source = open_source(voc_root=args.data_root, image_set=args.image_set or "trainval", classes=classes)
+            found = f"VOC: {args.data_root}, image set {args.image_set or 'trainval'}"
         else:
-            train_source, found = find_data(args.data, args.ann_file if kind != "yolo" else None,
+            train_source, found = find_data(args.data_root, args.coco_ann if kind != "yolo" else None,
                                             image_set=args.image_set, split=args.image_set, classes=classes)
             if kind == "yolo" and not found.startswith("YOLO"):
-                raise UsageError(f"--format yolo, but {args.data} holds {found.split(':')[0]} data")
+                raise UsageError(f"--format yolo, but {args.data_root} holds {found.split(':')[0]} data")
         print(f"[train] data: {shown_path(found)}; classes {', '.join(train_source.classes)}")
-        desc = f"{shown_path(args.data)} {args.image_set or ''}".strip()
+        desc = f"{shown_path(args.data_root)} {args.image_set or ''}".strip()
     val_source = open_validation(args, train_source)
     if val_source is None and args.holdout > 0 and not args.no_final_eval:
         train_source, val_source = hold_out(train_source, args.holdout, args.seed)
@@ -148,17 +141,15 @@ def load_sources(args):
 
 
 def open_validation(args, train_source):
-    from .sources import open_source
-
     if args.val_image_set:
-        val_root = args.val_data or args.data
+        val_root = args.val_data or args.data_root
         if not val_root:
             raise UsageError("--val-image-set needs --val-data (or --data)")
         # keep_difficult: evaluation ignores difficult objects instead of counting them as misses.
         return open_source(voc_root=val_root, image_set=args.val_image_set, classes=train_source.classes,
                            keep_difficult=True)
     if args.val_ann_file:
-        return open_source(coco_ann=args.val_ann_file, image_dir=args.val_data or args.data,
+        return open_source(coco_ann=args.val_ann_file, image_dir=args.val_data or args.data_root,
                            classes=train_source.classes)
     return None
 

@@ -1,9 +1,9 @@
 """Which dataset a command names: a training pack, a VOC folder with an image set, or COCO (image folder and
 instances JSON), opened with training's readers.
 
-The tools that read annotated data besides training (`train.evaluate`, `train.coverage`) share one set of flags,
-`add_data_arguments`; `open_source` is the one choice between the three readers, which training's command line
-and `train.average` use with their own flag names too.
+Training's command line and the tools that read annotated data beside it (`train.evaluate`, `train.coverage`)
+share one set of flags, `add_data_arguments`; `open_source` is the one choice between the three readers, which
+`train.average` uses with its own flag names too.
 """
 
 from __future__ import annotations
@@ -66,17 +66,23 @@ def open_source(*, pack=None, voc_root=None, image_set: str = "trainval", coco_a
     return None
 
 
-def add_data_arguments(p: argparse.ArgumentParser, image_set: str) -> None:
-    """--data-root/--image-set (VOC), --pack, --coco-ann/--image-dir; `image_set` is --image-set's default.
-    --data and --ann-file, training's spellings, are accepted too, and with a COCO file --data-root names the
-    image folder when --image-dir does not (as in training and `train.pack`), so a training command's data flags
-    work here as they are."""
-    p.add_argument("--data-root", "--data", dest="data_root",
-                   help="VOC folder holding Annotations/, JPEGImages/, ImageSets/Main/; or a YOLO folder")
-    p.add_argument("--image-set", default=image_set, help=f"VOC ImageSets/Main list (default: {image_set})")
-    p.add_argument("--pack", help="a training pack file (python -m train.pack) instead")
-    p.add_argument("--coco-ann", "--ann-file", dest="coco_ann", help="COCO annotation JSON (with --image-dir)")
-    p.add_argument("--image-dir", help="COCO image folder")
+def add_data_arguments(p, image_set: str | None, image_set_help: str | None = None, image_dir: bool = True) -> None:
+    """The flags that name annotated data, for training's command line and the tools beside it: --data (a VOC,
+    YOLO or COCO image folder; --data-root, the tools' spelling, too), --image-set (`image_set` its default,
+    `image_set_help` its help), --ann-file (a COCO file; --coco-ann too), --pack, and with `image_dir` the COCO
+    image folder when it is not --data's (--image-dir). One set of flags, so that a training command's data flags
+    work in `train.evaluate` and `train.coverage` as they are, and the other way round."""
+    p.add_argument("--data", "--data-root", dest="data_root", metavar="DIR",
+                   help="VOC: the VOC<year> folder (Annotations/, JPEGImages/, ImageSets/Main/ if any); COCO: the "
+                        "image folder; YOLO: the folder with data.yaml, or with images/, labels/ and classes.txt")
+    p.add_argument("--image-set", default=image_set,
+                   help=image_set_help or f"VOC ImageSets/Main/<name>.txt (default: {image_set})")
+    p.add_argument("--ann-file", "--coco-ann", dest="coco_ann", metavar="FILE",
+                   help="COCO: the instances JSON" + (" (its images in --image-dir, else --data)" if image_dir
+                                                      else " (its images in --data)"))
+    p.add_argument("--pack", help="a training pack written by `python -m train.pack`, instead")
+    if image_dir:
+        p.add_argument("--image-dir", help="COCO: the image folder, where it is not --data")
 
 
 def open_data(args: argparse.Namespace, classes=None, keep_difficult: bool = False):
