@@ -187,7 +187,6 @@ class Trainer:
                   + (f"; recipe changes that take effect now: {', '.join(changed)}" if changed else ""))
         return True
 
-
     def save(self):
         if self.is_main:
             bad = beyond(self.model.state_dict(), EXPORT_LIMIT)
