@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ssd  # noqa: E402
 from ssd.backends import cpu_has_native_bf16  # noqa: E402
+from ssd.bases import base_network  # noqa: E402
 from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.image import normalise  # noqa: E402
 from train.amp import (  # noqa: E402
@@ -100,7 +101,8 @@ def main():
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch-norm", action="store_true")
     p.add_argument("--config", default="SSD300_VOC",
-                   choices=["SSD300_VOC"] + sorted(n for n, c in ssd.PRESETS.items() if c.backbone != "vgg16"))
+                   choices=["SSD300_VOC"] + sorted(n for n, c in ssd.PRESETS.items()
+                                                   if base_network(c.backbone).pretrained))
     p.add_argument("--frozen-base-layers", type=int, default=None, help="Lite: layers kept fixed (default: preset's)")
     p.add_argument("--plain-process", action="store_true",
                    help="without python -m train's process settings (denormals flushed, freed memory kept)")
@@ -188,11 +190,11 @@ def main():
         print(f"beside a second process busy {args.neighbour:.0%} of one core")
     frozen = (f", frozen base layers {cfg.frozen_base_layers}" + (", base BatchNorm frozen (FrozenBN)"
                                                                   if cfg.frozen_base_batchnorm else "")
-              if cfg.backbone != "vgg16" else "")
+              if base_network(cfg.backbone).pretrained else "")
     print(f"{cfg.name} training step, batch {args.batch}{frozen}, memory format "
           f"{'channels_last' if fmt == torch.channels_last else 'NCHW'}; ours: amp {amp_reason}, frozen BatchNorm "
           f"{'folded' if fold else 'unfolded'}"
-          + (f", width {args.width} batch_norm {args.batch_norm}" if cfg.backbone == "vgg16" else ""))
+          + (f", width {args.width} batch_norm {args.batch_norm}" if not base_network(cfg.backbone).pretrained else ""))
     print(f"{'model':<34} {'s/step':>8} {'img/s':>8}")
     for k, v in med.items():
         print(f"{k:<34} {v:8.3f} {args.batch / v:8.2f}")

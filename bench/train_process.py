@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ssd  # noqa: E402
 from ssd.augment import SSDAugmentation  # noqa: E402
+from ssd.bases import base_network  # noqa: E402
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 from ssd.efficientnet_lite import ConvBN  # noqa: E402
 from ssd.heap import FREED_MEMORY_KEPT, GLIBC_DEFAULTS, glibc  # noqa: E402
@@ -42,7 +43,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pack", required=True, help="a training pack (python -m train.pack)")
     p.add_argument("--config", default="SSD300_LITE0_VOC",
-                   choices=sorted(n for n, c in ssd.PRESETS.items() if c.backbone != "vgg16"))  # the Lite presets
+                   choices=sorted(n for n, c in ssd.PRESETS.items() if base_network(c.backbone).pretrained))
     p.add_argument("--init-weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--frozen-base-layers", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
