@@ -11,7 +11,6 @@ that finds its export cached, as every start after the first does; `--cold` meas
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -50,6 +49,7 @@ def main():
     from skimage import data
 
     import ssd
+    from ssd.card import read_card
 
     tmp = Path(tempfile.mkdtemp())
     photo = tmp / "photo.jpg"
@@ -57,8 +57,8 @@ def main():
     torch.manual_seed(0)
     vgg = ssd.export_weights(ssd.build_ssd(ssd.SSD300_VOC), ssd.SSD300_VOC, ssd.VOC_CLASSES, tmp / "vgg16.safetensors")
     shipped = ssd.detector.DEFAULT_WEIGHTS
-    card = json.loads(ssd.detector.card_path(shipped).read_text())
-    models = {f"{card['config']['name']} (shipped)": shipped, "SSD300-VGG16 (random)": vgg}
+    card = read_card(ssd.detector.card_path(shipped))
+    models = {f"{card.config['name']} (shipped)": shipped, "SSD300-VGG16 (random)": vgg}
     os.environ["SSD_CACHE_DIR"] = str(tmp / "cache")  # the apps inherit it
     print(f"{'model':30s}{'backend':14s}{'start':>8s}{'peak RSS MB':>13s}{'RSS after':>11s}")
     for name, weights in models.items():

@@ -3,7 +3,6 @@ return detections in the input's pixels."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 
 from .backends import OnnxRuntimeBackend, TorchBackend, default_device, resolve_backend
+from .card import ModelCard
 from .config import SSDConfig
 from .image import network_input, to_rgb
 from .model import build_ssd
@@ -70,13 +70,18 @@ def card_path(weights: Path) -> Path:
     return beside(weights, CARD_SUFFIX)
 
 
-def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, dtype=torch.float16, **card) -> Path:
+def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, dtype=torch.float16,
+                   card: ModelCard | None = None, **fields) -> Path:
     """Write the shipped format: fp16 safetensors (or `dtype`, e.g. float32 for training's snapshots) + a JSON
-    model card (config, classes, and `card` fields). ValueError, and nothing written, when a tensor is not finite
-    in `dtype` (a diverged model, or values beyond float16's range): such weights detect nothing."""
+    model card: `card`'s fields, then `fields` (`ssd.card.ModelCard`'s), with the config and classes of this
+    network. ValueError, and nothing written, when the card is not one (a misspelt field, a value of the wrong
+    type) or a tensor is not finite in `dtype` (a diverged model, or values beyond float16's range): such weights
+    detect nothing."""
     from safetensors.torch import save
 
     path = Path(path)
+    meta = ModelCard.from_dict({**(card.to_dict() if card else {}), **fields, "config": cfg.to_dict(),
+                                "classes": list(class_names)}, where=f"the model card of {path}")
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
@@ -84,10 +89,9 @@ def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, dt
         largest = max(float(v.detach().abs().max()) for k, v in model.state_dict().items() if k in bad)
         raise ValueError(f"refusing to write {path}: {len(bad)} of {len(state)} tensors are not finite as {dtype} "
                          f"(e.g. {bad[0]}; the largest magnitude among them {largest:.3g}); the model diverged")
-    meta = {"config": cfg.to_dict(), "classes": list(class_names), **card}
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, save(state))
-    _write_atomically(card_path(path), (json.dumps(meta, indent=2) + "\n").encode())
+    _write_atomically(card_path(path), meta.to_json().encode())
     return path
 
 
@@ -130,15 +134,20 @@ class Detector:
     "onnxruntime-int8": that export quantized to INT8, `ssd.export.int8`; or "auto": onnxruntime on the CPU when
     installed, else torch), or a ready backend object (`ssd.backends`)."""
 
-    def __init__(self, model, config: SSDConfig, class_names, device=None, card=None, backend: str = "torch"):
+    def __init__(self, model, config: SSDConfig, class_names, device=None, card: ModelCard | dict | None = None,
+                 backend: str = "torch"):
         if len(class_names) != config.num_classes:
             raise ValueError(f"{len(class_names)} class names for a {config.num_classes}-class config")
         self.config = config
         self.class_names = tuple(class_names)
-        self.card = card or {}
+        # A dict: some of a card's fields (e.g. {"score_threshold": 0.3}), completed with this network's config
+        # and classes.
+        self.card = card if isinstance(card, ModelCard) else ModelCard.from_dict(
+            {**(card or {}), "config": config.to_dict(), "classes": list(self.class_names)})
         # The card's recommended threshold (best F1 on held-out images, written by training): the default of
         # detect(), the app's slider and the CLI's --score.
-        self.score_threshold = float(self.card.get("score_threshold", FALLBACK_SCORE_THRESHOLD))
+        self.score_threshold = float(FALLBACK_SCORE_THRESHOLD if self.card.score_threshold is None
+                                     else self.card.score_threshold)
         if isinstance(model, torch.nn.Module):
             device = default_device(device)
             chosen = resolve_backend(backend, device)
@@ -184,8 +193,8 @@ class Detector:
             from .export.int8 import cached_int8
 
             try:
-                runner = OnnxRuntimeBackend(cached_int8(path, model, cfg, card["classes"], card))
-                return cls(runner, cfg, card["classes"], card=card)
+                runner = OnnxRuntimeBackend(cached_int8(path, model, cfg, card.classes, card))
+                return cls(runner, cfg, card.classes, card=card)
             except Exception as e:  # chosen, not asked for: the float32 graph still serves
                 if not choosing:
                     raise
@@ -195,13 +204,13 @@ class Detector:
             from .export import cached_export
 
             try:
-                runner = OnnxRuntimeBackend(cached_export(path, model, cfg, card["classes"], card))
-                return cls(runner, cfg, card["classes"], card=card)
+                runner = OnnxRuntimeBackend(cached_export(path, model, cfg, card.classes, card))
+                return cls(runner, cfg, card.classes, card=card)
             except Exception as e:  # "auto" promises a working detector, not the fastest one
                 if backend != "auto":
                     raise
                 log.warning("onnxruntime backend failed (%s: %s); running on torch", type(e).__name__, e)
-        return cls(model, cfg, card["classes"], device=device, card=card,
+        return cls(model, cfg, card.classes, device=device, card=card,
                    backend="torch-bf16" if chosen == "torch-bf16" else "torch")
 
     @staticmethod
@@ -213,7 +222,7 @@ class Detector:
         return resolve_backend("auto", default_device(device)) == "onnxruntime" and not is_cached(path)
 
     @staticmethod
-    def _int8_if_better(path: Path, card: dict) -> str:
+    def _int8_if_better(path: Path, card: ModelCard) -> str:
         """"onnxruntime-int8" when these weights' INT8 file is cached and its record says it runs faster on this
         CPU and within 0.5 mAP of float32 (`ssd.export.int8.Int8Record.verdict`), else "onnxruntime". Says why
         when an INT8 file is there but not taken."""
@@ -253,7 +262,7 @@ class Detector:
         hint = ("No demo weights are shipped yet. Train them with `python -m train` (README, 'Train your own') or "
                 "pass Detector.load(path) a weights file.") if path == DEFAULT_WEIGHTS else None
         state, card = read_weights(path, hint)
-        cfg = SSDConfig.from_dict(card["config"])
+        cfg = card.ssd_config()
         model = build_ssd(cfg)
         model.load_state_dict(state)
         check_fits(model, cfg, card_path(path))
@@ -274,11 +283,11 @@ class Detector:
             raise ValueError(f"{path} is a float32 export; for INT8 quantize it (python -m ssd.export --int8 --out "
                              f"FILE) or pass its weights file")
         card = card_from_metadata(runner.metadata, path)
-        cfg = SSDConfig.from_dict(card["config"])
+        cfg = card.ssd_config()
         if runner.num_boxes != cfg.num_default_boxes:
             raise ValueError(f"{path}: the graph predicts {runner.num_boxes} boxes, its config "
                              f"{cfg.num_default_boxes} default boxes")
-        return cls(runner, cfg, card["classes"], card=card)
+        return cls(runner, cfg, card.classes, card=card)
 
     @property
     def backend_name(self) -> str:

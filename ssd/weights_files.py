@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
+
+from .card import ModelCard, read_card
 
 CARD_SUFFIX = ".json"
 LOG_SUFFIX = ".log.csv"
@@ -22,10 +23,10 @@ def beside(weights, suffix: str) -> Path:
     return weights.with_name(weights.stem + suffix)
 
 
-def read_weights(path, hint: str | None = None) -> tuple[dict, dict]:
+def read_weights(path, hint: str | None = None) -> tuple[dict, ModelCard]:
     """(tensors, card) of a weights file and the model card beside it, floating-point tensors as float32 (the
     shipped files are float16). FileNotFoundError names the missing file, then `hint` (default: what the file
-    must be)."""
+    must be); ValueError names a card that is not one (`ssd.card.read_card`)."""
     from safetensors.torch import load_file
 
     path, card = Path(path), beside(path, CARD_SUFFIX)
@@ -33,7 +34,7 @@ def read_weights(path, hint: str | None = None) -> tuple[dict, dict]:
         hint = hint or "Pass the .safetensors file written by training; its model card (.json) must sit beside it."
         raise FileNotFoundError(f"weights not found: {path if not path.is_file() else card}. {hint}")
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    return tensors, json.loads(card.read_text())
+    return tensors, read_card(card)
 
 
 def sha256(path) -> str:

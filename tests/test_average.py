@@ -36,7 +36,7 @@ def test_the_average_is_the_mean_of_the_float_tensors(tmp_path):
         if v.is_floating_point():
             assert torch.allclose(v, (sa[k] + sb[k]) / 2, atol=1e-7), k
     assert int(mean["base.conv1_1.1.num_batches_tracked"]) == 5  # integer counts: the last file's
-    assert card["classes"] == list(CLASSES) and card["steps"] == 1
+    assert card.classes == list(CLASSES) and card.steps == 1
 
 
 def test_files_of_another_network_are_refused(tmp_path):

@@ -149,9 +149,9 @@ def test_export_then_load_gives_the_same_detections(tmp_path):
         for t in model.state_dict().values():
             if t.is_floating_point():
                 t.copy_(t.half().float())
-    path = export_weights(model, cfg, ssd.VOC_CLASSES, tmp_path / "w.safetensors", recipe="test")
+    path = export_weights(model, cfg, ssd.VOC_CLASSES, tmp_path / "w.safetensors", note="test")
     loaded = Detector.load(path, device="cpu", backend="torch")
-    assert loaded.config == cfg and loaded.class_names == ssd.VOC_CLASSES and loaded.card["recipe"] == "test"
+    assert loaded.config == cfg and loaded.class_names == ssd.VOC_CLASSES and loaded.card.note == "test"
     reference = Detector(model, cfg, ssd.VOC_CLASSES, device="cpu")
     image = Image.fromarray(rgb_noise(300, 200, seed=5))
     want, got = reference.detect(image, score_threshold=0.01), loaded.detect(image, score_threshold=0.01)

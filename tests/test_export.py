@@ -100,7 +100,7 @@ def test_the_file_says_what_it_is(shipped, shipped_onnx):
     # The file alone is enough for a Detector: same config, classes, threshold and card.
     assert exported.config == shipped.config and exported.class_names == shipped.class_names
     assert exported.score_threshold == shipped.score_threshold
-    assert exported.card["val"] == shipped.card["val"]
+    assert exported.card.val == shipped.card.val
 
 
 @pytest.fixture(scope="module")

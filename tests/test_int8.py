@@ -128,7 +128,7 @@ def test_a_second_load_reuses_the_cached_int8_file(quantized, monkeypatch):
 def test_other_weights_a_changed_card_or_recipe_have_another_key(quantized, tmp_path, monkeypatch):
     card = quantized.card
     path = int8.int8_cache_path(DEFAULT_WEIGHTS, card)
-    assert int8.int8_cache_path(DEFAULT_WEIGHTS, {**card, "score_threshold": 0.5}) != path
+    assert int8.int8_cache_path(DEFAULT_WEIGHTS, replace(card, score_threshold=0.5)) != path
     other = tmp_path / DEFAULT_WEIGHTS.name
     other.write_bytes(DEFAULT_WEIGHTS.read_bytes() + b"\0")
     assert int8.int8_cache_path(other, card) != path

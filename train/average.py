@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from ssd import Detector, SSDConfig, build_ssd, export_weights
+from ssd.card import ModelCard
 from ssd.cli import error_exit, program
 from ssd.image import normalise
 from ssd.weights_files import LOG_SUFFIX, beside, read_weights
@@ -36,7 +38,7 @@ from .engine import memory_format
 __all__ = ["average_weights", "recompute_batchnorm", "main"]
 
 
-def average_weights(paths) -> tuple[dict[str, torch.Tensor], dict]:
+def average_weights(paths) -> tuple[dict[str, torch.Tensor], ModelCard]:
     """The mean of the floating-point tensors of `paths` (float32, summed in float64), and the last file's card.
     Integer tensors (BatchNorm's batch counts) are the last file's. Files of another network, config or classes
     are refused: their mean is no network."""
@@ -50,7 +52,7 @@ def average_weights(paths) -> tuple[dict[str, torch.Tensor], dict]:
             first_card, total = card, {k: v.double() if v.is_floating_point() else v for k, v in tensors.items()}
             continue
         for key in ("config", "classes"):
-            if card.get(key) != first_card.get(key):
+            if getattr(card, key) != getattr(first_card, key):
                 raise ValueError(f"{path}: its {key} differs from {paths[0]}'s; only one network's weights average")
         if tensors.keys() != total.keys() or any(tensors[k].shape != total[k].shape for k in total):
             raise ValueError(f"{path}: its tensors differ from {paths[0]}'s in names or shapes")
@@ -128,8 +130,7 @@ def main(argv=None) -> int:
         if bool(args.val_data) != bool(args.val_image_set):
             raise ValueError("--val-data and --val-image-set go together")
         state, card = average_weights(args.weights)
-        cfg = SSDConfig.from_dict(card["config"])
-        classes = card["classes"]
+        cfg, classes = card.ssd_config(), card.classes
         model = build_ssd(cfg)
         model.load_state_dict(state)
         source = open_source(pack=args.pack, voc_root=args.data, image_set=args.image_set, classes=classes)
@@ -148,12 +149,14 @@ def main(argv=None) -> int:
             print(f"[average] val mAP (VOC07 11-point) {evaluation.map_11pt:.4f}, area {evaluation.map_area:.4f}")
     except (FileNotFoundError, ValueError, DatasetError) as e:
         return error_exit(e)
-    card = {k: v for k, v in card.items() if k not in ("config", "classes", "val", "score_threshold")}
     words = sys.argv[1:] if argv is None else list(argv)
-    card.update(complete=True, averaged={"weights": [Path(w).name for w in args.weights], "batchnorm": batchnorm},
-                command=shown_command(program(f"python -m {__spec__.name}"), words),
-                **(evaluation_fields(evaluation) if evaluation is not None else {}))
-    out = export_weights(model, cfg, classes, args.out, **card)
+    # The last snapshot's card, but for what it measured: the average is measured here, or not at all.
+    card = dataclasses.replace(
+        card, val=None, score_threshold=None, complete=True,
+        averaged={"weights": [Path(w).name for w in args.weights], "batchnorm": batchnorm},
+        command=shown_command(program(f"python -m {__spec__.name}"), words))
+    out = export_weights(model, cfg, classes, args.out, card=card,
+                         **(evaluation_fields(evaluation) if evaluation is not None else {}))
     log = beside(args.weights[-1], LOG_SUFFIX)
     if log.is_file():  # the training curves that led to the last snapshot
         shutil.copyfile(log, beside(out, LOG_SUFFIX))

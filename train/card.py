@@ -1,6 +1,7 @@
 """The model card a training run writes beside its weights: what the run was (data, recipe, steps, epochs, wall
 time, hardware, speed, where the base's ImageNet weights came from) and what it measured (val mAP, per-class AP,
-the recommended score threshold). `ssd.export_weights` writes it; `ssd.Detector` and the app read it."""
+the recommended score threshold), as the fields of `ssd.card.ModelCard`: `ssd.export_weights` checks them and writes
+the card; `ssd.Detector` and the app read it back as a ModelCard."""
 
 from __future__ import annotations
 

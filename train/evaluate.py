@@ -91,7 +91,7 @@ def write_evaluation_report(args, argv, dataset, detector, result: VOCResult, an
         device=device,
         # The false positives are counted above the threshold the app starts at: the card's, which training chose
         # at its own best-F1 point; this file's may differ a little (float16 weights, another backend).
-        score_threshold=detector.card.get("score_threshold"), analysis=analysis)
+        score_threshold=detector.card.score_threshold, analysis=analysis)
     return write_report(args.report or report_path(weights), report)
 
 
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
           f"{format_percent(result.map_area).strip()}   (IoU {args.iou})")
     # Counted at the threshold the app starts at (the card's), as the report's false positives are; a card
     # without one: this evaluation's best-F1 point.
-    analysis = analyse_errors(result, detector.card.get("score_threshold"))
+    analysis = analyse_errors(result, detector.card.score_threshold)
     print(analysis.table())
 
     report = {"weights": str(args.weights or "shipped default"), "backend": detector.backend_name,

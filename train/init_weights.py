@@ -4,12 +4,12 @@ number of classes, another base network) keep their initialisation."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import nn
 
 from ssd import SSDConfig
+from ssd.card import read_card
 from ssd.weights_files import CARD_SUFFIX, beside
 
 from .checkpoint import EXPORT_DTYPE, EXPORT_LIMIT, beyond
@@ -30,9 +30,8 @@ def base_in_init_weights(model: nn.Module, cfg: SSDConfig, init_weights) -> dict
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("base.")}
     if theirs != ours:
         return None
-    card = beside(init_weights, CARD_SUFFIX)
     try:
-        info = json.loads(card.read_text()).get("base_weights")
+        info = read_card(beside(init_weights, CARD_SUFFIX)).base_weights
     except (OSError, ValueError):
         info = None
     return info or f"the base network of {Path(init_weights).name} (no card beside it says where it came from)"

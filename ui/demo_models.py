@@ -15,6 +15,7 @@ from PIL import Image
 import ssd
 import ssd.detector
 from ssd.bases import base_network
+from visualize.numbers import counted
 
 from .inputs import Refused, short
 from .settings import CONCURRENCY
@@ -114,17 +115,16 @@ class DemoModel:
         cfg, card = self.detector.config, self.detector.card
         name = cfg.name.split("_")[0]  # SSD300_LITE0_VOC -> SSD300
         base = base_network(cfg.backbone).describe(cfg)
-        if card.get("base_weights"):
+        if card.base_weights:
             base += ", ImageNet-pretrained"
         parts = [name, base]
-        if card.get("status"):  # "<tag>: <why>", e.g. the interim model's "interim: superseded by …"
-            tags = [str(card["status"]).split(":")[0].strip()]
-            if not card.get("base_weights"):
+        if card.status:  # "<tag>: <why>", e.g. the interim model's "interim: superseded by …"
+            tags = [card.status.split(":")[0].strip()]
+            if not card.base_weights:
                 tags.append("from scratch")
             parts.append(", ".join(tags))
-        val = card.get("val") or {}
-        if isinstance(val.get("map_area"), int | float):
-            parts.append(f"mAP {100 * val['map_area']:.1f}")
+        if card.val:
+            parts.append(f"mAP {100 * card.val.map_area:.1f}")
         return " · ".join(parts)
 
     def require(self) -> ssd.Detector:
@@ -148,17 +148,17 @@ class DemoModel:
         part = base_network(cfg.backbone)
         base = f"{part.describe(cfg)} base" + (" pretrained on ImageNet" if part.pretrained else "")
         parts = [f"**Model:** {cfg.name} ({cfg.num_default_boxes} default boxes, {base}), "
-                 f"{len(self.class_names)} classes, on {device}."]
-        val = card.get("val") or {}
-        if isinstance(val.get("map_area"), int | float):
+                 f"{counted(len(self.class_names), 'class', 'classes')}, on {device}."]
+        val = card.val
+        if val:
             # The threshold is the best-F1 one where training measured it; a card may say it was set otherwise.
-            basis = "best F1 there" if val.get("best_f1") or not card.get("score_threshold_basis") else \
-                str(card["score_threshold_basis"]).split(":")[0]
-            parts.append(f"Measured on {val.get('images', '?')} held-out images: mAP at IoU 0.5 "
-                         f"{100 * val['map_area']:.1f} (VOC07 11-point {100 * val['map_11pt']:.1f}). Default score "
+            basis = "best F1 there" if val.best_f1 or not card.score_threshold_basis else \
+                card.score_threshold_basis.split(":")[0]
+            parts.append(f"Measured on {val.images} held-out images: mAP at IoU 0.5 "
+                         f"{100 * val.map_area:.1f} (VOC07 11-point {100 * val.map_11pt:.1f}). Default score "
                          f"threshold {det.score_threshold:.2f} ({basis}).")
-        if card.get("note"):
-            parts.append(str(card["note"]))
+        if card.note:
+            parts.append(card.note)
         return " ".join(parts)
 
 

@@ -9,7 +9,6 @@ folder is at hand (SSD_VOC_ROOT), since the photos are not part of the project.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import gradio as gr
 from PIL import Image
 
 from ssd import VOC_CLASSES
+from ssd.card import ModelCard
 from visualize.model_report import ModelFiles, draw_false_positive, voc_photo
 from visualize.numbers import counted
 from visualize.plots import figure_to_image, plot_class_ap, plot_pr_curves, plot_training_curves
@@ -46,11 +46,11 @@ DATA_FLAGS = {"--data": "--data", "--data-root": "--data", "--ann-file": "--ann-
 VAL_FLAGS = {"--val-data": "--data", "--val-ann-file": "--ann-file", "--val-image-set": "--image-set"}
 
 
-def regenerate_command(weights: Path | None, card: dict | None = None) -> str:
+def regenerate_command(weights: Path | None, card: ModelCard | None = None) -> str:
     """The command that writes the evaluation report: on the data the model was measured on in training (its
     validation data, else its training data) where the card's command names it, else on VOC's minival."""
     where = f"--weights {weights} " if weights is not None else ""
-    data = evaluation_data((card or {}).get("command") or "")
+    data = evaluation_data(card.command or "" if card else "")
     if not data:
         return f"python -m train.evaluate {where}--data-root VOCdevkit/VOC2007 --image-set minival --report"
     return f"python -m train.evaluate {where}{data} --report"
@@ -101,79 +101,65 @@ def _duration(seconds) -> str:
     return f"{seconds / 3600:.1f} h ({seconds / 60:.0f} min)" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def card_markdown(card: dict | None, weights: Path | None) -> str:
+def card_markdown(card: ModelCard | None, weights: Path | None) -> str:
     """The model card, readably: one line per topic, only for the fields the card has."""
-    if not card:
+    if card is None:
         return "No model card was found beside the weights."
-    cfg = card.get("config") or {}
-    rows = []
-    name = cfg.get("name", "?")
-    backbone = card.get("backbone") or cfg.get("backbone")
-    classes = card.get("classes") or []
-    rows.append(("Model", f"{name}: SSD at {cfg.get('image_size', '?')}×{cfg.get('image_size', '?')}, "
-                          f"{len(classes)} classes, {backbone or 'vgg16'} base"
-                          + (f", feature maps {'/'.join(str(f) for f in cfg['feature_maps'])}"
-                             if cfg.get("feature_maps") else "")))
-    if card.get("status"):
-        rows.append(("Status", card["status"]))
-    if "base_weights" in card:
-        rows.append(("Base network's weights", _base_weights(card["base_weights"])))
-    if card.get("data"):
-        rows.append(("Data", card["data"]))
-    recipe = card.get("recipe") or {}
-    if recipe:
-        bits = [f"{recipe.get('optimizer', 'SGD')} momentum {recipe.get('momentum', '?')}",
-                f"batch {recipe.get('global_batch', recipe.get('batch_size', '?'))}",
-                f"lr {recipe.get('lr', '?')} ({recipe.get('schedule', '?')}, {recipe.get('warmup_steps', 0)} warmup "
-                f"steps)",
-                f"weight decay {recipe.get('weight_decay', '?')}"
-                + (f" on {recipe['weight_decay_on']}" if recipe.get("weight_decay_on") else "")]
-        if recipe.get("grad_clip"):
-            bits.append(f"gradient clipping at {recipe['grad_clip']:g}")
-        if cfg.get("frozen_base_layers"):
-            bits.append(f"first {cfg['frozen_base_layers']} base layers frozen")
-        if recipe.get("init_weights"):
-            bits.append(f"started from `{recipe['init_weights']}`")
-        rows.append(("Recipe", ", ".join(bits)))
-    training = []
-    if card.get("steps") is not None:
-        training.append(f"{card['steps']} steps")
-    if card.get("epochs") is not None:
-        training.append(f"{card['epochs']} epochs")
-    if card.get("wall_time_s") is not None:
-        training.append(_duration(card["wall_time_s"]))
-    if card.get("hardware"):
-        training.append(f"on {card['hardware']}")
-    if card.get("train_img_per_s"):
-        training.append(f"{card['train_img_per_s']} img/s")
-    if card.get("torch"):
-        training.append(f"torch {card['torch']}")
-    if training:
-        rows.append(("Training", ", ".join(training)))
-    val = card.get("val") or {}
-    if isinstance(val.get("map_area"), int | float):
-        measured = (f"{val.get('images', '?')} held-out images: mAP at IoU 0.5 **{_pct(val['map_area'])}** (area), "
-                    f"{_pct(val.get('map_11pt'))} (VOC07 11-point)")
-        best = val.get("best_f1") or {}
-        if card.get("score_threshold") is not None:
-            measured += f"; default score threshold {card['score_threshold']}"
+    cfg = card.ssd_config()
+    rows = [("Model", f"{cfg.name}: SSD at {cfg.image_size}×{cfg.image_size}, {len(card.classes)} classes, "
+                      f"{card.backbone or cfg.backbone} base, feature maps {'/'.join(map(str, cfg.feature_maps))}")]
+    if card.status:
+        rows.append(("Status", card.status))
+    if card.base_weights is not None:
+        rows.append(("Base network's weights", _base_weights(card.base_weights)))
+    if card.data:
+        rows.append(("Data", card.data))
+    if card.recipe:
+        rows.append(("Recipe", _recipe(card.recipe, cfg)))
+    training = [f"{card.steps} steps" if card.steps is not None else None,
+                f"{card.epochs} epochs" if card.epochs is not None else None,
+                _duration(card.wall_time_s) if card.wall_time_s is not None else None,
+                f"on {card.hardware}" if card.hardware else None,
+                f"{card.train_img_per_s} img/s" if card.train_img_per_s else None,
+                f"torch {card.torch}" if card.torch else None]
+    if any(training):
+        rows.append(("Training", ", ".join(t for t in training if t)))
+    if card.val:
+        val, best = card.val, card.val.best_f1 or {}
+        measured = (f"{val.images} held-out images: mAP at IoU 0.5 **{_pct(val.map_area)}** (area), "
+                    f"{_pct(val.map_11pt)} (VOC07 11-point)")
+        if card.score_threshold is not None:
+            measured += f"; default score threshold {card.score_threshold}"
             if best.get("precision") is not None:
                 measured += f" (best F1: precision {best['precision']:.2f}, recall {best['recall']:.2f})"
         rows.append(("Measured", measured))
-    elif card.get("score_threshold") is not None:
-        rows.append(("Score threshold", f"{card['score_threshold']}"))
-    if card.get("score_threshold_basis"):
-        rows.append(("Threshold basis", card["score_threshold_basis"]))
-    if card.get("history"):
-        rows.append(("History", card["history"]))
-    if card.get("note"):
-        rows.append(("Note", card["note"]))
-    commands = [card["command"]] if card.get("command") else list(card.get("commands") or [])
+    elif card.score_threshold is not None:
+        rows.append(("Score threshold", f"{card.score_threshold}"))
+    rows += [(name, text) for name, text in (("Threshold basis", card.score_threshold_basis),
+                                             ("History", card.history), ("Note", card.note)) if text]
+    commands = card.training_commands()
     for k, command in enumerate(commands):
         rows.append(("Command" if len(commands) == 1 else f"Command {k + 1}", f"`{command}`"))
     if weights is not None:
         rows.append(("File", f"`{weights.name}`"))
     return "\n".join(f"- **{k}:** {str(v).replace(chr(10), ' ')}" for k, v in rows)
+
+
+def _recipe(recipe: dict, cfg) -> str:
+    """The card's recipe (training's options, whose keys vary with the version that trained) in one line."""
+    bits = [f"{recipe.get('optimizer', 'SGD')} momentum {recipe.get('momentum', '?')}",
+            f"batch {recipe.get('global_batch', recipe.get('batch_size', '?'))}",
+            f"lr {recipe.get('lr', '?')} ({recipe.get('schedule', '?')}, {recipe.get('warmup_steps', 0)} warmup "
+            f"steps)",
+            f"weight decay {recipe.get('weight_decay', '?')}"
+            + (f" on {recipe['weight_decay_on']}" if recipe.get("weight_decay_on") else "")]
+    if recipe.get("grad_clip"):
+        bits.append(f"gradient clipping at {recipe['grad_clip']:g}")
+    if cfg.frozen_base_layers:
+        bits.append(f"first {cfg.frozen_base_layers} base layers frozen")
+    if recipe.get("init_weights"):
+        bits.append(f"started from `{recipe['init_weights']}`")
+    return ", ".join(bits)
 
 
 class ModelTab:
@@ -239,18 +225,18 @@ class ModelTab:
         if not self.log:
             return None
         rows = list(self.log)
-        card = self.files.card or {}
-        val = card.get("val") or {}
+        card = self.files.card
         last = rows[-1].get("step")
-        if card.get("steps") is not None and isinstance(val.get("map_area"), int | float) and \
-                str(card["steps"]) == str(last) and not rows[-1].get("val_map_area"):
-            rows[-1] = {**rows[-1], "val_map": val.get("map_11pt"), "val_map_area": val["map_area"]}
+        if card and card.val and card.steps is not None and str(card.steps) == str(last) and \
+                not rows[-1].get("val_map_area"):
+            rows[-1] = {**rows[-1], "val_map": card.val.map_11pt, "val_map_area": card.val.map_area}
         return figure_to_image(plot_training_curves(rows, figsize=(9, 6), dpi=90))
 
     def ap_picture(self) -> Image.Image | None:
         """AP per class, from the report (or, without one, from the model card's own measurement)."""
-        source = self.report or ((self.files.card or {}).get("val") if self.files else None)
-        if not source or not source.get("per_class"):
+        val = self.files.card.val if self.files and self.files.card else None
+        source = self.report or val
+        if not source or not (self.report.get("per_class") if self.report else val.per_class):
             return None
         return figure_to_image(plot_class_ap(source, figsize=(6.5, 6), dpi=90))
 
@@ -312,9 +298,9 @@ class ModelTab:
     def fp_threshold_text(self, threshold: float) -> str:
         """The report's best-F1 threshold in the card's words: the card's default threshold is that point rounded
         down, and one figure for one threshold reads better than two (0.38 beside 0.39)."""
-        card = (self.files.card if self.files else None) or {}
-        default = card.get("score_threshold")
-        if isinstance(default, int | float) and 0 <= threshold - default < 0.01:
+        card = self.files.card if self.files else None
+        default = card.score_threshold if card else None
+        if default is not None and 0 <= threshold - default < 0.01:
             return f"the default score threshold, {default} (the best-F1 point)"
         return f"{threshold:.2f} (the best-F1 threshold)"
 
@@ -364,7 +350,7 @@ class ModelTab:
                 gr.Markdown("### The model card")
                 gr.Markdown(self.card(), elem_id="model-card")
                 with gr.Accordion("The whole model card (JSON)", open=False):
-                    gr.Code(json.dumps(self.files.card, indent=2) if self.files.card else "", language="json")
+                    gr.Code(self.files.card.to_json() if self.files.card else "", language="json")
             with gr.Column():
                 gr.Markdown("### Training")
                 curves = self.curves_picture()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ssd.card import ModelCard, read_card
 from ssd.weights_files import CARD_SUFFIX, LOG_SUFFIX, REPORT_FORMAT, REPORT_SUFFIX, beside, sha256
 
 from .draw import GT_COLOUR, class_colour, draw_box, fit, line_width_for
@@ -54,7 +55,7 @@ class ModelFiles:
     weights (their SHA-256); None when there is no report or the weights file cannot be read."""
 
     weights: Path
-    card: dict | None = None
+    card: ModelCard | None = None
     log: list[dict] | None = None
     report: dict | None = None
     problems: list[str] = field(default_factory=list)
@@ -71,7 +72,7 @@ class ModelFiles:
     @classmethod
     def read(cls, weights) -> ModelFiles:
         files = cls(Path(weights))
-        for name, suffix, reader in (("card", CARD_SUFFIX, lambda p: json.loads(p.read_text())),
+        for name, suffix, reader in (("card", CARD_SUFFIX, read_card),
                                      ("log", LOG_SUFFIX, read_log), ("report", REPORT_SUFFIX, read_report)):
             path = beside(files.weights, suffix)
             if not path.is_file():

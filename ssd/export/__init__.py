@@ -15,6 +15,7 @@ numbers mean: config name, classes, recommended score threshold, NMS IoU and top
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..card import VERSION_KEY, ModelCard, read_card
 from ..config import SSDConfig
 from ..graph import INPUT, OUTPUTS, InferenceGraph
 
@@ -37,32 +39,33 @@ CARD_KEY = "ssd_model_card"
 log = logging.getLogger("ssd")
 
 
-def metadata(cfg: SSDConfig, class_names, card: dict) -> dict[str, str]:
+def metadata(cfg: SSDConfig, class_names, card: ModelCard | None) -> dict[str, str]:
     """The ONNX file's metadata_props: what a user of the bare file needs, and the model card for `Detector`."""
-    card = {**card, "config": cfg.to_dict(), "classes": list(class_names)}
+    mine = {"config": cfg.to_dict(), "classes": list(class_names)}
+    card = dataclasses.replace(card, **mine) if card else ModelCard(**mine)
     return {
         "config_name": cfg.name,
         "image_size": str(cfg.image_size),
         "classes": json.dumps(list(class_names)),
-        "score_threshold": str(card.get("score_threshold", "")),
+        "score_threshold": "" if card.score_threshold is None else str(card.score_threshold),
         "nms_threshold": str(cfg.nms_threshold),
         "top_k": str(cfg.top_k),
         "input": f"{INPUT}: uint8 [B, {cfg.image_size}, {cfg.image_size}, 3] RGB, resized to the network size",
         "outputs": f"boxes: float32 [B, {cfg.num_default_boxes}, 4] normalised x1 y1 x2 y2; scores: float32 "
                    f"[B, {cfg.num_default_boxes}, {cfg.num_classes + 1}] softmax, background at index 0",
         "nms": "not in the graph: per-class NMS after a score threshold, then the top_k best of all classes",
-        CARD_KEY: json.dumps(card),
+        CARD_KEY: json.dumps(card.to_dict()),
     }
 
 
-def card_from_metadata(props: dict[str, str], where) -> dict:
+def card_from_metadata(props: dict[str, str], where) -> ModelCard:
     """The model card an exported file carries (config and classes included)."""
     if CARD_KEY not in props:
         raise ValueError(f"{where}: not an SSD export (no {CARD_KEY!r} in its metadata); export with ssd.export")
-    return json.loads(props[CARD_KEY])
+    return ModelCard.from_dict(json.loads(props[CARD_KEY]), where=f"{where}'s metadata")
 
 
-def export_bytes(network: nn.Module, cfg: SSDConfig, class_names, card: dict | None = None) -> bytes:
+def export_bytes(network: nn.Module, cfg: SSDConfig, class_names, card: ModelCard | None = None) -> bytes:
     """The serialised ONNX model of `network`'s inference graph (float32, CPU) with `metadata`."""
     import onnx
 
@@ -75,7 +78,7 @@ def export_bytes(network: nn.Module, cfg: SSDConfig, class_names, card: dict | N
                                     input_names=[INPUT], output_names=list(OUTPUTS),
                                     dynamic_shapes=({0: torch.export.Dim("batch")},))
     proto = program.model_proto
-    onnx.helper.set_model_props(proto, metadata(cfg, class_names, card or {}))
+    onnx.helper.set_model_props(proto, metadata(cfg, class_names, card))
     proto.doc_string = __doc__.split("\n\n")[1].strip()
     return proto.SerializeToString()
 
@@ -95,12 +98,15 @@ def cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def export_cache_path(weights: Path, card: dict) -> Path:
+def export_cache_path(weights: Path, card: ModelCard) -> Path:
     """Where the export of these weights (and card, torch, exporter) lies in the cache, whether or not it does."""
     import onnx
 
+    # The card's content without its schema version, as the card file had it before the version was written:
+    # the exports cached for those cards (and the INT8 records beside them) keep their names.
+    content = {k: v for k, v in card.to_dict().items() if k != VERSION_KEY}
     key = hashlib.sha256()
-    for part in (Path(weights).read_bytes(), json.dumps(card, sort_keys=True).encode(), torch.__version__.encode(),
+    for part in (Path(weights).read_bytes(), json.dumps(content, sort_keys=True).encode(), torch.__version__.encode(),
                  onnx.__version__.encode(), f"{OPSET}/{GRAPH_VERSION}".encode()):
         key.update(part)
     return cache_dir() / f"{Path(weights).stem}-{key.hexdigest()[:16]}.onnx"
@@ -110,14 +116,13 @@ def is_cached(weights) -> bool:
     """Whether the export of a weights file (with its model card beside it) is in the cache already."""
     from ..weights_files import CARD_SUFFIX, beside
 
-    card = beside(weights, CARD_SUFFIX)
     try:
-        return export_cache_path(Path(weights), json.loads(card.read_text())).exists()
+        return export_cache_path(Path(weights), read_card(beside(weights, CARD_SUFFIX))).exists()
     except (OSError, ValueError):
         return False
 
 
-def cached_export(weights: Path, network: nn.Module, cfg: SSDConfig, class_names, card: dict) -> Path | bytes:
+def cached_export(weights: Path, network: nn.Module, cfg: SSDConfig, class_names, card: ModelCard) -> Path | bytes:
     """The export of a weights file, from the cache when these weights (and card, torch, exporter) were exported
     before. Exporting takes seconds (tens of them on 2 cores), so it says when it starts and ends; it happens
     once per weights file. Bytes when the cache is not writable."""
