@@ -1,5 +1,6 @@
 """The Detect tab: boxes, scores and where each detection came from; the sliders re-run only post-processing. With
-two models or more, the page's model choice says which network runs (each handler takes it as its last input)."""
+two models or more, the page's model choice says which network runs (each handler takes it as its last input). The
+NMS view and a detection's journey are drawn by `ui.detect_views`."""
 
 from __future__ import annotations
 
@@ -14,11 +15,20 @@ from PIL import Image
 import ssd
 from visualize.draw import draw_detections, fit
 from visualize.examples import write_examples
-from visualize.journey import class_bars, draw_journey, journey, journey_markdown
-from visualize.nms import NMS_HEADERS, nms_summary, nms_table, nms_trace, pixels
-from visualize.numbers import box_text, counted, pixel_box, score_text
+from visualize.nms import nms_trace, pixels
+from visualize.numbers import box_text, pixel_box, score_text
 
 from .demo_models import NO_MODEL, DemoModel, DemoModels
+from .detect_views import (
+    NO_JOURNEY,
+    NO_NMS,
+    journey_follows,
+    journey_in,
+    journey_page,
+    journey_section,
+    nms_of,
+    nms_section,
+)
 from .inputs import Refused, check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .links import Controls
 from .pictures import drawn_picture
@@ -29,10 +39,6 @@ INTRO = ("One forward pass scores every default box: four offsets that move and 
          "best of each class where boxes overlap by more than the NMS IoU, and the top-k remain. The table names the "
          "default box each detection came from.")
 TABLE_HEADERS = ["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map", "default box"]
-JOURNEY_PROMPT = ("Click a detection in the table: its default box, the offsets the network predicted, their decoding, "
-                  "its class scores and NMS.")
-JOURNEY_GONE = ("The detection whose journey was shown is not among the detections at these settings: click a row "
-                "of the table.")
 
 
 @dataclass
@@ -74,12 +80,6 @@ class Shown:
     wanted: list[str]
 
 
-# The NMS view's outputs while its accordion is closed: nothing computed, and nothing left of other detections
-# (opening it computes the view again). The class chosen stays.
-NO_NMS = ("", None, gr.skip())
-# The journey's outputs (text, picture, class scores, the detection it follows) when the detections it came from
-# are replaced: a new photo, another model, Detect again, a failed upload.
-NO_JOURNEY = (JOURNEY_PROMPT, None, None, None)
 PAGE_OUTPUTS = 12  # detect_page's: picture, table, data, summary, state, the NMS view's 3, the journey's 4
 
 
@@ -93,6 +93,21 @@ def uploaded_file(image) -> str | None:
     except gr.Error:
         return None
     return source[0] if source is not None and isinstance(source[0], str) else None
+
+
+def live_section() -> tuple:
+    """The live view's accordion (closed): (the webcam's stream, its frames with their detections, a summary)."""
+    with gr.Accordion("Live: detect on your webcam's stream", open=False, elem_id="live"):
+        gr.Markdown(f"Frames go to the server about {1 / LIVE_EVERY_S:.0f} times a second, with the sliders "
+                    f"above; each stream stops after {LIVE_LIMIT_S} s (press record again to go on). Your "
+                    "browser asks for the camera first.")
+        with gr.Row():
+            webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
+                              elem_id="live-input", height=320)
+            with gr.Column():  # its title above it, not a column of its own beside it
+                live_out = drawn_picture("Live detections", format="jpeg", elem_id="live-output", height=320)
+        live_summary = gr.Markdown(elem_id="live-summary")
+    return webcam, live_out, live_summary
 
 
 class DetectTab:
@@ -172,22 +187,7 @@ class DetectTab:
         """NMS step by step for one class of the cached outputs: (summary, table, the class chosen)."""
         if state is None:
             return "Detect on a photo first.", None, gr.skip()
-        return self.nms_of(state, self.shown(state, score_threshold, nms_threshold, top_k, classes), class_name)
-
-    def nms_of(self, state: DetectState, shown: Shown, class_name):
-        """The NMS view of one post-processing. No class chosen yet: the best detection's, else the class with
-        the best candidate."""
-        dets, names = shown.dets, list(shown.model.class_names)
-        if class_name not in names:
-            best = int(state.raw.scores[0, :, 1:].float().max(0).values.argmax())
-            class_name = dets[0].label if dets else names[best]
-        (label,) = shown.model.require().class_ids([class_name])
-        trace = nms_trace(state.raw, label, shown.score_threshold, shown.nms_threshold)
-        detected = {d.prior_index for d in dets if d.label == class_name}
-        return (nms_summary(trace, class_name, shown.score_threshold, shown.nms_threshold)
-                + f" Of the {counted(len(dets), 'detection')} shown (top-k {shown.top_k} over all classes), "
-                f"{len(detected)} {'is' if len(detected) == 1 else 'are'} {class_name}.",
-                nms_table(trace, state.raw.width, state.raw.height, detected), gr.update(value=class_name))
+        return nms_of(state, self.shown(state, score_threshold, nms_threshold, top_k, classes), class_name)
 
     def on_sliders(self, state, nms_open, class_name, score_threshold, nms_threshold, top_k, classes, picked=None):
         """A slider or the class filter moved: one post-processing redraws the picture, the table, the data, the
@@ -198,11 +198,11 @@ class DetectTab:
             return (gr.skip(),) * 11
         shown = self.shown(state, score_threshold, nms_threshold, top_k, classes)
         return (*self.drawn(state, shown), *self.nms_if_open(nms_open, state, shown, class_name),
-                *self.journey_follows(state, shown, picked))
+                *journey_follows(state, shown, picked))
 
     def nms_if_open(self, nms_open: bool, state: DetectState, shown: Shown, class_name):
         """The NMS view's outputs of one post-processing, or nothing to change while its accordion is closed."""
-        return self.nms_of(state, shown, class_name) if nms_open else NO_NMS
+        return nms_of(state, shown, class_name) if nms_open else NO_NMS
 
     def journey_of(self, model, raw, number: int, score_threshold, nms_threshold, top_k, classes):
         """The journey of detection `number` (1 = the table's first row) of `raw`, or None if there is none."""
@@ -211,32 +211,7 @@ class DetectTab:
         dets = model.require().postprocess(raw, score_threshold, nms_threshold, top_k, classes=wanted or None)
         if not 1 <= number <= len(dets):
             return None
-        return self.journey_in(model, raw, dets[number - 1], score_threshold, nms_threshold)
-
-    @staticmethod
-    def journey_in(model: DemoModel, raw: ssd.RawPrediction, d: ssd.Detection, score_threshold, nms_threshold):
-        """The journey of detection `d` of `raw` (`visualize.journey.journey`)."""
-        trace = nms_trace(raw, d.class_id, score_threshold, nms_threshold)
-        return journey(model.config, raw, d.prior_index, d.class_id, model.class_names, trace)
-
-    def journey_page(self, state: DetectState, shown: Shown, number: int):
-        """The journey view of detection `number` (1 = the table's first row) of one post-processing: (text,
-        picture, class scores, what it follows: the detection's default box and class)."""
-        d = shown.dets[number - 1]
-        j = self.journey_in(shown.model, state.raw, d, shown.score_threshold, shown.nms_threshold)
-        return (f"**Detection #{number}: {j['class']}**\n\n" + journey_markdown(j, state.raw.width, state.raw.height),
-                served(draw_journey(state.display(), j)), class_bars(j), (d.prior_index, d.class_id))
-
-    def journey_follows(self, state: DetectState, shown: Shown, picked):
-        """The journey after the sliders moved: that of the detection `picked` (default box, class) at its new row,
-        cleared if it is gone, left as it is if none was picked."""
-        if picked is None:
-            return (gr.skip(),) * 4
-        prior, label = picked
-        for number, d in enumerate(shown.dets, 1):
-            if d.prior_index == prior and d.class_id == label:
-                return self.journey_page(state, shown, number)
-        return (JOURNEY_GONE, None, None, None)
+        return journey_in(model, raw, dets[number - 1], score_threshold, nms_threshold)
 
     def journey_view(self, state, score_threshold, nms_threshold, top_k, classes, evt: gr.SelectData):
         """A row of the table clicked: that detection's journey (text, picture, class scores, the detection)."""
@@ -246,7 +221,7 @@ class DetectTab:
         number = int(evt.index[0]) + 1
         if not 1 <= number <= len(shown.dets):
             return "That row is gone: the sliders moved. Click a row again.", None, None, None
-        return self.journey_page(state, shown, number)
+        return journey_page(state, shown, number)
 
     def journey_api(self, image, number, score_threshold=None, nms_threshold=None, model=None) -> dict:
         """API (`/journey`): detection `number` (1 = the best) of `image`: its default box, predicted offsets,
@@ -394,32 +369,9 @@ class DetectTab:
                              wrap=True)
         with gr.Accordion("Detections as data (what the `detect` API returns)", open=False):
             data_out = gr.JSON(label="detections")
-        with gr.Accordion("Live: detect on your webcam's stream", open=False, elem_id="live"):
-            gr.Markdown(f"Frames go to the server about {1 / LIVE_EVERY_S:.0f} times a second, with the sliders "
-                        f"above; each stream stops after {LIVE_LIMIT_S} s (press record again to go on). Your "
-                        "browser asks for the camera first.")
-            with gr.Row():
-                webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
-                                  elem_id="live-input", height=320)
-                with gr.Column():  # its title above it, not a column of its own beside it
-                    live_out = drawn_picture("Live detections", format="jpeg", elem_id="live-output", height=320)
-            live_summary = gr.Markdown(elem_id="live-summary")
-        with gr.Accordion("A detection's journey: click a row of the table", open=True, elem_id="journey"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    journey_text = gr.Markdown(JOURNEY_PROMPT, elem_id="journey-text")
-                    journey_bars = gr.Dataframe(headers=["class", "p", ""], interactive=False,
-                                                label="Its class scores (softmax)", elem_id="journey-scores")
-                with gr.Column(scale=2):
-                    journey_image = drawn_picture("Its default box and the candidates it suppressed",
-                                                  format="jpeg", elem_id="journey-output")
-        with gr.Accordion("NMS step by step, for one class", open=False, elem_id="nms") as nms_accordion:
-            with gr.Row():
-                nms_class = gr.Dropdown(list(model.class_names), value=None, label="Class", scale=1,
-                                        allow_custom_value=True, elem_id="nms-class")
-                nms_text = gr.Markdown(elem_id="nms-summary")
-            nms_rows = gr.Dataframe(headers=NMS_HEADERS, interactive=False, max_height=360, elem_id="nms-table",
-                                    label="Candidates of the class, best score first")
+        webcam, live_out, live_summary = live_section()
+        journey_text, journey_bars, journey_image = journey_section()
+        nms_accordion, nms_class, nms_text, nms_rows = nms_section(model.class_names)
         state = gr.State(None, time_to_live=STATE_TTL_S)
         nms_open = gr.State(False)  # the NMS view is computed only while a visitor looks at it
         picked = gr.State(None)  # the detection (default box, class) whose journey is shown

@@ -5,25 +5,20 @@ beside the served model's, on this photo and another. The training is the librar
 augmentation, `MultiBoxLoss`, an SGD step on the heads' last layers); the served model never changes.
 
 One copy per visitor, kept in the session's state (STATE_TTL_S) and let go with it: the frozen layers are one
-page-wide copy per model (`template`), so a visitor's copy holds only its heads. At most LEARN_RUNS runs at once:
-a Train pressed meanwhile is refused with a message; every step takes the page's network slot like any forward
-pass (`DemoModel.network`)."""
+page-wide copy per model (`ui.learn_run.Copies.template`), so a visitor's copy holds only its heads. At most
+LEARN_RUNS runs at once: a Train pressed meanwhile is refused with a message; every step takes the page's network
+slot like any forward pass (`DemoModel.network`)."""
 
 from __future__ import annotations
 
-import copy
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gradio as gr
-import numpy as np
-import torch
 from PIL import Image
 
-import ssd
 from ssd.learn import HeadTraining, LearnRecipe, LearnStep
-from visualize.draw import draw_detections, draw_marker, fit
+from visualize.draw import draw_marker, fit
 from visualize.examples import example_image, example_names
 from visualize.learn import (
     draw_ground_truth,
@@ -38,11 +33,11 @@ from visualize.matching import GroundTruth
 
 from .demo_models import NO_MODEL, DemoModel, DemoModels
 from .inputs import Refused, check_number, from_jpeg, read_upload, served, to_jpeg, upload_source
+from .learn_run import Copies, Learned
 from .links import PhotoInputs
 from .pictures import drawn_picture
 from .settings import (
     LEARN_EVERY,
-    LEARN_LIMIT_S,
     LEARN_MAX_STEPS,
     LEARN_RUNS,
     LEARN_STEPS,
@@ -97,17 +92,6 @@ class LearnPhoto:
         return GroundTruth(gt.labels, [tuple(v * s for v in box) for box in gt.boxes], image_w, image_h)
 
 
-@dataclass
-class Learned:
-    """A visitor's trained copy: its detector (whose layers under the heads are the page's frozen copy, shared),
-    the name of the model it was copied from, its new classes and its steps."""
-
-    detector: ssd.Detector
-    model: str
-    new_classes: list[str]
-    history: list[LearnStep] = field(default_factory=list)
-
-
 NEW_RUN = "Press **Train** to learn this photo and its ground truth."
 
 
@@ -118,33 +102,55 @@ def cleared(note: str = NEW_RUN) -> tuple:
     return None, None, None, note, None, None, None
 
 
+def run_views() -> tuple:
+    """What a run shows, under the photo: (its status, the matched default boxes' probabilities, the positives'
+    predicted boxes, the curves, the served model's detections on the photo, the trained copy's)."""
+    status = gr.Markdown(elem_id="learn-status")
+    with gr.Row():
+        with gr.Column():
+            probabilities = drawn_picture("Matched default boxes, coloured by p(their object's class); dots: "
+                                          "hard negatives, by p(background)", format="jpeg",
+                                          elem_id="learn-probabilities", height=340)
+        with gr.Column():
+            boxes = drawn_picture("The positives' predicted boxes (decoded), moving onto the objects",
+                                  format="jpeg", elem_id="learn-boxes", height=340)
+    curves = drawn_picture("Step by step", format="png", elem_id="learn-curves", height=300)
+    with gr.Row():
+        with gr.Column():
+            served_out = drawn_picture("The served model on this photo", format="jpeg", elem_id="learn-served",
+                                       height=280)
+        with gr.Column():
+            trained_out = drawn_picture("The trained copy on this photo", format="jpeg",
+                                        elem_id="learn-trained", height=280)
+    return status, probabilities, boxes, curves, served_out, trained_out
+
+
+def other_photo_section() -> tuple:
+    """The served model beside the trained copy on another photo: (its example picker, its upload, a message, the
+    served model's detections, the copy's)."""
+    with gr.Accordion("Another photo: the served model and the trained copy", open=True, elem_id="learn-other"):
+        with gr.Row():
+            other = gr.Dropdown(example_names(), value=None, label="Example photo", elem_id="learn-other-photo",
+                                scale=1)
+            other_upload = gr.Image(type="filepath", image_mode=None, label="…or your own",
+                                    sources=["upload", "clipboard"], height=140, elem_id="learn-other-upload",
+                                    scale=1)
+        other_message = gr.Markdown(elem_id="learn-other-message")
+        with gr.Row():
+            with gr.Column():
+                other_served = drawn_picture("The served model", format="jpeg", elem_id="learn-other-served",
+                                             height=280)
+            with gr.Column():
+                other_trained = drawn_picture("The trained copy", format="jpeg", elem_id="learn-other-trained",
+                                              height=280)
+    return other, other_upload, other_message, other_served, other_trained
+
+
 class LearnTab:
     def __init__(self, models: DemoModel | DemoModels):
         self.models = DemoModels.of(models)
         self.runs = threading.BoundedSemaphore(LEARN_RUNS)
-        self._templates: dict[str, torch.nn.Module] = {}
-        self._lock = threading.Lock()
-
-    # ------------------------------------------------------------------------------------------ the network
-    def template(self, name: str) -> torch.nn.Module:
-        """The network of model `name` to copy from: one float32 PyTorch copy on the CPU per model, made at the
-        first run and shared by every visitor's copy (frozen: no parameter of it trains). The served detector
-        keeps its own network, whatever runs it (onnxruntime has none: the weights file is read again)."""
-        with self._lock:
-            if name not in self._templates:
-                chosen = self.models.get(name)
-                detector = chosen.require()
-                if detector.model is not None:
-                    network = copy.deepcopy(detector.model)
-                elif chosen.weights is not None and chosen.weights.suffix != ".onnx":
-                    network = ssd.Detector.load(chosen.weights, device="cpu", backend="torch").model
-                else:
-                    raise Refused("This model runs from an ONNX file, which cannot train: start the app with its "
-                                  ".safetensors weights to use this tab.")
-                network = network.to("cpu", torch.float32).eval()
-                network.requires_grad_(False)
-                self._templates[name] = network
-            return self._templates[name]
+        self.copies = Copies(self.models)
 
     # ------------------------------------------------------------------------------------------ the photo
     def load_photo(self, photo, match_state=None, match_rows=None):
@@ -227,35 +233,6 @@ class LearnTab:
             raise Refused(f"steps must be a whole number from 1 to {LEARN_MAX_STEPS}, got {steps!r}.")
         return int(value)
 
-    def run(self, image: Image.Image, gt: GroundTruth, steps: int, model=None):
-        """Train a copy of model `model` on `image` and its ground truth (in its pixels): yields (HeadTraining,
-        what happened: "views" k, "step" LearnStep, or "done"/"stopped" with a message). The caller holds a run
-        slot (`self.runs`)."""
-        name = self.models.name(model)
-        chosen = self.models.get(name)
-        chosen.require()
-        with chosen.network:
-            template = self.template(name)
-            training = HeadTraining(template, chosen.class_names, image, np.array(gt.boxes, np.float32),
-                                    gt.labels, LearnRecipe(steps=steps))
-        views = training.prepare()
-        while True:
-            with chosen.network:
-                ready = next(views, None)
-            if ready is None:
-                break
-            yield training, ("views", ready)
-        started = time.perf_counter()
-        while training.step_count < steps:
-            if time.perf_counter() - started > LEARN_LIMIT_S:
-                yield training, ("stopped", f"Stopped after {training.step_count} of {steps} steps: the run "
-                                            f"reached its limit of {LEARN_LIMIT_S:.0f} s (the server is busy).")
-                return
-            with chosen.network:
-                step = training.step()
-            yield training, ("step", step)
-        yield training, ("done", "")
-
     def train(self, state, photo, rows, steps, model=None):
         """The Train button: the copy learns, and the page shows it every LEARN_EVERY steps (a generator). Outputs:
         (probabilities, predicted boxes, curves, status, numbers, served detections, trained detections, the
@@ -279,7 +256,7 @@ class LearnTab:
             yield (None, None, None, f"Augmenting the photo {LearnRecipe().views} times and running the frozen "
                                      "layers on the views…", None, None, None, None)
             history: list[LearnStep] = []
-            for training, (what, value) in self.run(display, shown, steps, name):
+            for training, (what, value) in self.copies.run(display, shown, steps, name):
                 if what == "views":
                     yield (skip, skip, skip, f"Augmented views ready: {value} of {training.recipe.views}…", skip,
                            skip, skip, skip)
@@ -294,7 +271,7 @@ class LearnTab:
                 seen = self.progress(training, display, shown, history, steps)
                 detector = training.detector({"score_threshold": chosen.default_score})
                 learned = Learned(detector, name, list(training.new_classes), history)
-                served_picture, trained_picture, summary = self.compare_on(learned, display)
+                served_picture, trained_picture, summary = self.copies.compare_on(learned, display)
                 status = "\n\n".join(filter(None, [value, seen[3], summary]))
                 yield (*seen[:3], status, seen[4], served_picture, trained_picture, learned)
         finally:
@@ -315,34 +292,6 @@ class LearnTab:
                                   "learn again.", None, None, None, None, None, None, "")
 
     # ------------------------------------------------------------------------------------------ comparing
-    def detections(self, learned: Learned, image: Image.Image):
-        """(the served model's detections, the copy's) on `image`, each a forward pass on the page's network
-        slot, at the served model's recommended score threshold."""
-        chosen = self.models.get(learned.model)
-        mine = chosen.require().postprocess(chosen.predict(image), chosen.default_score)
-        with chosen.network:
-            theirs = learned.detector.detect(image)
-        return mine, theirs
-
-    def compare_on(self, learned: Learned, image: Image.Image):
-        """(served model's picture, the copy's picture, a summary) on `image`."""
-        mine, theirs = self.detections(learned, image)
-        chosen = self.models.get(learned.model)
-
-        def found(dets, classes):
-            hits = [d for d in dets if d.label in classes]
-            return ", ".join(f"{d.label} {d.score:.2f}" for d in hits) or "none"
-
-        summary = ""
-        if learned.new_classes:
-            summary = (f"New class{'es' * (len(learned.new_classes) > 1)} detected by the copy: "
-                       f"**{found(theirs, learned.new_classes)}**; the served model cannot name "
-                       f"{'them' if len(learned.new_classes) > 1 else 'it'}.")
-        note = f"Detections at score ≥ {chosen.default_score:.2f} (the served model's recommended threshold): " \
-               f"served **{len(mine)}**, trained copy **{len(theirs)}**."
-        return (served(draw_detections(image, mine)), served(draw_detections(image, theirs)),
-                " ".join(filter(None, [note, summary])))
-
     def compare(self, learned, other, upload):
         """Another photo (an example, or one's own upload): the served model's detections beside the copy's."""
         if learned is None:
@@ -354,7 +303,7 @@ class LearnTab:
         else:
             return gr.skip(), gr.skip(), gr.skip()
         image, _ = fit(image, MATCH_SIDE)
-        return self.compare_on(learned, image)
+        return self.copies.compare_on(learned, image)
 
     def learn_api(self, image, rows, steps=None, model=None) -> dict:
         """API (`/learn`): a copy of the model learns `image` with ground-truth `rows` (class, x1, y1, x2, y2 in the
@@ -375,7 +324,7 @@ class LearnTab:
             raise Refused(BUSY)
         try:
             history, message = [], ""
-            for training, (what, value) in self.run(state.display, state.on_display(gt), steps, name):  # noqa: B007
+            for training, (what, value) in self.copies.run(state.display, state.on_display(gt), steps, name):  # noqa: B007
                 if what == "step":
                     history.append(value)
                 elif what == "stopped":
@@ -384,7 +333,7 @@ class LearnTab:
                               list(training.new_classes), history)
         finally:
             self.runs.release()
-        mine, theirs = self.detections(learned, state.display)
+        mine, theirs = self.copies.detections(learned, state.display)
         s = 1 / state.scale
 
         def listed(dets):
@@ -437,38 +386,8 @@ class LearnTab:
                 picture = drawn_picture("The photo and its ground truth (click two corners to add a box)",
                                         value=first_picture, format="jpeg", elem_id="learn-input", height=420)
                 message = gr.Markdown(first_notes, elem_id="learn-message")
-        status = gr.Markdown(elem_id="learn-status")
-        with gr.Row():
-            with gr.Column():
-                probabilities = drawn_picture("Matched default boxes, coloured by p(their object's class); dots: "
-                                              "hard negatives, by p(background)", format="jpeg",
-                                              elem_id="learn-probabilities", height=340)
-            with gr.Column():
-                boxes = drawn_picture("The positives' predicted boxes (decoded), moving onto the objects",
-                                      format="jpeg", elem_id="learn-boxes", height=340)
-        curves = drawn_picture("Step by step", format="png", elem_id="learn-curves", height=300)
-        with gr.Row():
-            with gr.Column():
-                served_out = drawn_picture("The served model on this photo", format="jpeg", elem_id="learn-served",
-                                           height=280)
-            with gr.Column():
-                trained_out = drawn_picture("The trained copy on this photo", format="jpeg",
-                                            elem_id="learn-trained", height=280)
-        with gr.Accordion("Another photo: the served model and the trained copy", open=True, elem_id="learn-other"):
-            with gr.Row():
-                other = gr.Dropdown(example_names(), value=None, label="Example photo", elem_id="learn-other-photo",
-                                    scale=1)
-                other_upload = gr.Image(type="filepath", image_mode=None, label="…or your own",
-                                        sources=["upload", "clipboard"], height=140, elem_id="learn-other-upload",
-                                        scale=1)
-            other_message = gr.Markdown(elem_id="learn-other-message")
-            with gr.Row():
-                with gr.Column():
-                    other_served = drawn_picture("The served model", format="jpeg", elem_id="learn-other-served",
-                                                 height=280)
-                with gr.Column():
-                    other_trained = drawn_picture("The trained copy", format="jpeg", elem_id="learn-other-trained",
-                                                  height=280)
+        status, probabilities, boxes, curves, served_out, trained_out = run_views()
+        other, other_upload, other_message, other_served, other_trained = other_photo_section()
         with gr.Accordion("The numbers, step by step (what the `learn` API returns)", open=False):
             numbers = gr.JSON(elem_id="learn-numbers")
 

@@ -1,7 +1,7 @@
 """The Matching tab: which default boxes become positives for given ground truth (forced best prior + IoU ≥
-threshold), IoU heat maps, the 3:1 hard negatives of a real forward pass, one positive's encoded offsets. With two
-models or more, the page's model choice says whose forward pass (and whose config) the tab uses: each handler takes
-it as its last input."""
+threshold), IoU heat maps, the 3:1 hard negatives of a real forward pass, one positive's encoded offsets, and the
+loss term by term (`ui.matching_loss`). With two models or more, the page's model choice says whose forward pass (and
+whose config) the tab uses: each handler takes it as its last input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from PIL import Image
 import ssd
 from visualize.draw import draw_marker, fit
 from visualize.examples import example_annotations, example_for, example_image, examples_for
-from visualize.loss import NEGATIVE_HEADERS, POSITIVE_HEADERS, loss_markdown, loss_terms, negative_table, positive_table
 from visualize.matching import (
     POSITIVES_HEADERS,
     draw_matches,
@@ -27,12 +26,12 @@ from visualize.matching import (
     positive_choices,
     positives_per_layer,
 )
-from visualize.numbers import counted
 
 from .configs import CONFIG_LABEL, config_choices, own_label
 from .demo_models import NO_MODEL, DemoModel, DemoModels
-from .inputs import check_number, check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
+from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .links import Controls, PhotoInputs
+from .matching_loss import NO_LOSS, loss_data, loss_page, loss_section
 from .pictures import drawn_picture
 from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
 
@@ -67,6 +66,25 @@ def index_of(choice) -> int | None:
     return index if index >= 0 and index == choice else None
 
 
+def pickers_section() -> tuple:
+    """A ground truth's IoU heat map and a positive's encoded offsets, each with its picker: (ground-truth picker,
+    heat map, positive picker, offsets' text, offsets' picture)."""
+    with gr.Row():
+        # Both pickers take any value, and the handlers check it (`index_of`): after a new photo their
+        # choices change while the page may still send the old value, which Gradio's own check would refuse.
+        gt_pick = gr.Dropdown([], label="IoU heat map of ground truth", scale=1, min_width=200,
+                              allow_custom_value=True)
+        heat = gr.Image(label="IoU with every default box, per feature map", interactive=False, format="png",
+                        show_label=False, scale=5, elem_id="match-heatmap")
+    with gr.Row():
+        with gr.Column(scale=2):
+            pos_pick = gr.Dropdown([], label="One positive: its encoded offsets", allow_custom_value=True)
+            offsets_text = gr.Markdown()
+        with gr.Column(scale=2):
+            offsets_image = drawn_picture("Default box, ground truth, decode(encode(g))", format="jpeg")
+    return gt_pick, heat, pos_pick, offsets_text, offsets_image
+
+
 @dataclass
 class MatchState:
     """The photo being matched, per browser session: the picture as shown (as JPEG: a tenth of its pixels' size),
@@ -95,7 +113,6 @@ class MatchState:
 # An editable Gradio table lets a visitor rename its columns by clicking a header (unless the column is read-only
 # too). The ground-truth table's headers are its format: a header click does nothing.
 STATIC_HEADERS = "<style>.static-headers thead th { pointer-events: none; }</style>"
-NO_LOSS = ("", None, None)  # the loss section with nothing in it: its text, positives, hard negatives
 
 
 class MatchingTab:
@@ -322,27 +339,14 @@ class MatchingTab:
             return self.no_negatives_note(cfg, model), None, None
         gt, problems = self.ground_truth(state, rows, model)
         state.loss_of = self.loss_key(state, gt, threshold, cfg, model)
-        m = match_ground_truth(cfg, gt, chosen.class_names, threshold)
-        terms = loss_terms(cfg, chosen.predict(state.display), m, chosen.class_names)
-        notes = [f"⚠️ {p}" for p in problems]
         whose = f", through **{self.models.titles[self.models.name(model)]}**" if self.models.switchable else ""
-        boxes = counted(len(gt.boxes), "ground-truth box", "ground-truth boxes")
-        of = f"The loss of **{state.name}** with its {boxes} at IoU ≥ {float(threshold):.2f}{whose}."
-        return "\n\n".join([*notes, loss_markdown(terms), of]), positive_table(terms), negative_table(terms)
+        return loss_page(chosen, cfg, state.display, gt, problems, threshold, state.name, whose)
 
     def loss_api(self, image, rows, threshold=None, model=None) -> dict:
         """API (`/loss`): the MultiBox loss of the model's forward pass on `image` against ground-truth `rows`
         (class, x1, y1, x2, y2 in the photo's pixels) at the IoU `threshold` (default: the config's), every term
-        listed (`visualize.loss.LossTerms.as_dict`)."""
-        chosen = self.models.get(model)
-        cfg = chosen.config
-        picture = read_upload(image)
-        threshold = cfg.match_threshold if threshold is None else check_number("threshold", threshold, 0.05, 0.95)
-        gt, problems = parse_ground_truth(rows or [], chosen.class_names, picture.width, picture.height,
-                                          max_rows=MAX_GT_ROWS)
-        m = match_ground_truth(cfg, gt, chosen.class_names, threshold)
-        terms = loss_terms(cfg, chosen.predict(picture), m, chosen.class_names)
-        return {**terms.as_dict(), "iou_threshold": threshold, "ground_truth_problems": problems}
+        listed (`ui.matching_loss.loss_data`)."""
+        return loss_data(self.models.get(model), image, rows, threshold)
 
     def build(self, detect: Controls, choice: gr.components.Component | None = None):
         """The tab's widgets and events (inside a gr.Blocks). `choice`: the page's model choice (its value a name
@@ -381,30 +385,9 @@ class MatchingTab:
                                       elem_id="match-message")
                 table = gr.Dataframe(headers=list(POSITIVES_HEADERS), interactive=False,
                                      label="Positives per source layer", elem_id="match-table")
-        with gr.Row():
-            # Both pickers take any value, and the handlers check it (`index_of`): after a new photo their
-            # choices change while the page may still send the old value, which Gradio's own check would refuse.
-            gt_pick = gr.Dropdown([], label="IoU heat map of ground truth", scale=1, min_width=200,
-                                  allow_custom_value=True)
-            heat = gr.Image(label="IoU with every default box, per feature map", interactive=False, format="png",
-                            show_label=False, scale=5, elem_id="match-heatmap")
-        with gr.Row():
-            with gr.Column(scale=2):
-                pos_pick = gr.Dropdown([], label="One positive: its encoded offsets", allow_custom_value=True)
-                offsets_text = gr.Markdown()
-            with gr.Column(scale=2):
-                offsets_image = drawn_picture("Default box, ground truth, decode(encode(g))",
-                                         format="jpeg")
-        with gr.Row():
-            loss_button = gr.Button("The MultiBox loss of this forward pass, term by term (eq. 1)", scale=0,
-                                    min_width=360, elem_id="match-loss-button")
-        loss_text = gr.Markdown(elem_id="match-loss")
-        loss_pos = gr.Dataframe(headers=POSITIVE_HEADERS, interactive=False, max_height=320,
-                                label="Positives, highest loss first: smooth-L1 of each offset, and cross-entropy",
-                                elem_id="match-loss-positives")
-        loss_neg = gr.Dataframe(headers=NEGATIVE_HEADERS, interactive=False, max_height=320,
-                                label="Hard negatives, highest loss first", elem_id="match-loss-negatives")
-        loss_data = gr.JSON(visible=False)
+        gt_pick, heat, pos_pick, offsets_text, offsets_image = pickers_section()
+        loss_button, loss_text, loss_pos, loss_neg = loss_section()
+        loss_json = gr.JSON(visible=False)
         gr.HTML("", head=STATIC_HEADERS, js_on_load=None, container=False, padding=False)
         refresh_in = [state, gt_table, threshold, show_neg, gt_pick, pos_pick, pending, note, config, *chosen]
         self.photo_inputs = PhotoInputs(state, gt_table)
@@ -433,7 +416,7 @@ class MatchingTab:
                           [loss_text, loss_pos, loss_neg], **kw)
         # The API takes its rows as plain JSON (a list of [class, x1, y1, x2, y2]), not as the table's payload.
         api_rows = gr.JSON(visible=False)
-        gr.Button(visible=False).click(self.loss_api, [upload, api_rows, threshold, *chosen], [loss_data],
+        gr.Button(visible=False).click(self.loss_api, [upload, api_rows, threshold, *chosen], [loss_json],
                                        api_name="loss", preprocess=False, concurrency_limit=4,
                                        concurrency_id="pictures")
         if choice is not None and self.models.switchable:
