@@ -70,13 +70,17 @@ def card_path(weights: Path) -> Path:
     return beside(weights, CARD_SUFFIX)
 
 
+class NonFiniteWeights(ValueError):
+    """The weights hold NaN or infinity in the export's precision: the model diverged (or overflows float16)."""
+
+
 def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, dtype=torch.float16,
                    card: ModelCard | None = None, **fields) -> Path:
     """Write the shipped format: fp16 safetensors (or `dtype`, e.g. float32 for training's snapshots) + a JSON
     model card: `card`'s fields, then `fields` (`ssd.card.ModelCard`'s), with the config and classes of this
     network. ValueError, and nothing written, when the card is not one (a misspelt field, a value of the wrong
-    type) or a tensor is not finite in `dtype` (a diverged model, or values beyond float16's range): such weights
-    detect nothing."""
+    type); NonFiniteWeights when a tensor is not finite in `dtype` (a diverged model, or values beyond float16's
+    range): such weights detect nothing."""
     from safetensors.torch import save
 
     path = Path(path)
@@ -87,8 +91,9 @@ def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, dt
     bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
     if bad:
         largest = max(float(v.detach().abs().max()) for k, v in model.state_dict().items() if k in bad)
-        raise ValueError(f"refusing to write {path}: {len(bad)} of {len(state)} tensors are not finite as {dtype} "
-                         f"(e.g. {bad[0]}; the largest magnitude among them {largest:.3g}); the model diverged")
+        raise NonFiniteWeights(f"refusing to write {path}: {len(bad)} of {len(state)} tensors are not finite as "
+                               f"{dtype} (e.g. {bad[0]}; the largest magnitude among them {largest:.3g}); the model "
+                               "diverged")
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, save(state))
     _write_atomically(card_path(path), meta.to_json().encode())

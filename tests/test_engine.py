@@ -643,6 +643,16 @@ def test_a_run_that_overflows_its_batchnorm_statistics_keeps_its_last_good_state
     assert all(torch.isfinite(v).all() for v in exported.values())
 
 
+def test_an_export_whose_card_is_not_one_is_not_called_a_diverged_run(tmp_path, shapes):
+    """A card field of the wrong type is a bug in what wrote it: the export says so, not "lower --lr"."""
+    t = _trainer(tmp_path / "run", shapes)
+    t.train(stop_after_steps=1)
+    with pytest.raises(ValueError, match="steps must be int") as raised:
+        t.export(tmp_path / "w.safetensors", steps="one")
+    assert not isinstance(raised.value, engine.RunError) and "lower --lr" not in str(raised.value)
+    assert not (tmp_path / "w.safetensors").exists()
+
+
 def test_export_refuses_weights_that_are_not_finite_in_float16_and_leaves_the_files_there(tmp_path, shapes):
     """A weight beyond float16's range (65504) is infinite in the shipped file, and such weights detect nothing:
     the export is refused, and so is a checkpoint that would replace a good one, and a start from such a checkpoint

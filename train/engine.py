@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from ssd import Detector, MultiBoxLoss, SSDConfig, build_ssd, export_weights
+from ssd.detector import NonFiniteWeights
 from ssd.evaluation import evaluate_detector
 from ssd.image import normalise
 
@@ -422,7 +423,7 @@ class Trainer:
         path = Path(path) if path else self.run_dir / WEIGHTS
         try:
             path = export_weights(self.model, self.cfg, self.class_names, path, dtype=dtype, **card)
-        except ValueError as e:
+        except NonFiniteWeights as e:  # a card that is not one is a bug here, not a diverged run: it propagates
             raise RunError(f"{e}. Train again with a lower --lr, or start from the last good export with "
                            "--init-weights") from e
         write_log_csv(log_path(path), st.log)  # the curves of how these weights were trained
