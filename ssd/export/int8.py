@@ -156,7 +156,7 @@ def calibration_images(size: int, source=None, count: int = CALIBRATION_COUNT) -
         chosen = _evenly(ids, count)
         files = [root / "JPEGImages" / f"{i}.jpg" for i in chosen]
         what = (f"{root.name} {image_set}: {len(files)} of {len(ids)} images, taken evenly through the sorted ids"
-                f"{f' (every {len(ids) // count}th)' if len(ids) >= 2 * count else ''}")
+                f"{f', one in {len(ids) // count}' if len(ids) >= 2 * count else ''}")
     else:
         from PIL import Image
 
