@@ -81,7 +81,7 @@ def test_the_page_has_the_augmentation_tab(no_model):
 
 # ----------------------------------------------------------------------------------- Matching: SSD512 too
 def test_config_choices_put_the_models_own_config_under_its_default_boxes():
-    from ui.configs import config_choices
+    from ui.default_box_choices import config_choices
 
     assert config_choices(ssd.SSD300_VOC) == {"SSD300": ssd.SSD300_VOC, "SSD512": ssd.SSD512_VOC}
     lite = config_choices(ssd.SSD300_LITE0_VOC)
@@ -96,7 +96,7 @@ def test_every_tab_names_the_served_models_layers_and_the_layout_choice_alike():
     import gradio as gr
 
     from ui import priors_tab
-    from ui.configs import CONFIG_LABEL, config_choices
+    from ui.default_box_choices import CONFIG_LABEL, config_choices
 
     configs = config_choices(ssd.SSD300_LITE0_VOC)
     caption = priors_tab.priors_view("SSD300", 1, 7, 9, ["1"], False, "cat", configs=configs)[3]
@@ -113,7 +113,7 @@ def test_the_layout_choice_has_one_label_on_the_whole_page(model):
     import gradio as gr
 
     import app
-    from ui.configs import CONFIG_LABEL
+    from ui.default_box_choices import CONFIG_LABEL
 
     radios = [b.label for b in app.build_demo(model).blocks.values() if isinstance(b, gr.Radio)]
     assert sorted(radios) == sorted(["Model"] + [CONFIG_LABEL] * 3), radios  # the page; boxes, Matching, Augmentation

@@ -18,7 +18,7 @@ from visualize.augment import (
 from visualize.examples import example_annotations, example_for, example_image, example_names, examples_for
 from visualize.matching import GroundTruth, parse_ground_truth
 
-from .configs import CONFIG_LABEL, config_choices, own_label
+from .default_box_choices import CONFIG_LABEL, config_choices, own_label
 from .demo_models import DemoModel
 from .inputs import Refused, served
 from .links import PhotoInputs

@@ -27,7 +27,7 @@ from visualize.matching import (
     positives_per_layer,
 )
 
-from .configs import CONFIG_LABEL, config_choices, own_label
+from .default_box_choices import CONFIG_LABEL, config_choices, own_label
 from .demo_models import NO_MODEL, DemoModel, DemoModels
 from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .links import Controls, PhotoInputs

@@ -24,7 +24,7 @@ from visualize.priors import (
     summary_formula,
 )
 
-from .configs import CONFIG_LABEL, CONFIGS, config_choices, own_label
+from .default_box_choices import CONFIG_LABEL, CONFIGS, config_choices, own_label
 from .inputs import Refused, from_jpeg, read_upload, served, short, to_jpeg
 from .pictures import drawn_picture
 
