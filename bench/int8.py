@@ -43,6 +43,7 @@ from ssd.backends import OnnxRuntimeBackend, cpu_identity  # noqa: E402
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 from ssd.evaluation.run import evaluate_detector  # noqa: E402
 from ssd.export import cached_export, int8  # noqa: E402
+from ssd.export.calibration import calibration_images  # noqa: E402
 
 
 def datasets(args, classes):
@@ -102,7 +103,7 @@ def main() -> None:
 
     rows = [(choice, True) for choice in args.choices] + ([(int8.KEEP_FLOAT32, False)] if args.eight_bit else [])
     if rows:
-        calibration = int8.calibration_images(cfg.image_size, args.voc)
+        calibration = calibration_images(cfg.image_size, args.voc)
         print(f"what stays float32, each calibrated on {calibration.source}:")
         print(f"{'float32':16s}{'quantize s':>11s}{'minival area':>14s}{'11-point':>10s}{'ms int8':>9s}"
               f"{'ms float32':>12s}  what")

@@ -230,6 +230,7 @@ def export_main(argv: list[str] | None = None) -> int:
     """`python -m ssd.export`: the graph as an ONNX file, or into the export cache (ssd/export/__init__.py)."""
     from . import export
     from .export import int8
+    from .export.calibration import calibration_images
 
     p = argparse.ArgumentParser(prog="python -m ssd.export", description=export.__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, default=None, help="weights (.safetensors with its .json card beside it); "
@@ -271,7 +272,7 @@ def export_main(argv: list[str] | None = None) -> int:
                               EXIT_FAILED)
     elif args.int8:
         try:
-            calibration = int8.calibration_images(detector.config.image_size, args.calibration)
+            calibration = calibration_images(detector.config.image_size, args.calibration)
         except (FileNotFoundError, ImportError) as e:
             return error_exit(e, EXIT_FAILED)
         float_model = export.export_bytes(detector.model, detector.config, detector.class_names, detector.card)

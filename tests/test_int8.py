@@ -24,7 +24,7 @@ from ssd import Detector  # noqa: E402
 from ssd.backends import cpu_identity  # noqa: E402
 from ssd.cli import export_main, main  # noqa: E402
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
-from ssd.export import export_cache_path, int8  # noqa: E402
+from ssd.export import calibration, export_cache_path, int8  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 # How near INT8 must come to float32 on those photos. Each graph's detections are looked for among the other's
@@ -46,7 +46,7 @@ def cache(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("cache")
     patch.setenv("SSD_CACHE_DIR", str(root))
-    patch.delenv(int8.CALIBRATION_ENV, raising=False)
+    patch.delenv(calibration.CALIBRATION_ENV, raising=False)
     yield root / "onnx"
     patch.undo()
 
@@ -74,6 +74,7 @@ def counterpart(d, others):
     return same[int(ious.argmax())], float(ious.max())
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 @pytest.mark.parametrize("name", PHOTOS)
 def test_int8_finds_what_float32_finds_on_photos(quantized, float32, name):
     assert (quantized.backend_name, float32.backend_name) == ("onnxruntime-int8", "onnxruntime")
@@ -96,6 +97,7 @@ def test_int8_finds_what_float32_finds_on_photos(quantized, float32, name):
             assert abs(other.score - d.score) <= SCORE_TOLERANCE, (d, other)
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 def test_the_int8_file_is_cached_beside_the_float32_export_keyed_like_it_and_says_what_calibrated_it(
         quantized, cache):
     card = quantized.card
@@ -113,6 +115,7 @@ def test_the_int8_file_is_cached_beside_the_float32_export_keyed_like_it_and_say
     assert record.accuracy is None  # nothing measured its mAP here
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 def test_a_second_load_reuses_the_cached_int8_file(quantized, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("quantized again")
@@ -125,6 +128,7 @@ def test_a_second_load_reuses_the_cached_int8_file(quantized, monkeypatch):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 def test_other_weights_a_changed_card_or_recipe_have_another_key(quantized, tmp_path, monkeypatch):
     card = quantized.card
     path = int8.int8_cache_path(DEFAULT_WEIGHTS, card)
@@ -151,6 +155,7 @@ def measured(float32_ms, int8_ms, drop, cpu=None):
     return timing, accuracy
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 @pytest.mark.parametrize("backend", ["auto", None])
 def test_auto_and_the_default_run_int8_only_where_it_was_measured_faster_here_and_accurate(record, backend):
     path, rec = record
@@ -171,6 +176,7 @@ def test_auto_and_the_default_run_int8_only_where_it_was_measured_faster_here_an
     assert Detector.load(backend="onnxruntime-int8").backend_name == "onnxruntime-int8"
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 def test_the_records_own_timing_decides_for_auto(quantized, record):
     """With the timing taken when the file was made (and a measured mAP within the bound), `auto` follows it:
     INT8 where it was the faster here, float32 where it was the slower."""
@@ -188,6 +194,7 @@ def test_verdicts_say_why():
     assert not good and "1.20 mAP below float32" in why
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 def test_the_command_line_names_the_backend_it_ran(quantized, tmp_path, capsys):
     file = tmp_path / "chelsea.png"
     Image.fromarray(photo("chelsea")).save(file)
@@ -197,6 +204,7 @@ def test_the_command_line_names_the_backend_it_ran(quantized, tmp_path, capsys):
     assert [d["label"] for d in result["detections"]] == ["cat"]
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 def test_the_export_command_reports_the_cached_int8_file_and_what_auto_does_with_it(quantized, capsys):
     assert export_main(["--cache", "--int8"]) == 0
     out = capsys.readouterr().out
@@ -204,6 +212,7 @@ def test_the_export_command_reports_the_cached_int8_file_and_what_auto_does_with
     assert "auto does not run it: its mAP has not been measured" in out or "auto does not run it: slower" in out
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 def test_an_int8_onnx_file_runs_as_int8_and_a_float32_one_is_not_taken_for_int8(quantized, float32):
     card = quantized.card
     loaded = Detector.load(int8.int8_cache_path(DEFAULT_WEIGHTS, card))
@@ -221,20 +230,21 @@ def test_calibration_images_from_a_voc_folder_a_photo_folder_or_scikit_image(tmp
         Image.fromarray(rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8)).save(voc / "JPEGImages" / f"{i:06d}.jpg")
     (voc / "ImageSets" / "Main" / "trainval_minus_minival.txt").write_text("000004\n000000\n000002\n000001\n")
     (voc / "ImageSets" / "Main" / "minival.txt").write_text("000003\n000005\n")
-    c = int8.calibration_images(32, voc, count=2)
+    c = calibration.calibration_images(32, voc, count=2)
     assert c.images.shape == (2, 32, 32, 3) and c.images.dtype == np.uint8
     assert c.names == ("000000.jpg", "000002.jpg")  # evenly through the sorted training ids, never minival's
     assert c.source.startswith("VOC2007 trainval_minus_minival: 2 of 4 images") and c.origin == str(voc.resolve())
-    monkeypatch.setenv(int8.CALIBRATION_ENV, str(voc / "JPEGImages"))  # a plain folder of photos
-    c = int8.calibration_images(32, count=3)
+    monkeypatch.setenv(calibration.CALIBRATION_ENV, str(voc / "JPEGImages"))  # a plain folder of photos
+    c = calibration.calibration_images(32, count=3)
     assert c.names == ("000000.jpg", "000002.jpg", "000004.jpg") and "3 of its 6 images" in c.source
-    monkeypatch.delenv(int8.CALIBRATION_ENV)
-    c = int8.calibration_images(32)
-    assert c.origin == "scikit-image" and len(c.images) == len(c.names) == 12 * len(int8.SCIKIT_IMAGE_PHOTOS)
+    monkeypatch.delenv(calibration.CALIBRATION_ENV)
+    c = calibration.calibration_images(32)
+    assert c.origin == "scikit-image" and len(c.images) == len(c.names) == 12 * len(calibration.SCIKIT_IMAGE_PHOTOS)
     with pytest.raises(FileNotFoundError, match="not a folder"):
-        int8.calibration_images(32, tmp_path / "missing")
+        calibration.calibration_images(32, tmp_path / "missing")
 
 
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
 def test_box_decoding_and_softmax_stay_float32(quantized, cache):
     """KEEP_FLOAT32 ("decode"): every convolution has int8 weights, while box decoding and softmax compute in
     float32 from the dequantized head outputs, so neither output lies on an 8-bit grid."""
