@@ -20,6 +20,7 @@ class ToyBase(BaseNetwork):
     sources = 2
     pretrained = False
     weight_decay = 1e-3
+    cpu_memory_format = torch.channels_last
 
     def build(self, ssd_module, cfg):
         ssd_module.base = nn.Sequential(nn.Conv2d(3, 8, 3, 8, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
@@ -77,3 +78,11 @@ def test_every_registered_base_gives_its_presets_sources(name):
     # Pretrained parts say where their weights come from; scratch parts say they have none.
     info = part.weights_info()
     assert isinstance(info, dict) == part.pretrained
+
+
+def test_training_asks_the_part_for_its_memory_format(toy):
+    from train.engine import memory_format
+
+    assert memory_format(torch.device("cpu"), toy) == torch.channels_last
+    assert memory_format(torch.device("cpu"), ssd.SSD300_VOC) == torch.contiguous_format
+    assert memory_format(torch.device("cpu"), ssd.SSD384_LITE0_VOC) == torch.channels_last

@@ -18,6 +18,7 @@ import sys
 from dataclasses import fields
 
 from ssd import PRESETS, VOC_CLASSES
+from ssd.bases import base_network
 from ssd.cli import error_exit, program
 from ssd.detector import DEFAULT_WEIGHTS
 
@@ -186,8 +187,8 @@ def sized_recipe(args, images: int, config: str) -> Recipe:
         values["max_steps"] = max(1, round((args.epochs or DEFAULT_EPOCHS) * per_epoch))
     elif args.epochs is not None:
         raise UsageError("give the length once: --epochs or --max-steps")
-    if values["weight_decay"] is None:  # EfficientNet's own for its bases, the paper's for VGG16
-        values["weight_decay"] = 5e-4 if PRESETS[config].backbone == "vgg16" else 4e-5
+    if values["weight_decay"] is None:  # the base's own: EfficientNet's for its bases, the paper's for VGG16
+        values["weight_decay"] = base_network(PRESETS[config].backbone).weight_decay
     if values["warmup_steps"] is None:
         values["warmup_steps"] = min(200, values["max_steps"] // 10)
     return Recipe(**values)
@@ -199,8 +200,9 @@ def main(argv=None):
     from ssd.augment import SSDAugmentation
 
     preset = PRESETS[args.config]
-    if preset.backbone != "vgg16" and (args.batch_norm or args.width != 1.0):
-        raise UsageError(f"--batch-norm and --width change the VGG16 base; {args.config} has a {preset.backbone} base")
+    if base_network(preset.backbone).pretrained and (args.batch_norm or args.width != 1.0):
+        raise UsageError(f"--batch-norm and --width change a base trained from scratch (VGG16); {args.config} "
+                         f"has a {preset.backbone} base")
     train_source, val_source, desc = load_sources(args)
     recipe = sized_recipe(args, len(train_source), args.config)
     print(f"[train] recipe for {len(train_source)} training images: batch {recipe.batch_size}, lr {recipe.lr:g}, "

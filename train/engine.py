@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from ssd import Detector, MultiBoxLoss, SSDConfig, build_ssd, export_weights
+from ssd.bases import base_network
 from ssd.detector import NonFiniteWeights
 from ssd.evaluation import evaluate_detector
 from ssd.image import normalise
@@ -80,12 +81,11 @@ class EpochSampler(Sampler):
 
 
 def memory_format(device: torch.device, cfg: SSDConfig | None = None):
-    """channels_last on the GPU (tensor cores want NHWC). On the CPU it depends on the base network: oneDNN's
-    NHWC backward of VGG's dense 3x3 convs is slower than NCHW, while EfficientNet-Lite0's depthwise convs are
-    faster in NHWC (bench/train.py measures both; numbers in the README)."""
-    if device.type == "cuda" or (cfg is not None and cfg.backbone != "vgg16"):
+    """channels_last on the GPU (tensor cores want NHWC); on the CPU the base network's own
+    (`BaseNetwork.cpu_memory_format`: bench/train.py --memory-format measures both)."""
+    if device.type == "cuda":
         return torch.channels_last
-    return torch.contiguous_format
+    return base_network(cfg.backbone).cpu_memory_format if cfg is not None else torch.contiguous_format
 
 
 def compute_loss(model, criterion: MultiBoxLoss, images, boxes, labels, autocast_dtype=None, fmt=None):

@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from ssd import SSDConfig
+from ssd.bases import base_network
 from ssd.card import read_card
 from ssd.weights_files import CARD_SUFFIX, beside
 
@@ -21,7 +22,7 @@ __all__ = ["base_in_init_weights", "load_init_weights"]
 def base_in_init_weights(model: nn.Module, cfg: SSDConfig, init_weights) -> dict | str | None:
     """Where the base of `init_weights` came from (its model card's `base_weights`), when that file holds every
     tensor of the base network of `model` with its shapes; else None (the base starts from ImageNet)."""
-    if not init_weights or cfg.backbone == "vgg16" or not Path(init_weights).is_file():
+    if not init_weights or not base_network(cfg.backbone).pretrained or not Path(init_weights).is_file():
         return None
     from safetensors import safe_open
 
