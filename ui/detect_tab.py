@@ -1,11 +1,10 @@
 """The Detect tab: boxes, scores and where each detection came from; the sliders re-run only post-processing. With
-two models or more, the page's model choice says which network runs (each handler takes it as its last input). The
-NMS view and a detection's journey are drawn by `ui.detect_views`."""
+two models or more, the page's model choice says which network runs (each handler takes it as its last input). What
+a session keeps (`DetectState`), the NMS view and a detection's journey: `ui.detect_views`."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -22,6 +21,8 @@ from .demo_models import NO_MODEL, DemoModel, DemoModels
 from .detect_views import (
     NO_JOURNEY,
     NO_NMS,
+    DetectState,
+    Shown,
     journey_follows,
     journey_in,
     journey_page,
@@ -29,7 +30,7 @@ from .detect_views import (
     nms_of,
     nms_section,
 )
-from .inputs import Refused, check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
+from .inputs import Refused, check_parameters, read_upload, served, upload_source
 from .links import Controls
 from .pictures import drawn_picture
 from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, LIVE_STREAMS, STATE_TTL_S
@@ -39,45 +40,6 @@ INTRO = ("One forward pass scores every default box: four offsets that move and 
          "best of each class where boxes overlap by more than the NMS IoU, and the top-k remain. The table names the "
          "default box each detection came from.")
 TABLE_HEADERS = ["#", "class", "score", "box (x1, y1, x2, y2) px", "feature map", "default box"]
-
-
-@dataclass
-class DetectState:
-    """What the sliders need to redraw without running the network again, kept per browser session: the
-    graph's boxes and its scores in half precision, and the picture as JPEG (about 0.7 MB for a 1024-pixel photo, where
-    full-precision outputs and a raw picture took 5 MB), and the name of the model whose outputs they are, so
-    the sliders post-process them as that model does even after the page's choice has moved on. Sessions let go of
-    it after STATE_TTL_S."""
-
-    raw: ssd.RawPrediction
-    jpeg: bytes
-    scale: float
-    model: str = ""  # a DemoModels name ("": the default)
-    source: str | None = None  # the received file these are the outputs of (None: a pasted image, an array)
-
-    @classmethod
-    def of(cls, raw: ssd.RawPrediction, display: Image.Image, scale: float, model: str = "",
-           source: str | None = None) -> DetectState:
-        small = ssd.RawPrediction(raw.boxes.cpu(), raw.scores.half().cpu(), raw.width, raw.height, raw.seconds)
-        return cls(small, to_jpeg(display), scale, model, source)
-
-    def display(self) -> Image.Image:
-        return from_jpeg(self.jpeg)
-
-
-@dataclass
-class Shown:
-    """One post-processing of a DetectState at the sliders' values: what the picture, the table and the NMS view
-    are drawn from, so that one slider move post-processes once."""
-
-    name: str  # the DemoModels name of the model whose outputs these are
-    model: DemoModel
-    dets: ssd.Detections
-    post_ms: float
-    score_threshold: float
-    nms_threshold: float
-    top_k: int
-    wanted: list[str]
 
 
 PAGE_OUTPUTS = 12  # detect_page's: picture, table, data, summary, state, the NMS view's 3, the journey's 4

@@ -1,25 +1,64 @@
-"""The Detect tab's two views of one post-processing (`detect_tab.Shown`), beside its picture and table: NMS step by
-step for one class, and one detection's journey (its default box, the offsets the network predicted, their decoding,
-its class scores and what NMS did). Their accordions, and what they show; the tab's handlers (`DetectTab.nms_view`,
-`DetectTab.journey_view`, ...) call these."""
+"""What the Detect tab keeps of a detection (`DetectState`: the network's outputs, per session) and one
+post-processing of it at the sliders' values (`Shown`); and its two views of that post-processing, beside its
+picture and table: NMS step by step for one class, and one detection's journey (its default box, the offsets the
+network predicted, their decoding, its class scores and what NMS did), with the accordions that hold them. The
+tab's handlers (`DetectTab.nms_view`, `DetectTab.journey_view`, ...) call these."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import gradio as gr
+from PIL import Image
 
 import ssd
 from visualize.journey import class_bars, draw_journey, journey, journey_markdown
 from visualize.nms import NMS_HEADERS, nms_summary, nms_table, nms_trace
 from visualize.numbers import counted
 
-from .inputs import served
+from .demo_models import DemoModel
+from .inputs import from_jpeg, served, to_jpeg
 from .pictures import drawn_picture
 
-if TYPE_CHECKING:
-    from .demo_models import DemoModel
-    from .detect_tab import DetectState, Shown
+
+@dataclass
+class DetectState:
+    """What the sliders need to redraw without running the network again, kept per browser session: the
+    graph's boxes and its scores in half precision, and the picture as JPEG (about 0.7 MB for a 1024-pixel photo, where
+    full-precision outputs and a raw picture took 5 MB), and the name of the model whose outputs they are, so
+    the sliders post-process them as that model does even after the page's choice has moved on. Sessions let go of
+    it after STATE_TTL_S."""
+
+    raw: ssd.RawPrediction
+    jpeg: bytes
+    scale: float
+    model: str = ""  # a DemoModels name ("": the default)
+    source: str | None = None  # the received file these are the outputs of (None: a pasted image, an array)
+
+    @classmethod
+    def of(cls, raw: ssd.RawPrediction, display: Image.Image, scale: float, model: str = "",
+           source: str | None = None) -> DetectState:
+        small = ssd.RawPrediction(raw.boxes.cpu(), raw.scores.half().cpu(), raw.width, raw.height, raw.seconds)
+        return cls(small, to_jpeg(display), scale, model, source)
+
+    def display(self) -> Image.Image:
+        return from_jpeg(self.jpeg)
+
+
+@dataclass
+class Shown:
+    """One post-processing of a DetectState at the sliders' values: what the picture, the table and the NMS view
+    are drawn from, so that one slider move post-processes once."""
+
+    name: str  # the DemoModels name of the model whose outputs these are
+    model: DemoModel
+    dets: ssd.Detections
+    post_ms: float
+    score_threshold: float
+    nms_threshold: float
+    top_k: int
+    wanted: list[str]
+
 
 JOURNEY_PROMPT = ("Click a detection in the table: its default box, the offsets the network predicted, their decoding, "
                   "its class scores and NMS.")
