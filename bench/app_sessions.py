@@ -24,8 +24,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app_server import running_app  # noqa: E402
+
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
-from tests.app_server import running_app  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

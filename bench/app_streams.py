@@ -20,9 +20,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app_server import running_app  # noqa: E402
+from live_view import start_live_view  # noqa: E402
+
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
-from tests.app_server import running_app  # noqa: E402
-from tests.live_view import start_live_view  # noqa: E402
 
 
 def timed_detections(url: str, photo: Path, calls: int) -> tuple[list[float], list[float]]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.app_server import ROOT, export_random_weights, received_dir, running_app, settled
+from bench.app_server import ROOT, export_random_weights, received_dir, running_app, settled
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402

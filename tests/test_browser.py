@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.app_server import ROOT, export_random_weights, running_app
-from tests.live_view import start_live_view
+from bench.app_server import ROOT, export_random_weights, running_app
+from bench.live_view import start_live_view
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The committed README screenshots are rewritten only on request (SSD_UPDATE_SCREENSHOTS=1), so a test run

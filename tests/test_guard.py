@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app_server import export_random_weights, running_app
+from bench.app_server import export_random_weights, running_app
 from ui.guard import QuietLog, check_component_value, client_address, held_events
 from ui.inputs import Refused
 from ui.upload_cache import UploadCache

@@ -14,10 +14,10 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 import ssd
+from bench.app_server import ROOT, export_random_weights, received_dir, running_app
 from ssd.augment import SSDAugmentation
 from ssd.image import normalise
 from ssd.learn import NEW_CLASS_ODDS, HeadTraining, LearnRecipe, add_classes, heads_copy
-from tests.app_server import ROOT, export_random_weights, received_dir, running_app
 from visualize.learn import NEW_CLASS_EXAMPLES, learning_rows, parse_learning_rows, probability_colour
 
 SHIPPED = ROOT / "ssd" / "weights" / "ssd384_lite0_voc07.safetensors"

@@ -14,7 +14,7 @@ import re
 import pytest
 from PIL import Image
 
-from tests.app_server import ROOT, running_app
+from bench.app_server import ROOT, running_app
 from tests.test_browser import browser, save_screenshot, wait_for_image, wait_for_text  # noqa: F401 (a fixture)
 from visualize.learn import NEW_CLASS_EXAMPLES
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import ssd
 import ssd.detector
-from tests.app_server import export_random_weights, running_app
+from bench.app_server import export_random_weights, running_app
 from visualize.matching import match_ground_truth
 
 gr = pytest.importorskip("gradio")

@@ -14,10 +14,10 @@ from PIL import Image
 
 import ssd
 import ssd.detector
+from bench.app_server import export_random_weights, settled
 from ssd.card import ModelCard, read_card
 from ssd.evaluation.report import build_report, report_path, sha256, write_report
 from ssd.evaluation.voc import evaluate_voc
-from tests.app_server import export_random_weights, settled
 from train.log import log_path, write_log_csv
 from ui.demo_models import DemoModel
 from ui.model_tab import FP_HEADERS, FP_SHOWN, ModelTab, card_markdown

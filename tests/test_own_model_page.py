@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 import ssd
-from tests.app_server import export_random_weights
+from bench.app_server import export_random_weights
 from tests.own_data import CLASSES
 
 gr = pytest.importorskip("gradio")

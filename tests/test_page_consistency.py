@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.app_server import export_random_weights, received_dir
+from bench.app_server import export_random_weights, received_dir
 from visualize.examples import example_image
 
 gr = pytest.importorskip("gradio")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import ssd
-from tests.app_server import export_random_weights, received_dir, settled
+from bench.app_server import export_random_weights, received_dir, settled
 from visualize.matching import GroundTruth, match_ground_truth
 
 gr = pytest.importorskip("gradio")

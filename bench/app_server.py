@@ -1,4 +1,5 @@
-"""Start `python app.py` in a subprocess on a free port, with small random weights (no shipped weights needed)."""
+"""Start `python app.py` in a subprocess on a free port, with small random weights (no shipped weights needed): for
+the benchmarks of the app and the tests that run it."""
 
 from __future__ import annotations
 

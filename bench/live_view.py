@@ -1,4 +1,4 @@
-"""Driving the Detect tab's live view in a real browser, for the browser test and bench/app_streams.py."""
+"""Driving the Detect tab's live view in a real browser, for bench/app_streams.py and the browser test."""
 
 
 def start_live_view(page, url: str):
