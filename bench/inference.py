@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import ssd  # noqa: E402
 from ssd.backends import cpu_has_native_bf16  # noqa: E402
 from ssd.image import normalise  # noqa: E402
-from ssd.postprocess import postprocess  # noqa: E402
+from ssd.postprocess import InferenceSettings, postprocess  # noqa: E402
 
 SETTINGS = dict(score_threshold=0.01, nms_threshold=0.45, top_k=200)
 
@@ -155,7 +155,7 @@ def main() -> None:
 
     @torch.inference_mode()
     def post_ours():
-        return postprocess(loc, conf, priors, vgg.config, **SETTINGS)
+        return postprocess(loc, conf, priors, vgg.config, InferenceSettings(**SETTINGS))
 
     @torch.inference_mode()
     def post_theirs():

@@ -32,6 +32,7 @@ from .graph import InferenceGraph
 from .loss import MultiBoxLoss, confidence_loss, hard_negatives, multibox_loss
 from .matching import MatchResult, match
 from .model import SSD, build_ssd
+from .postprocess import InferenceSettings
 from .priors import PriorLayout, default_boxes, prior_layout
 
 __all__ = [
@@ -39,7 +40,8 @@ __all__ = [
     "SSD384_LITE0_VOC", "SSD384_LITE1_VOC", "SSD384_LITE2_VOC", "SSD512_COCO", "SSD512_LITE0_VOC", "SSD512_VOC",
     "VOC_CLASSES",
     "Detection", "Detections", "Detector", "MatchResult", "MultiBoxLoss", "PriorLayout", "RawPrediction",
-    "InferenceGraph", "SSDConfig", "build_ssd", "confidence_loss", "decode", "default_boxes", "encode", "export_onnx",
+    "InferenceGraph", "InferenceSettings", "SSDConfig", "build_ssd", "confidence_loss", "decode", "default_boxes",
+    "encode", "export_onnx",
     "export_weights",
     "hard_negatives", "match", "multibox_loss", "prior_layout",
 ]

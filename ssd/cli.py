@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
     detector, status = _load_detector(args)
     if detector is None:
         return status
-    score = detector.score_threshold if args.score is None else args.score
+    settings = detector.settings.with_overrides(args.score, args.nms, args.top_k)
     problem = out_dir is not None and _out_dir_problem(out_dir)
     if problem:
         return error_exit(problem)
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
             error_exit(e)
             failed = True
             continue
-        dets = detector.detect(image, score_threshold=score, nms_threshold=args.nms, top_k=args.top_k)
+        dets = detector.detect(image, settings.score_threshold, settings.nms_threshold, settings.top_k)
         results.append({"image": str(path), "width": image.width, "height": image.height,
                         "device": detector.device.type, "backend": detector.backend_name,
                         "detections": [d.to_dict() for d in dets]})
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None, draw=None, prog: str | None = "python -m
             target = _annotated_copy(out_dir, path, written)
             draw(image, dets).save(target)
         if not args.json:
-            _print_detections(path, dets, score)
+            _print_detections(path, dets, settings.score_threshold)
             if out_dir is not None:
                 print(f"{path}: annotated copy written to {target}")
     if args.json:

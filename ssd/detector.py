@@ -18,7 +18,7 @@ from .card import ModelCard
 from .config import SSDConfig
 from .image import network_input, to_rgb
 from .model import build_ssd
-from .postprocess import ImageDetections, select_detections
+from .postprocess import ImageDetections, InferenceSettings, select_detections
 from .priors import prior_layout
 from .weights_files import CARD_SUFFIX, beside, read_weights
 
@@ -149,10 +149,13 @@ class Detector:
         # and classes.
         self.card = card if isinstance(card, ModelCard) else ModelCard.from_dict(
             {**(card or {}), "config": config.to_dict(), "classes": list(self.class_names)})
-        # The card's recommended threshold (best F1 on held-out images, written by training): the default of
-        # detect(), the app's slider and the CLI's --score.
-        self.score_threshold = float(FALLBACK_SCORE_THRESHOLD if self.card.score_threshold is None
-                                     else self.card.score_threshold)
+        # This detector's inference settings, resolved once: the card's recommended score threshold (best F1 on
+        # held-out images, written by training; else FALLBACK_SCORE_THRESHOLD), the config's NMS IoU and top-k.
+        # What a threshold left as None means in detect(), detect_batch() and postprocess(), the app's sliders
+        # and the CLI's --score.
+        self.settings = InferenceSettings(
+            float(FALLBACK_SCORE_THRESHOLD if self.card.score_threshold is None else self.card.score_threshold),
+            config.nms_threshold, config.top_k)
         if isinstance(model, torch.nn.Module):
             device = default_device(device)
             chosen = resolve_backend(backend, device)
@@ -295,6 +298,11 @@ class Detector:
         return cls(runner, cfg, card.classes, card=card)
 
     @property
+    def score_threshold(self) -> float:
+        """The default score threshold (`settings`): the model card's recommended one."""
+        return self.settings.score_threshold
+
+    @property
     def backend_name(self) -> str:
         return self.backend.name
 
@@ -315,12 +323,11 @@ class Detector:
     @torch.inference_mode()
     def postprocess(self, raw: RawPrediction, score_threshold=None, nms_threshold=None, top_k=None,
                     classes=None) -> Detections:
-        """Detections of cached graph outputs, best first. Thresholds left as None take the model card's
-        recommended score threshold and the config's NMS IoU and top-k. `classes`: the class names to keep
-        (None: all), chosen before the top-k cut."""
-        score_threshold = self.score_threshold if score_threshold is None else score_threshold
-        (det,) = select_detections(raw.boxes, raw.scores, self.config, score_threshold, nms_threshold, top_k,
-                                   classes=self.class_ids(classes))
+        """Detections of cached graph outputs, best first. Thresholds left as None are this detector's
+        (`settings`: the model card's recommended score threshold, the config's NMS IoU and top-k). `classes`: the
+        class names to keep (None: all), chosen before the top-k cut."""
+        settings = self.settings.with_overrides(score_threshold, nms_threshold, top_k)
+        (det,) = select_detections(raw.boxes, raw.scores, settings, classes=self.class_ids(classes))
         return self._to_detections(det, raw.width, raw.height)
 
     def detect(self, image, score_threshold=None, nms_threshold=None, top_k=None, classes=None) -> Detections:
@@ -329,14 +336,14 @@ class Detector:
 
     @torch.inference_mode()
     def detect_batch(self, images, score_threshold=None, nms_threshold=None, top_k=None, batch_size=16):
-        """detect() for many images, `batch_size` at a time, with the same defaults (the card's score threshold,
-        the config's NMS IoU and top-k). Evaluation asks for the paper's inference threshold itself."""
-        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        """detect() for many images, `batch_size` at a time, with the same defaults (`settings`). Evaluation asks
+        for the paper's inference settings itself (`InferenceSettings.of_config`)."""
+        settings = self.settings.with_overrides(score_threshold, nms_threshold, top_k)
         out = []
         for i in range(0, len(images), batch_size):
             chunk = [to_rgb(im) for im in images[i:i + batch_size]]
             boxes, scores = self.backend(self.preprocess(chunk))
-            dets = select_detections(boxes, scores, self.config, score_threshold, nms_threshold, top_k)
+            dets = select_detections(boxes, scores, settings)
             out += [self._to_detections(d, im.width, im.height) for d, im in zip(dets, chunk)]
         return out
 

@@ -6,7 +6,7 @@ more, see `postprocess`), with image and class folded into the NMS group id.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,33 @@ from .config import SSDConfig
 
 # Candidates per image and class that go on to NMS (as torchvision and the reference implementation keep).
 PRE_NMS_TOP_K = 400
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What post-processing keeps: class scores above `score_threshold`, the `pre_nms_top_k` best of each class,
+    per-class NMS at IoU `nms_threshold`, then the `top_k` best of all classes.
+
+    One value, resolved once: a `Detector` holds its own (`Detector.settings`: the model card's recommended score
+    threshold, the config's NMS IoU and top-k), and evaluation the paper's (`of_config`)."""
+
+    score_threshold: float
+    nms_threshold: float
+    top_k: int
+    pre_nms_top_k: int = PRE_NMS_TOP_K
+
+    @classmethod
+    def of_config(cls, cfg: SSDConfig) -> InferenceSettings:
+        """The config's (the paper's, §3) inference settings: score 0.01, NMS IoU 0.45, top 200 — what mAP
+        counts."""
+        return cls(cfg.conf_threshold, cfg.nms_threshold, cfg.top_k)
+
+    def with_overrides(self, score_threshold=None, nms_threshold=None, top_k=None) -> InferenceSettings:
+        """These settings with the values given; None keeps this one's."""
+        changes = {name: value for name, value in (("score_threshold", score_threshold),
+                                                   ("nms_threshold", nms_threshold), ("top_k", top_k))
+                   if value is not None}
+        return replace(self, **changes) if changes else self
 
 
 @dataclass
@@ -57,38 +84,30 @@ def postprocess(
     conf: torch.Tensor,
     priors_cxcywh: torch.Tensor,
     cfg: SSDConfig,
-    score_threshold: float | None = None,
-    nms_threshold: float | None = None,
-    top_k: int | None = None,
-    pre_nms_top_k: int = PRE_NMS_TOP_K,
+    settings: InferenceSettings,
     classes=None,
 ) -> list[ImageDetections]:
     """loc (B, N, 4), conf (B, N, C+1) raw network outputs -> per-image detections: `select_detections` of the
-    decoded boxes and softmax scores."""
+    decoded boxes (with `cfg`'s variances) and softmax scores."""
     boxes = decode(loc.float(), priors_cxcywh.to(loc.device), cfg.variances)
-    return select_detections(boxes, conf.float().softmax(dim=-1), cfg, score_threshold, nms_threshold, top_k,
-                             pre_nms_top_k, classes)
+    return select_detections(boxes, conf.float().softmax(dim=-1), settings, classes)
 
 
 def select_detections(
     boxes: torch.Tensor,
     scores: torch.Tensor,
-    cfg: SSDConfig,
-    score_threshold: float | None = None,
-    nms_threshold: float | None = None,
-    top_k: int | None = None,
-    pre_nms_top_k: int = PRE_NMS_TOP_K,
+    settings: InferenceSettings,
     classes=None,
 ) -> list[ImageDetections]:
     """boxes (B, N, 4) decoded xyxy, scores (B, N, C+1) softmax with background at 0 -> per-image detections.
 
     Equal to: per image and class, the `pre_nms_top_k` best scores above `score_threshold`, NMS, then the
-    `top_k` best of all classes. Thresholds left as None are the config's (paper §3). `classes` (ids in 1..C)
-    keeps only those classes, before the top-k cut. The exported ONNX graph ends where this begins.
+    `top_k` best of all classes (`settings`; no defaults here: a `Detector` passes its own, evaluation the
+    config's, `InferenceSettings.of_config`). `classes` (ids in 1..C) keeps only those classes, before the top-k
+    cut. The exported ONNX graph ends where this begins.
     """
-    score_threshold = cfg.conf_threshold if score_threshold is None else score_threshold
-    nms_threshold = cfg.nms_threshold if nms_threshold is None else nms_threshold
-    top_k = cfg.top_k if top_k is None else top_k
+    score_threshold, nms_threshold = settings.score_threshold, settings.nms_threshold
+    top_k, pre_nms_top_k = settings.top_k, settings.pre_nms_top_k
     B, _, C1 = scores.shape
     scores = scores.float()[..., 1:]
     if classes is not None:

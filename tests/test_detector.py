@@ -230,6 +230,30 @@ def test_detect_batch_has_the_defaults_of_detect(detector):
         assert [d.score for d in dets] == pytest.approx([d.score for d in want], abs=1e-5)
 
 
+def test_none_is_the_detectors_setting_in_detect_detect_batch_and_postprocess():
+    """One owner of the defaults, resolved once at load (`Detector.settings`: the card's score threshold, the
+    config's NMS IoU and top-k): a threshold left as None means that setting in every entry point (before,
+    None in ssd.postprocess meant the config's 0.01)."""
+    detector = Detector(small_model(CFG, seed=4), CFG, ssd.VOC_CLASSES, device="cpu", card={"score_threshold": 0.06})
+    assert detector.settings == ssd.InferenceSettings(0.06, CFG.nms_threshold, CFG.top_k)
+    assert detector.score_threshold == 0.06
+    with pytest.raises(AttributeError):
+        detector.score_threshold = 0.2  # read-only: the settings are the one value
+    image = Image.fromarray(rgb_noise(240, 180, seed=7))
+    s = detector.settings
+    explicit = detector.detect(image, s.score_threshold, s.nms_threshold, s.top_k)
+    assert explicit and min(d.score for d in explicit) >= 0.06
+    raw = detector.predict(image)
+    assert detector.detect(image) == detector.detect(image, None, None, None) == explicit
+    assert detector.postprocess(raw) == detector.postprocess(raw, None, None, None) == explicit
+    (batched,) = detector.detect_batch([image])
+    assert [(d.class_id, d.prior_index) for d in batched] == [(d.class_id, d.prior_index) for d in explicit]
+    # One override leaves the others at the detector's settings.
+    assert detector.postprocess(raw, top_k=3) == explicit[:3]
+    assert detector.postprocess(raw, score_threshold=0.01) == detector.postprocess(raw, 0.01, CFG.nms_threshold,
+                                                                                   CFG.top_k)
+
+
 def test_class_filter_and_candidate_count(detector):
     raw = detector.predict(Image.fromarray(rgb_noise(200, 150, seed=6)))
     everything = detector.postprocess(raw, score_threshold=0.01, top_k=10_000)

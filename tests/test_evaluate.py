@@ -429,9 +429,10 @@ class OracleDetector:
         return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
 
     def detect_batch(self, images, score_threshold=None, nms_threshold=None, top_k=None, batch_size=16):
-        # Evaluation asks for the paper's inference threshold (the config's 0.01), never the card's display one;
-        # NMS IoU and top-k are left to the detector's config.
-        assert score_threshold == self.config.conf_threshold and nms_threshold is None and top_k is None
+        # Evaluation asks for the paper's inference settings (the config's 0.01, 0.45, 200), never the card's
+        # display threshold.
+        cfg = self.config
+        assert (score_threshold, nms_threshold, top_k) == (cfg.conf_threshold, cfg.nms_threshold, cfg.top_k)
         self.calls += 1
         out = []
         for im in images:

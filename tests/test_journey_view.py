@@ -15,7 +15,8 @@ from visualize.nms import nms_trace
 def setup():
     cfg, raw = CFG, random_outputs(2)
     boxes, scores = raw.boxes, raw.scores
-    dets = ssd.postprocess.select_detections(boxes, scores, cfg, float(scores[0, :, 1:].max()) * 0.5, 0.45)[0]
+    settings = ssd.InferenceSettings(float(scores[0, :, 1:].max()) * 0.5, 0.45, cfg.top_k)
+    dets = ssd.postprocess.select_detections(boxes, scores, settings)[0]
     return cfg, raw, dets
 
 

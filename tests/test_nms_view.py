@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from ssd.postprocess import select_detections
+from ssd.postprocess import InferenceSettings, select_detections
 from tests.outputs import CFG, random_outputs
 from visualize.nms import nms_summary, nms_table, nms_trace
 
@@ -20,7 +20,7 @@ def raw():
 def test_the_trace_keeps_what_select_detections_keeps(raw, nms_threshold):
     cfg, r = raw
     score = float(r.scores[0, :, 1:].max()) * 0.5  # an untrained model: many overlapping candidates
-    dets = select_detections(r.boxes, r.scores, cfg, score, nms_threshold, top_k=100_000)[0]
+    dets = select_detections(r.boxes, r.scores, InferenceSettings(score, nms_threshold, top_k=100_000))[0]
     for label in range(1, cfg.num_classes + 1):
         trace = nms_trace(r, label, score, nms_threshold)
         assert {c.prior for c in trace if c.kept} == set(dets.prior[dets.labels == label].tolist()), label

@@ -102,9 +102,18 @@ class DemoModel:
         return list(self.detector.class_names) if self.detector else list(ssd.VOC_CLASSES)
 
     @property
+    def settings(self) -> ssd.InferenceSettings:
+        """The detector's inference settings (`ssd.Detector.settings`); with no detector, the fallback score
+        threshold and the config's NMS IoU and top-k."""
+        if self.detector:
+            return self.detector.settings
+        cfg = self.config
+        return ssd.InferenceSettings(ssd.detector.FALLBACK_SCORE_THRESHOLD, cfg.nms_threshold, cfg.top_k)
+
+    @property
     def default_score(self) -> float:
         """The threshold the model card recommends, so a visitor sees real detections at once."""
-        return self.detector.score_threshold if self.detector else ssd.detector.FALLBACK_SCORE_THRESHOLD
+        return self.settings.score_threshold
 
     @property
     def title(self) -> str:

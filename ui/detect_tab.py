@@ -82,11 +82,12 @@ class DetectTab:
         return self.models.default
 
     def parameters(self, score_threshold, nms_threshold, top_k, classes, model: DemoModel | None = None):
+        """The thresholds asked for, checked (`Refused` when not valid); None is the model's setting
+        (`DemoModel.settings`)."""
         model = model or self.model
-        cfg = model.config
-        return check_parameters(model.default_score if score_threshold is None else score_threshold,
-                                cfg.nms_threshold if nms_threshold is None else nms_threshold,
-                                cfg.top_k if top_k is None else top_k, classes, model.class_names, cfg.top_k)
+        s = model.settings.with_overrides(score_threshold, nms_threshold, top_k)
+        return check_parameters(s.score_threshold, s.nms_threshold, s.top_k, classes, model.class_names,
+                                model.config.top_k)
 
     def where(self, prior_index: int, cfg: ssd.SSDConfig | None = None) -> dict:
         """The feature map, cell and shape of a default box (of `cfg`, by default the default model's), for the

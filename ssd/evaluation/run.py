@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..postprocess import InferenceSettings
 from .inputs import image_detections
 from .voc import VOCResult, evaluate_voc
 
@@ -33,7 +34,8 @@ def collect_detections(detector, dataset, limit: int | None = None, batch_size: 
                        top_k: int | None = None, workers: int = 2):
     """Run `detector.detect_batch` over the first `limit` images of `dataset`.
 
-    Thresholds left as None are the detector's config's (the paper's inference settings, §3).
+    Thresholds left as None are the detector's config's (the paper's inference settings, §3:
+    `InferenceSettings.of_config`), not the detector's own.
     Returns (detections, ground_truths, seconds): per image (boxes, scores, labels) numpy arrays with labels
     in the dataset's numbering (detector classes are matched to `dataset.classes` by name), per image
     `dataset.annotation(i)[:3]`, and the wall time of loading + detecting. The next chunk of images is
@@ -41,7 +43,7 @@ def collect_detections(detector, dataset, limit: int | None = None, batch_size: 
     """
     n = len(dataset) if limit is None else min(int(limit), len(dataset))
     # mAP counts every detection down to the paper's inference threshold (0.01), not the card's display one.
-    paper_score = detector.config.conf_threshold if score_threshold is None else score_threshold
+    paper = InferenceSettings.of_config(detector.config).with_overrides(score_threshold, nms_threshold, top_k)
     names = getattr(detector, "class_names", None)
     table = _label_map(names, dataset.classes) if names is not None else None
     ground_truths = [tuple(dataset.annotation(i)[:3]) for i in range(n)]
@@ -62,8 +64,8 @@ def collect_detections(detector, dataset, limit: int | None = None, batch_size: 
         for s in starts:
             images = [f.result() for f in pending]
             pending = submit(s + chunk) if s + chunk < n else []
-            out = detector.detect_batch(images, score_threshold=paper_score, nms_threshold=nms_threshold,
-                                        top_k=top_k, batch_size=chunk)
+            out = detector.detect_batch(images, score_threshold=paper.score_threshold,
+                                        nms_threshold=paper.nms_threshold, top_k=paper.top_k, batch_size=chunk)
             for dets in out:
                 boxes, scores, labels = image_detections(dets, len(detections))
                 if table is not None:
