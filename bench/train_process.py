@@ -58,7 +58,7 @@ def main():
     cfg = ssd.PRESETS[args.config].replace(frozen_base_layers=args.frozen_base_layers)
     recipe = Recipe(batch_size=args.batch, lr=0.003, warmup_steps=1, max_steps=10_000, grad_clip=10.0, workers=1,
                     init_weights=args.init_weights)
-    trainer = Trainer(cfg, recipe, PackDataset(args.pack), SSDAugmentation(size=cfg.image_size, mean=cfg.pixel_mean),
+    trainer = Trainer(cfg, recipe, PackDataset(args.pack), SSDAugmentation.for_config(cfg),
                       Path(tempfile.mkdtemp()), device="cpu")
     trainer.ddp.train()
 

@@ -153,11 +153,13 @@ class SSDAugmentation:
     """Training transform: (image HxWx3 uint8 RGB, boxes [M,4] pixel xyxy, labels [M]) ->
     (image size x size x 3 uint8, boxes [M',4] float32 normalised xyxy, labels [M'] int64).
 
-    `mean` (RGB, 0–255) fills the expanded canvas. `rng`: an int seed, a numpy Generator, or None.
-    Each probability / range is an attribute, so it can be changed for experiments or turned off in tests.
+    `size`: the network's input side; `mean` (RGB, 0–255) fills the expanded canvas: both the config's, as
+    `for_config` takes them (no defaults: a Lite base's mean is not ImageNet's). `rng`: an int seed, a numpy
+    Generator, or None. Each probability / range is an attribute, so it can be changed for experiments or turned
+    off in tests.
     """
 
-    def __init__(self, size: int = 300, mean=(123.675, 116.28, 103.53), rng=None):
+    def __init__(self, size: int, mean, rng=None):
         self.size = int(size)
         self.mean = np.clip(np.round(np.asarray(mean, np.float64)), 0, 255).astype(np.uint8)
         self._rng = _WorkerAwareRNG(rng)
@@ -173,6 +175,12 @@ class SSDAugmentation:
         self.crop_aspect = (0.5, 2.0)
         self.crop_trials = 50
         self.p_flip = 0.5
+
+    @classmethod
+    def for_config(cls, cfg, rng=None) -> SSDAugmentation:
+        """Training's augmentation for the network `cfg` (an `ssd.SSDConfig`) describes: its input size, its
+        mean colour for the zoomed-out canvas."""
+        return cls(cfg.image_size, cfg.pixel_mean, rng=rng)
 
     # ------------------------------------------------------------------------------------------ pieces
     def photometric_draw(self, rng: np.random.Generator) -> dict | None:
@@ -291,7 +299,7 @@ class Resize:
     """Evaluation transform: warp to size x size (bilinear) and normalise the boxes to [0, 1]; nothing random.
     Same call signature as SSDAugmentation (an `rng` argument is accepted and ignored)."""
 
-    def __init__(self, size: int = 300):
+    def __init__(self, size: int):
         self.size = int(size)
 
     def __call__(self, image: np.ndarray, boxes, labels, rng=None):
@@ -325,10 +333,11 @@ class AugmentStep(NamedTuple):
     detail: str
 
 
-def augment(image, boxes, labels, *, seed, min_iou="random", expand_ratio: float | None = None, size: int = 300,
-            mean=(123.675, 116.28, 103.53)) -> list[AugmentStep]:
+def augment(image, boxes, labels, *, seed, size: int, mean, min_iou="random",
+            expand_ratio: float | None = None) -> list[AugmentStep]:
     """SSD's augmentation of one example, one step at a time, with training's code: the input, then photometric
-    distortion, zoom-out, min-IoU crop, horizontal flip and the resize to size x size.
+    distortion, zoom-out, min-IoU crop, horizontal flip and the resize to size x size (`size` and `mean`: the
+    config's, as `SSDAugmentation` takes them).
 
     image: HxWx3 uint8 RGB; boxes: [M, 4] pixel xyxy; labels: [M]. seed: the draws come from
     `np.random.default_rng(seed)`, so the same seed gives the same pictures. min_iou: one of `CROP_CHOICES`

@@ -271,7 +271,7 @@ class HeadTraining:
         self.optimizer = torch.optim.SGD(self.trainable, lr=r.lr_at(0), momentum=r.momentum,
                                          weight_decay=r.weight_decay)
         self.criterion = MultiBoxLoss(self.cfg)
-        self.augmentation = SSDAugmentation(size=self.cfg.image_size, mean=self.cfg.pixel_mean)
+        self.augmentation = SSDAugmentation.for_config(self.cfg)
         picture = to_rgb(self.image)
         self.photo = np.asarray(picture)
         self.pixel_boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)

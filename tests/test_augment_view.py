@@ -47,7 +47,7 @@ def test_steps_are_training_code_at_the_configs_size(cfg):
     for a, b in zip(steps, direct, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
         np.testing.assert_array_equal(a.boxes, b.boxes)
-    out, boxes, labels = SSDAugmentation(cfg.image_size, cfg.pixel_mean)(
+    out, boxes, labels = SSDAugmentation.for_config(cfg)(
         np.asarray(image), np.array(gt.boxes, np.float32), np.array([14, 2]), rng=np.random.default_rng(3))
     np.testing.assert_array_equal(steps[-1].image, out)
     assert steps[-1].image.shape == (cfg.image_size, cfg.image_size, 3)

@@ -74,7 +74,7 @@ def test_command_line_averages_a_cyclic_runs_snapshots_and_evaluates_them(tmp_pa
     source = VOCDataset(shapes, "train", classes=CLASSES)
     r = Recipe(batch_size=2, lr=0.01, warmup_steps=0, max_steps=4, workers=0, log_every=1, schedule="cyclic",
                snapshot_every=2)
-    Trainer(TINY, r, source, SSDAugmentation(size=300), tmp_path / "run", device="cpu").train()
+    Trainer(TINY, r, source, SSDAugmentation.for_config(TINY), tmp_path / "run", device="cpu").train()
     snaps = sorted(str(p) for p in (tmp_path / "run" / SNAPSHOTS).glob("*.safetensors"))
     assert len(snaps) == 2
     out = tmp_path / "avg.safetensors"

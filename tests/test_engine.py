@@ -87,7 +87,7 @@ def _trainer(run_dir, shapes, **recipe):
     source = VOCDataset(shapes, "train", classes=("circle", "square", "triangle"))
     r = Recipe(**{"batch_size": 2, "lr": 0.01, "warmup_steps": 2, "max_steps": 6, "workers": 0, "log_every": 1,
                   **recipe})
-    return Trainer(TINY, r, source, SSDAugmentation(size=300), run_dir, device="cpu")
+    return Trainer(TINY, r, source, SSDAugmentation.for_config(TINY), run_dir, device="cpu")
 
 
 def test_resume_is_exact(tmp_path, shapes):

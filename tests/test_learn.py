@@ -108,7 +108,7 @@ def test_a_step_is_the_multibox_loss_of_ssd_augmented_views_through_the_whole_co
     net = lite()
     recipe = LearnRecipe(steps=2, views=3, seed=7)
     run = HeadTraining(net, ssd.VOC_CLASSES, photo(), np.array([BOX, (0, 0, 60, 50)]), ["mug", "dog"], recipe)
-    aug = SSDAugmentation(size=run.cfg.image_size, mean=run.cfg.pixel_mean)
+    aug = SSDAugmentation.for_config(run.cfg)
     pixels = np.asarray(photo())
     images, boxes, labels = [], [], []
     for v in range(recipe.views):

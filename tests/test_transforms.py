@@ -16,9 +16,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ssd import SSD300_VOC, SSD384_LITE0_VOC
 from ssd.augment import CROP_CHOICES, Resize, SSDAugmentation, augment
 from ssd.photometric import color_matrix
 from train.datasets import DetectionDataset, Sample, collate
+
+MEAN = SSD300_VOC.pixel_mean  # ImageNet's, the VGG16 configs' (a Lite base's is 127)
 
 
 def _only(aug: SSDAugmentation, *, photometric=0.0, expand=0.0, crop_modes=(None,), flip=0.0):
@@ -53,7 +56,7 @@ def test_augmented_examples_are_valid_and_labels_stay_with_their_boxes(ex):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     labels = np.arange(1, len(boxes) + 1)  # label k identifies input box k - 1
-    out, out_boxes, out_labels = SSDAugmentation(64, rng=seed)(image, boxes, labels)
+    out, out_boxes, out_labels = SSDAugmentation(64, MEAN, rng=seed)(image, boxes, labels)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     assert out_boxes.dtype == np.float32 and out_boxes.shape == (len(out_labels), 4)
     assert out_labels.dtype == np.int64
@@ -78,7 +81,7 @@ def test_crop_keeps_exactly_the_boxes_whose_centre_is_inside(seed):
     # 100x100 photo, patches of exactly 50x50 (scale fixed at 0.5, no IoU constraint), output 50x50: the output
     # is the patch pixel for pixel, so its first pixel tells where the patch was; then work out by hand which
     # objects must survive and where their clipped boxes land.
-    aug = _only(SSDAugmentation(50, rng=seed), crop_modes=("any",))
+    aug = _only(SSDAugmentation(50, MEAN, rng=seed), crop_modes=("any",))
     aug.crop_scale = (0.5, 0.5)
     image = _coordinate_image(100, 100)
     boxes = np.array([[10, 10, 30, 30],    # centre (20, 20)
@@ -105,7 +108,7 @@ def test_min_iou_crop_reaches_the_overlap():
     boxes = np.array([[20, 20, 60, 60], [5, 70, 15, 80]], np.float32)
     cropped = 0
     for seed in range(20):
-        aug = _only(SSDAugmentation(50, rng=seed), crop_modes=(0.5,))
+        aug = _only(SSDAugmentation(50, MEAN, rng=seed), crop_modes=(0.5,))
         aug.crop_scale = (0.5, 0.5)
         out, out_boxes, out_labels = aug(image, boxes, np.array([1, 2]))
         x0, y0 = int(out[0, 0, 0]), int(out[0, 0, 1])
@@ -121,7 +124,7 @@ def test_min_iou_crop_reaches_the_overlap():
 
 
 def test_flip_mirrors_image_and_boxes():
-    aug = _only(SSDAugmentation(100, rng=0), flip=1.0)
+    aug = _only(SSDAugmentation(100, MEAN, rng=0), flip=1.0)
     image = _coordinate_image(100, 100)
     out, boxes, labels = aug(image, np.array([[10, 20, 30, 40]], np.float32), np.array([5]))
     np.testing.assert_array_equal(out, image[:, ::-1])
@@ -144,7 +147,7 @@ def test_expand_places_the_photo_on_a_mean_canvas_and_boxes_follow(seed):
 
 
 def test_image_without_boxes_is_not_cropped():
-    aug = _only(SSDAugmentation(40, rng=0), crop_modes=(0.9,))
+    aug = _only(SSDAugmentation(40, MEAN, rng=0), crop_modes=(0.9,))
     image = _coordinate_image(40, 40)
     out, boxes, labels = aug(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
     np.testing.assert_array_equal(out, image)
@@ -154,10 +157,10 @@ def test_image_without_boxes_is_not_cropped():
 def test_same_seed_same_example_and_call_rng_wins():
     image = _coordinate_image(90, 70)
     boxes, labels = np.array([[10, 10, 50, 40], [30, 20, 80, 60]], np.float32), np.array([1, 2])
-    a = [SSDAugmentation(48, rng=7)(image, boxes, labels) for _ in range(2)]
+    a = [SSDAugmentation(48, MEAN, rng=7)(image, boxes, labels) for _ in range(2)]
     for x, y in zip(*a, strict=True):
         np.testing.assert_array_equal(x, y)
-    b = [SSDAugmentation(48, rng=s)(image, boxes, labels, rng=np.random.default_rng(3)) for s in (1, 2)]
+    b = [SSDAugmentation(48, MEAN, rng=s)(image, boxes, labels, rng=np.random.default_rng(3)) for s in (1, 2)]
     for x, y in zip(*b, strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -188,7 +191,7 @@ def test_color_matrix_steps_match_hand_computations():
 
 
 def test_photometric_changes_colours_only_within_the_paper_ranges():
-    aug = _only(SSDAugmentation(32, rng=0), photometric=1.0)
+    aug = _only(SSDAugmentation(32, MEAN, rng=0), photometric=1.0)
     image = np.full((32, 32, 3), (120, 120, 120), np.uint8)
     for seed in range(20):
         out, *_ = aug(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), rng=np.random.default_rng(seed))
@@ -220,7 +223,7 @@ class _OneImage:
 
 
 def test_dataloader_workers_draw_different_augmentations_reproducibly():
-    ds = DetectionDataset(_OneImage(), SSDAugmentation(32, rng=0))
+    ds = DetectionDataset(_OneImage(), SSDAugmentation(32, MEAN, rng=0))
 
     def epoch():
         torch.manual_seed(11)
@@ -248,9 +251,9 @@ def _photo(w=160, h=120, seed=0):
 @pytest.mark.parametrize("seed", range(12))
 def test_augment_ends_with_exactly_the_training_output(seed):
     image, boxes, labels = _photo()
-    steps = augment(image, boxes, labels, seed=seed, size=96)
+    steps = augment(image, boxes, labels, seed=seed, mean=MEAN, size=96)
     assert [s.name for s in steps] == STEP_NAMES
-    out, out_boxes, out_labels = SSDAugmentation(96)(image, boxes, labels, rng=np.random.default_rng(seed))
+    out, out_boxes, out_labels = SSDAugmentation(96, MEAN)(image, boxes, labels, rng=np.random.default_rng(seed))
     last = steps[-1]
     np.testing.assert_array_equal(last.image, out)
     np.testing.assert_allclose(last.boxes, out_boxes * 96, atol=1e-4)
@@ -265,7 +268,7 @@ def test_augment_ends_with_exactly_the_training_output(seed):
 def test_augment_keeps_boxes_inside_and_labels_with_their_boxes(min_iou):
     image, boxes, labels = _photo()
     for seed in range(10):
-        steps = augment(image, boxes, labels, seed=seed, min_iou=min_iou, expand_ratio=None, size=64)
+        steps = augment(image, boxes, labels, seed=seed, mean=MEAN, min_iou=min_iou, expand_ratio=None, size=64)
         for step in steps:
             h, w = step.image.shape[:2]
             assert step.image.dtype == np.uint8 and step.image.shape[2] == 3
@@ -298,7 +301,7 @@ def test_augment_keeps_boxes_inside_and_labels_with_their_boxes(min_iou):
 def test_augment_zooms_out_by_the_chosen_ratio(ratio):
     image, boxes, labels = _photo()
     for seed in range(4):
-        steps = augment(image, boxes, labels, seed=seed, min_iou=None, expand_ratio=ratio)
+        steps = augment(image, boxes, labels, seed=seed, size=300, mean=MEAN, min_iou=None, expand_ratio=ratio)
         coloured, canvas = steps[1].image, steps[2].image
         assert canvas.shape == (int(120 * ratio), int(160 * ratio), 3)
         left, top = steps[2].boxes[0, :2] - boxes[0, :2]  # where the photo went
@@ -311,7 +314,7 @@ def test_augment_zooms_out_by_the_chosen_ratio(ratio):
         assert (canvas[~mean] == [124, 116, 104]).all()  # the mean colour, rounded
         assert steps[3].image.shape == canvas.shape  # min_iou None: no crop
     with pytest.raises(ValueError, match="expand_ratio"):
-        augment(image, boxes, labels, seed=0, expand_ratio=4.5)
+        augment(image, boxes, labels, seed=0, size=300, mean=MEAN, expand_ratio=4.5)
 
 
 @pytest.mark.parametrize("min_iou", [0.1, 0.3, 0.5, 0.7, 0.9])
@@ -321,7 +324,7 @@ def test_augment_crop_honours_the_minimum_iou(min_iou):
     image, boxes, labels = _photo()
     cropped = 0
     for seed in range(30):
-        steps = augment(image, boxes, labels, seed=seed, min_iou=min_iou, expand_ratio=1)
+        steps = augment(image, boxes, labels, seed=seed, size=300, mean=MEAN, min_iou=min_iou, expand_ratio=1)
         crop = steps[3]
         ph, pw = crop.image.shape[:2]
         if (ph, pw) == (120, 160):
@@ -340,19 +343,20 @@ def test_augment_crop_honours_the_minimum_iou(min_iou):
 def test_augment_without_crop_or_with_any_patch():
     image, boxes, labels = _photo()
     for seed in range(8):
-        whole = augment(image, boxes, labels, seed=seed, min_iou=None, expand_ratio=1)
+        whole = augment(image, boxes, labels, seed=seed, size=300, mean=MEAN, min_iou=None, expand_ratio=1)
         assert whole[3].image.shape == (120, 160, 3) and whole[3].labels.tolist() == [1, 2, 3]
-        anyp = augment(image, boxes, labels, seed=seed, min_iou="any", expand_ratio=1)
+        anyp = augment(image, boxes, labels, seed=seed, size=300, mean=MEAN, min_iou="any", expand_ratio=1)
         assert anyp[3].image.shape != (120, 160, 3) and len(anyp[3].labels) >= 1
-    none = augment(image, np.zeros((0, 4)), np.zeros(0), seed=0, min_iou=0.9)
+    none = augment(image, np.zeros((0, 4)), np.zeros(0), seed=0, size=300, mean=MEAN, min_iou=0.9)
     assert none[3].image.shape == none[2].image.shape and "never cropped" in none[3].detail
     with pytest.raises(ValueError, match="min_iou"):
-        augment(image, boxes, labels, seed=0, min_iou=0.4)
+        augment(image, boxes, labels, seed=0, size=300, mean=MEAN, min_iou=0.4)
 
 
 def test_augment_same_seed_same_pictures():
     image, boxes, labels = _photo()
-    a, b, c = (augment(image, boxes, labels, seed=s, min_iou="random", expand_ratio=2.5) for s in (5, 5, 6))
+    a, b, c = (augment(image, boxes, labels, seed=s, size=300, mean=MEAN, min_iou="random", expand_ratio=2.5)
+               for s in (5, 5, 6))
     for x, y in zip(a, b, strict=True):
         assert x.name == y.name and x.detail == y.detail
         np.testing.assert_array_equal(x.image, y.image)
@@ -389,7 +393,7 @@ def _reference_cases():
 def _reference_outputs() -> list[dict]:
     out = []
     for size, ctor_seed, call_seed, image, boxes, labels in _reference_cases():
-        aug = SSDAugmentation(size, rng=ctor_seed)
+        aug = SSDAugmentation(size, MEAN, rng=ctor_seed)
         for _ in range(2 if call_seed is None else 1):
             rng = None if call_seed is None else np.random.default_rng(call_seed)
             img, b, lab = aug(image, boxes, labels, rng=rng)
@@ -426,3 +430,28 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--write-reference"]:
         write_reference()
         print(f"wrote {REFERENCE}")
+
+
+def test_augmentation_for_a_config_takes_its_size_and_mean():
+    # A Lite base's config: 384 pixels and a mean of 127, not the VGG16 configs' 300 and ImageNet mean.
+    cfg = SSD384_LITE0_VOC
+    aug = SSDAugmentation.for_config(cfg, rng=0)
+    assert aug.size == cfg.image_size == 384
+    assert aug.mean.tolist() == [round(m) for m in cfg.pixel_mean] == [127, 127, 127]
+    # The zoomed-out canvas is that mean: with zoom-out always, and the photo a single black pixel.
+    aug = _only(SSDAugmentation.for_config(cfg, rng=0), expand=1.0)
+    aug.expand_range = (4.0, 4.0)
+    out, _, _ = aug(np.zeros((1, 1, 3), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    assert out.shape == (384, 384, 3) and (out[-1, -1] == 127).all()
+    assert repr(SSDAugmentation.for_config(SSD300_VOC)) == "SSDAugmentation(size=300, mean=(124, 116, 104))"
+
+
+def test_augmentation_has_no_default_size_or_mean():
+    with pytest.raises(TypeError):
+        SSDAugmentation()
+    with pytest.raises(TypeError):
+        SSDAugmentation(300)
+    with pytest.raises(TypeError):
+        Resize()
+    with pytest.raises(TypeError):
+        augment(np.zeros((8, 8, 3), np.uint8), np.zeros((0, 4)), np.zeros(0), seed=0)

@@ -215,6 +215,9 @@ def test_iou_heatmap_is_a_picture_with_one_panel_per_feature_map():
     box = torch.tensor([0.2, 0.3, 0.6, 0.9])
     img = iou_heatmaps(CFG, box)
     assert img.mode == "RGB" and img.width > 600
+    # The threshold left out is the config's match threshold, not a 0.5 of its own.
+    other = CFG.replace(match_threshold=0.3)
+    assert iou_heatmaps(other, box).tobytes() == iou_heatmaps(other, box, 0.3).tobytes() != img.tobytes()
     # The heat map's numbers: the best default box has the largest torchvision IoU.
     iou = iou_with_priors(CFG, box)
     ref = box_iou(box[None], box_convert(ssd.default_boxes(CFG), "cxcywh", "xyxy"))[0]

@@ -216,7 +216,7 @@ def main(argv=None):
                          **changes)
     if tuple(train_source.classes) != VOC_CLASSES:  # the network's name must not promise VOC's classes
         cfg = cfg.replace(name=f"{args.config.removesuffix('_VOC')}_{cfg.num_classes}cls")
-    transform = SSDAugmentation(size=cfg.image_size, mean=cfg.pixel_mean)
+    transform = SSDAugmentation.for_config(cfg)
     trainer = Trainer(cfg, recipe, train_source, transform, args.out, val_source, desc, device=args.device)
     if trainer.is_main:
         print(f"[train] {cfg.name} batch_norm={cfg.batch_norm} width={cfg.width} on {desc}; device "

@@ -99,7 +99,7 @@ def training_batches(source, cfg: SSDConfig, images: int, batch_size: int = 16, 
 
     from .datasets import DetectionDataset, collate
 
-    dataset = DetectionDataset(source, SSDAugmentation(size=cfg.image_size, mean=cfg.pixel_mean), seed=seed)
+    dataset = DetectionDataset(source, SSDAugmentation.for_config(cfg), seed=seed)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:images].tolist()
     for start in range(0, len(order), batch_size):
         yield collate([dataset[i] for i in order[start:start + batch_size]])[0]

@@ -194,11 +194,13 @@ def iou_with_priors(cfg: ssd.SSDConfig, box_xyxy: torch.Tensor) -> torch.Tensor:
     return box_iou(box_xyxy.reshape(1, 4).float(), priors)[0]
 
 
-def iou_heatmaps(cfg: ssd.SSDConfig, box_xyxy: torch.Tensor, threshold: float = 0.5,
+def iou_heatmaps(cfg: ssd.SSDConfig, box_xyxy: torch.Tensor, threshold: float | None = None,
                  title: str = "", width_px: int = 1100) -> Image.Image:
     """One heat map per feature map: each cell shows the best IoU of its default boxes with `box_xyxy`
-    (normalised xyxy, drawn as a white outline). Cells with a default box at or above `threshold` are outlined
-    green; the overall best default box (the forced match) is marked with a star."""
+    (normalised xyxy, drawn as a white outline). Cells with a default box at or above `threshold` (default: the
+    config's `match_threshold`, as `match_ground_truth`) are outlined green; the overall best default box (the
+    forced match) is marked with a star."""
+    threshold = cfg.match_threshold if threshold is None else float(threshold)
     from matplotlib.figure import Figure
 
     from .plots import figure_to_image
