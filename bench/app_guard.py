@@ -35,7 +35,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app_server import export_random_weights, running_app  # noqa: E402
+from bench.app_server import export_random_weights, running_app  # noqa: E402
 
 OPEN = {"SSD_MAX_REQUEST": "1gb", "SSD_MAX_VALUES": "100000000", "SSD_CLIENT_EVENTS": "100000"}
 

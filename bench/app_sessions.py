@@ -24,8 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app_server import running_app  # noqa: E402
-
+from bench.app_server import running_app  # noqa: E402
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 
 

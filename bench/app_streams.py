@@ -20,9 +20,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app_server import running_app  # noqa: E402
-from live_view import start_live_view  # noqa: E402
-
+from bench.app_server import running_app  # noqa: E402
+from bench.live_view import start_live_view  # noqa: E402
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 
 
