@@ -66,7 +66,7 @@ def build_demo(model: DemoModel | DemoModels | None = None) -> gr.Blocks:
     models = DemoModels.of(model) if model is not None else DemoModels.load(
         os.environ.get("SSD_WEIGHTS") or None, os.environ.get("SSD_BACKEND") or "auto")
     detect, matching = DetectTab(models), MatchingTab(models)
-    # Output pictures older than an hour are removed from Gradio's cache every half hour (ui.inputs.served).
+    # Output pictures older than an hour are removed from Gradio's cache every half hour (ui.visitor_input.served).
     with gr.Blocks(title="SSD: Single Shot MultiBox Detector", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         # Said again at every page load (below): what runs the network changes, PyTorch until a first start's

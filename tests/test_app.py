@@ -307,7 +307,7 @@ def test_the_api_endpoint_keeps_no_session_state_and_the_page_keeps_a_small_one(
 def test_not_a_number_is_refused():
     import gradio as gr
 
-    from ui.inputs import check_parameters
+    from ui.visitor_input import check_parameters
 
     names = ["cat", "dog"]
     with pytest.raises(gr.Error, match="nms_threshold .* got nan"):  # JSON cannot carry NaN; Python callers can
@@ -321,7 +321,7 @@ def test_a_data_url_meets_the_upload_limit_and_leaves_no_file(monkeypatch, tmp_p
 
     import gradio as gr
 
-    from ui import inputs
+    from ui import visitor_input as inputs
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     buf = io.BytesIO()
@@ -436,7 +436,7 @@ def call_raw(url: str, api: str, data: list) -> tuple[str, str]:
 def test_a_path_gradio_did_not_receive_is_never_read_and_every_such_path_gets_one_answer(client, files, tmp_path):
     """A payload can name any file on the server. An image outside Gradio's upload folder is not detected on, and
     a missing file, a folder, a non-image and an empty file outside it all get the same answer (no oracle)."""
-    from ui.inputs import NOT_RECEIVED
+    from ui.visitor_input import NOT_RECEIVED
 
     outside = tmp_path / "secret.png"
     Image.new("RGB", (64, 48), (10, 200, 10)).save(outside)
@@ -467,8 +467,8 @@ def test_every_tab_that_takes_a_file_refuses_paths_outside_the_upload_folder(mod
 
     from ui import priors_tab
     from ui.detect_tab import DetectTab
-    from ui.inputs import NOT_RECEIVED
     from ui.matching_tab import MatchingTab
+    from ui.visitor_input import NOT_RECEIVED
 
     outside = tmp_path / "outside.png"
     Image.new("RGB", (64, 48)).save(outside)
@@ -487,7 +487,7 @@ def test_live_frames_meet_the_upload_limits(model, files, monkeypatch):
     small PNG that declares 6000×6000 pixels, and (with the limit lowered) an HD frame."""
     import gradio as gr
 
-    from ui import inputs
+    from ui import visitor_input as inputs
     from ui.detect_tab import DetectTab
 
     tab = DetectTab(model)
@@ -661,7 +661,7 @@ def test_a_png_whose_data_stops_early_is_refused_and_a_flat_one_is_not():
     would decode to 27 MB. A genuinely flat picture of that size (which compresses as well) still passes."""
     import gradio as gr
 
-    from ui.inputs import read_upload
+    from ui.visitor_input import read_upload
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)

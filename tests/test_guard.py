@@ -16,8 +16,8 @@ from PIL import Image
 
 from bench.app_server import export_random_weights, running_app
 from ui.guard import QuietLog, check_component_value, client_address, held_events
-from ui.inputs import Refused
 from ui.upload_cache import UploadCache
+from ui.visitor_input import Refused
 
 pytestmark = pytest.mark.slow
 

@@ -239,8 +239,8 @@ def test_a_new_photo_or_new_ground_truth_clears_the_views_of_the_run_before(tab)
 
 
 def test_the_tab_refuses_a_second_run_while_one_runs_and_says_why(tab):
-    from ui.inputs import Refused
     from ui.learn_tab import BUSY, LearnPhoto
+    from ui.visitor_input import Refused
 
     assert tab.runs.acquire(blocking=False)
     try:

@@ -20,9 +20,9 @@ from visualize.matching import GroundTruth, parse_ground_truth
 
 from .default_box_choices import CONFIG_LABEL, config_choices, own_label
 from .demo_models import DemoModel
-from .inputs import Refused, served
 from .links import PhotoInputs
 from .settings import MAX_GT_ROWS
+from .visitor_input import Refused, served
 
 FROM_MATCHING = "the Matching tab's photo and ground truth"
 # The crop's minimum IoU, as the dropdown shows it -> ssd.augment.augment's min_iou.

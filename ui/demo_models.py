@@ -17,8 +17,8 @@ import ssd.detector
 from ssd.bases import base_network
 from visualize.numbers import counted
 
-from .inputs import Refused, short
 from .settings import CONCURRENCY
+from .visitor_input import Refused, short
 
 log = logging.getLogger("ssd.app")
 

@@ -30,10 +30,10 @@ from .detect_views import (
     nms_of,
     nms_section,
 )
-from .inputs import Refused, check_parameters, read_upload, served, upload_source
 from .links import Controls
 from .pictures import drawn_picture
 from .settings import DISPLAY_SIDE, LIVE_EVERY_S, LIVE_LIMIT_S, LIVE_SIDE, LIVE_STREAMS, STATE_TTL_S
+from .visitor_input import Refused, check_parameters, read_upload, served, upload_source
 
 INTRO = ("One forward pass scores every default box: four offsets that move and resize it, and a confidence per "
          "class. Boxes above the score threshold are decoded with the variances, non-maximum suppression keeps the "
@@ -345,7 +345,7 @@ class DetectTab:
         page_out = [*outputs, *nms_out, *journey_out]  # detect_page's
         nms_kw = dict(api_visibility="private", show_progress="hidden", trigger_mode="always_last",
                       concurrency_limit=8, concurrency_id="postprocess")
-        # preprocess=False: the handlers decode uploads themselves (ui.inputs.upload_source).
+        # preprocess=False: the handlers decode uploads themselves (ui.visitor_input.upload_source).
         page_kw = dict(api_visibility="private", concurrency_id="network", preprocess=False)
         run.click(self.detect_page, [nms_open, nms_class, *inputs], page_out, **page_kw)
         gr.Button(visible=False).click(self.nms_api, [image_in, nms_class, score, nms, *chosen],

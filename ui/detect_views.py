@@ -17,8 +17,8 @@ from visualize.nms import NMS_HEADERS, nms_summary, nms_table, nms_trace
 from visualize.numbers import counted
 
 from .demo_models import DemoModel
-from .inputs import from_jpeg, served, to_jpeg
 from .pictures import drawn_picture
+from .visitor_input import from_jpeg, served, to_jpeg
 
 
 @dataclass

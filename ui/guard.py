@@ -33,7 +33,7 @@ from collections.abc import Callable
 import anyio
 import gradio as gr
 
-from .inputs import Refused, received_path, short
+from .visitor_input import Refused, received_path, short
 
 log = logging.getLogger("ssd.app")
 
@@ -116,7 +116,7 @@ def check_component_value(component, value, name: str, preprocessed: bool = True
     characters of what was sent. Gradio reads every file input itself, so files are always checked. For an event
     whose values Gradio converts first (`preprocessed`), whatever its conversion would choke on is checked too (a
     number for a slider, one of its choices for a dropdown, …); an event that takes its values raw leaves their
-    meaning to its handler, which names what is wrong (ui.inputs), so only what no handler can use is refused
+    meaning to its handler, which names what is wrong (ui.visitor_input), so only what no handler can use is refused
     here: containers for numbers, numbers that are not finite or beyond any range."""
     if is_file_input(component):
         return check_file_value(value, name)

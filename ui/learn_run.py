@@ -21,8 +21,8 @@ from visualize.draw import draw_detections
 from visualize.matching import GroundTruth
 
 from .demo_models import DemoModels
-from .inputs import Refused, served
 from .settings import LEARN_LIMIT_S
+from .visitor_input import Refused, served
 
 
 @dataclass

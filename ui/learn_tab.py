@@ -32,7 +32,6 @@ from visualize.learn import (
 from visualize.matching import GroundTruth
 
 from .demo_models import NO_MODEL, DemoModel, DemoModels
-from .inputs import Refused, check_number, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .learn_run import Copies, Learned
 from .links import PhotoInputs
 from .pictures import drawn_picture
@@ -45,6 +44,7 @@ from .settings import (
     MAX_GT_ROWS,
     STATE_TTL_S,
 )
+from .visitor_input import Refused, check_number, from_jpeg, read_upload, served, to_jpeg, upload_source
 
 GT_HEADERS = ["class", "x1", "y1", "x2", "y2"]
 FROM_MATCHING = "the Matching tab's photo and ground truth"

@@ -14,8 +14,8 @@ from visualize.loss import NEGATIVE_HEADERS, POSITIVE_HEADERS, loss_markdown, lo
 from visualize.matching import GroundTruth, match_ground_truth, parse_ground_truth
 from visualize.numbers import counted
 
-from .inputs import check_number, read_upload
 from .settings import MAX_GT_ROWS
+from .visitor_input import check_number, read_upload
 
 if TYPE_CHECKING:
     from .demo_models import DemoModel

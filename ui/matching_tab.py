@@ -29,11 +29,11 @@ from visualize.matching import (
 
 from .default_box_choices import CONFIG_LABEL, config_choices, own_label
 from .demo_models import NO_MODEL, DemoModel, DemoModels
-from .inputs import check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 from .links import Controls, PhotoInputs
 from .matching_loss import NO_LOSS, loss_data, loss_page, loss_section
 from .pictures import drawn_picture
 from .settings import MATCH_SIDE, MAX_GT_ROWS, STATE_TTL_S
+from .visitor_input import check_parameters, from_jpeg, read_upload, served, to_jpeg, upload_source
 
 GT_HEADERS = ["class", "x1", "y1", "x2", "y2"]
 INTRO = ("Training assigns each ground-truth box its best default box (forced), plus every default box with IoU ≥ "

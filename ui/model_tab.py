@@ -23,8 +23,8 @@ from visualize.plots import figure_to_image, plot_class_ap, plot_pr_curves, plot
 
 from .demo_models import DemoModel, DemoModels
 from .error_analysis import MISSED_HEADERS, confusion_table, fix_first_markdown, image_name, missed_rows
-from .inputs import served
 from .settings import VOC_ROOT
+from .visitor_input import served
 
 FP_SHOWN = 6  # the worst false positives the tab lists (the report keeps more)
 FP_HEADERS = ["#", "image", "class", "score", "box (x1, y1, x2, y2) px", "kind of error", "best IoU",

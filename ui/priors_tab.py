@@ -25,8 +25,8 @@ from visualize.priors import (
 )
 
 from .default_box_choices import CONFIG_LABEL, CONFIGS, config_choices, own_label
-from .inputs import Refused, from_jpeg, read_upload, served, short, to_jpeg
 from .pictures import drawn_picture
+from .visitor_input import Refused, from_jpeg, read_upload, served, short, to_jpeg
 
 SHAPE_CHOICES = shape_choices(ssd.SSD512_VOC)  # both configs have every shape
 INTRO = ("Every cell of every source feature map carries 4 or 6 *default boxes*, centred on the cell: ratio 1 at "
