@@ -267,8 +267,8 @@ class Detector:
 
     @staticmethod
     def _load_weights(path: Path):
-        hint = ("No demo weights are shipped yet. Train them with `python -m train` (README, 'Train your own') or "
-                "pass Detector.load(path) a weights file.") if path == DEFAULT_WEIGHTS else None
+        hint = ("No demo weights are shipped yet. Train them with `python -m train` (README, 'Train on your own "
+                "photos') or pass Detector.load(path) a weights file.") if path == DEFAULT_WEIGHTS else None
         state, card = read_weights(path, hint)
         cfg = card.ssd_config()
         model = build_ssd(cfg)

@@ -455,7 +455,7 @@ def shapes_val(tmp_path_factory):
 
 @pytest.mark.slow
 def test_command_line_measures_a_backend(tmp_path, capsys, shapes_val):
-    """--backend: what a backend's precision costs is measured on the same data (README: bfloat16)."""
+    """--backend: what a backend's precision costs is measured on the same data (docs/library.md: bfloat16)."""
     from ssd import SSD300_VOC, build_ssd, export_weights
     from tests.shapes import SHAPE_CLASSES
     from train.evaluate import main

@@ -113,7 +113,8 @@ def choose_depthwise_precision(model: nn.Module, batch_size: int, image_size: in
 def amp_choice(recipe: Recipe, device: torch.device) -> tuple[torch.dtype | None, str]:
     """The autocast dtype of the forward pass (None: float32) and why. `auto`: bfloat16 on a GPU, and on a CPU
     that multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where it trains faster and as well as float32
-    (README: Benchmarks, parity check); float32 on other CPUs, which only emulate bfloat16."""
+    (docs/library.md, 'bfloat16'; docs/experiments.md, the parity checks); float32 on other CPUs, which only
+    emulate bfloat16."""
     if recipe.amp == "off":
         return None, "off"
     if recipe.amp == "fp16":

@@ -23,7 +23,7 @@ from .visitor_input import Refused, short
 log = logging.getLogger("ssd.app")
 
 NO_MODEL = ("No model weights are loaded, so there is nothing to detect with. Start the app with "
-            "SSD_WEIGHTS=/path/to/weights.safetensors, or train the demo weights (README, 'Train your own').")
+            "SSD_WEIGHTS=/path/to/weights.safetensors, or train the demo weights (README, 'Train on your own photos').")
 
 
 # Background exports run one at a time: two at once would only share the same 2 cores with the visitors.

@@ -1,4 +1,4 @@
-"""The demo's limits, from the environment (README, "The demo app")."""
+"""The demo's limits, from the environment (docs/deploy.md, "Limits")."""
 
 from __future__ import annotations
 
