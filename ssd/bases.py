@@ -24,6 +24,6 @@ def bases() -> dict[str, BaseNetwork]:
 
 def base_network(name: str) -> BaseNetwork:
     try:
-        return bases()[name]
+        return _BASES[name]
     except KeyError:
-        raise ValueError(f"no base network {name!r}; there are {sorted(bases())}") from None
+        raise ValueError(f"no base network {name!r}; there are {sorted(_BASES)}") from None

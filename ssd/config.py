@@ -78,10 +78,11 @@ class SSDConfig:
             raise ValueError(f"SSDConfig {self.name!r}: per-layer fields must have equal lengths, got {lengths}")
         from .bases import bases  # the parts import torch; a config is plain data
 
-        if self.backbone not in bases():
-            raise ValueError(f"SSDConfig {self.name!r}: backbone must be one of {sorted(bases())}, "
+        known = bases()
+        if self.backbone not in known:
+            raise ValueError(f"SSDConfig {self.name!r}: backbone must be one of {sorted(known)}, "
                              f"got {self.backbone!r}")
-        n_extra = len(self.feature_maps) - bases()[self.backbone].sources
+        n_extra = len(self.feature_maps) - known[self.backbone].sources
         if len(self.extra_layers) != n_extra:
             raise ValueError(f"SSDConfig {self.name!r}: {len(self.feature_maps)} source layers on {self.backbone} "
                              f"need {n_extra} extra_layers, got {len(self.extra_layers)}")
