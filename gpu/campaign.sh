@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The accuracy campaign's GPU run (issue 23): one command on the device machine, in the repository's root,
-# after gpu/prepare.sh here. It measures the training speed first (a 40-step probe), sizes a warmup + cosine
-# schedule to end inside BUDGET_S, trains SSD384-Lite0 from the shipped weights with stem + blocks 0-2 frozen
-# (the CPU campaign's best recipe, C4) for as many epochs as fit, and leaves in $OUT the fp16 weights, their
-# card and log, the curves and the whole output. No evaluation there (minival does not travel): evaluate the
-# weights here with python -m train.evaluate --weights ... --data-root VOCdevkit/VOC2007 --image-set minival.
-#   device run: bash gpu/campaign.sh            (carry: [".gpu"], timeout_s 600)
-#   dry run here, on the CPU: DEVICE=cpu BUDGET_S=90 BATCH=4 WORKERS=1 PROBE_STEPS=4 OUT=/tmp/gpu_out bash gpu/campaign.sh
+# The accuracy campaign's GPU run (issue 40): one command on the device machine, in the repository's root, after
+# gpu/prepare.sh here (which says which calls carry .gpu/). It joins the training pack that travelled in one or two
+# parts and checks it, measures the training speed (a 40-step probe), sizes a warmup + cosine schedule to end
+# inside BUDGET_S, trains CONFIG from the init weights (.gpu/b/init.safetensors: the latest export of the CPU run,
+# base network included, so the machine needs no ImageNet package) with FROZEN base layers frozen, for as many
+# epochs as fit, and leaves in $OUT the fp16 weights, their card and log, the curves and the whole output. No
+# evaluation there (minival and coco_voc do not travel): evaluate the weights here with python -m train.evaluate.
+#   device run: bash gpu/campaign.sh            (carry and calls: as gpu/prepare.sh prints them)
+#   dry run here, on the CPU, with the device's missing packages hidden:
+#     PYTHONPATH=gpu/device_python DEVICE=cpu BUDGET_S=90 BATCH=4 WORKERS=1 PROBE_STEPS=4 OUT=/tmp/gpu_out \
+#       bash gpu/campaign.sh
 # BUDGET_S is the training's own time, inside the device tool's 10 minutes per command: the probe, the start-up
 # image check, the export and the copy-back take the rest.
 set -uo pipefail
@@ -15,9 +18,12 @@ PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 BUDGET_S=${BUDGET_S:-420}
 BATCH=${BATCH:-64}
-# Linear scaling of the CPU runs' lr 0.015 at batch 16 (S0's fresh schedule): with ~100 epochs this is a new
-# training of the heads and blocks 3+, not a short fine-tune.
-LR=${LR:-0.03}
+CONFIG=${CONFIG:-SSD384_LITE2_VOC}
+FROZEN=${FROZEN:-5}
+INIT=${INIT:-.gpu/b/init.safetensors}
+# Linear scaling of the CPU run's lr (L2b: 0.01 at batch 16): the GPU run is the CPU schedule's whole length in
+# one call (some 60 epochs), not a short fine-tune.
+LR=${LR:-0.04}
 WORKERS=${WORKERS:-14}
 PROBE_STEPS=${PROBE_STEPS:-40}
 OUT=${OUT:-runs/gpu_out}
@@ -34,9 +40,19 @@ print(f"[gpu] torch {torch.__version__}, torchvision {torchvision.__version__}, 
       f"{os.cpu_count()} CPUs")
 PY
 
-common=(--config SSD384_LITE0_VOC --frozen-base-layers 4 --pack .gpu/voc07_tmm_384.pack
-        --init-weights ssd/weights/ssd384_lite0_voc07.safetensors --batch-size "$BATCH" --weight-decay 4e-5
-        --grad-clip 10 --workers "$WORKERS" --device "$DEVICE" --no-final-eval)
+# The pack, joined from the parts that came with the earlier calls (.gpu/p1, p2, ...: none where one call carried
+# all) and the part that came with this one; a part lost with its machine shows in the checksum, before training.
+PACK="$RUN/train.pack"
+cat $(ls .gpu/p*/pack.part 2>/dev/null | sort -V) .gpu/b/pack.part > "$PACK"
+if [ "$(sha256sum < "$PACK" | cut -d' ' -f1)" != "$(cat .gpu/b/pack.sha256 2>/dev/null)" ]; then
+    echo "[gpu] the joined pack's checksum is not the one gpu/prepare.sh wrote: a part (.gpu/p*) did not stay" \
+         "on the machine since its call (make the calls again, each at once after the one before)"; ls -l .gpu/*; exit 1
+fi
+[ -f "$INIT" ] || { echo "[gpu] no init weights at $INIT (gpu/prepare.sh puts them there)"; exit 1; }
+echo "[gpu] pack $(stat -c %s "$PACK") bytes, checksum as prepared; $CONFIG, frozen $FROZEN, from $INIT"
+
+common=(--config "$CONFIG" --frozen-base-layers "$FROZEN" --pack "$PACK" --init-weights "$INIT"
+        --batch-size "$BATCH" --weight-decay 4e-5 --grad-clip 10 --workers "$WORKERS" --device "$DEVICE" --no-final-eval)
 
 # 1. The probe: PROBE_STEPS steps at the full lr after a short warmup, timed by the trainer's own log.
 rm -rf "$RUN/probe"
