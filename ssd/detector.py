@@ -20,6 +20,7 @@ from .image import network_input, to_rgb
 from .model import build_ssd
 from .postprocess import ImageDetections, InferenceSettings, select_detections
 from .priors import prior_layout
+from .weight_storage import stored
 from .weights_files import CARD_SUFFIX, beside, read_weights
 
 log = logging.getLogger("ssd")
@@ -76,26 +77,27 @@ class NonFiniteWeights(ValueError):
 
 def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, dtype=torch.float16,
                    card: ModelCard | None = None, **fields) -> Path:
-    """Write the shipped format: fp16 safetensors (or `dtype`, e.g. float32 for training's snapshots) + a JSON
-    model card: `card`'s fields, then `fields` (`ssd.card.ModelCard`'s), with the config and classes of this
-    network. ValueError, and nothing written, when the card is not one (a misspelt field, a value of the wrong
-    type); NonFiniteWeights when a tensor is not finite in `dtype` (a diverged model, or values beyond float16's
-    range): such weights detect nothing."""
+    """Write the shipped format: fp16 safetensors (or `dtype`: float32 for training's snapshots, int8 for a file
+    half the size, `ssd.weight_storage`) + a JSON model card: `card`'s fields, then `fields` (`ssd.card.ModelCard`'s),
+    with the config and classes of this network. ValueError, and nothing written, when the card is not one (a
+    misspelt field, a value of the wrong type); NonFiniteWeights when a tensor is not finite in `dtype` (float16
+    for int8, whose small tensors are float16: a diverged model, or values beyond float16's range): such weights
+    detect nothing."""
     from safetensors.torch import save
 
     path = Path(path)
     meta = ModelCard.from_dict({**(card.to_dict() if card else {}), **fields, "config": cfg.to_dict(),
                                 "classes": list(class_names)}, where=f"the model card of {path}")
-    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}
-    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    state = model.state_dict()
+    checked = torch.float16 if dtype is torch.int8 else dtype
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.detach().to(checked).isfinite().all()]
     if bad:
-        largest = max(float(v.detach().abs().max()) for k, v in model.state_dict().items() if k in bad)
+        largest = max(float(v.detach().abs().max()) for k, v in state.items() if k in bad)
         raise NonFiniteWeights(f"refusing to write {path}: {len(bad)} of {len(state)} tensors are not finite as "
-                               f"{dtype} (e.g. {bad[0]}; the largest magnitude among them {largest:.3g}); the model "
+                               f"{checked} (e.g. {bad[0]}; the largest magnitude among them {largest:.3g}); the model "
                                "diverged")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, save(state))
+    _write_atomically(path, save(stored(state, dtype)))
     _write_atomically(card_path(path), meta.to_json().encode())
     return path
 

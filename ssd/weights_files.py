@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 from .card import ModelCard, read_card
+from .weight_storage import read_tensors
 
 CARD_SUFFIX = ".json"
 LOG_SUFFIX = ".log.csv"
@@ -24,17 +25,14 @@ def beside(weights, suffix: str) -> Path:
 
 
 def read_weights(path, hint: str | None = None) -> tuple[dict, ModelCard]:
-    """(tensors, card) of a weights file and the model card beside it, floating-point tensors as float32 (the
-    shipped files are float16). FileNotFoundError names the missing file, then `hint` (default: what the file
-    must be); ValueError names a card that is not one (`ssd.card.read_card`)."""
-    from safetensors.torch import load_file
-
+    """(tensors, card) of a weights file and the model card beside it, floating-point tensors as float32 whatever
+    the file stores (`ssd.weight_storage`: float16, float32 or int8). FileNotFoundError names the missing file, then
+    `hint` (default: what the file must be); ValueError names a card that is not one (`ssd.card.read_card`)."""
     path, card = Path(path), beside(path, CARD_SUFFIX)
     if not path.is_file() or not card.is_file():
         hint = hint or "Pass the .safetensors file written by training; its model card (.json) must sit beside it."
         raise FileNotFoundError(f"weights not found: {path if not path.is_file() else card}. {hint}")
-    tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    return tensors, read_card(card)
+    return read_tensors(path), read_card(card)
 
 
 def sha256(path) -> str:

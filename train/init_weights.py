@@ -11,6 +11,7 @@ from torch import nn
 from ssd import SSDConfig
 from ssd.bases import base_network
 from ssd.card import read_card
+from ssd.weight_storage import read_tensors, tensor_shapes
 from ssd.weights_files import CARD_SUFFIX, beside
 
 from .checkpoint import EXPORT_DTYPE, EXPORT_LIMIT, beyond
@@ -24,10 +25,7 @@ def base_in_init_weights(model: nn.Module, cfg: SSDConfig, init_weights) -> dict
     tensor of the base network of `model` with its shapes; else None (the base starts from ImageNet)."""
     if not init_weights or not base_network(cfg.backbone).pretrained or not Path(init_weights).is_file():
         return None
-    from safetensors import safe_open
-
-    with safe_open(str(init_weights), "pt") as f:
-        theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("base.")}
+    theirs = {k: shape for k, shape in tensor_shapes(init_weights).items() if k.startswith("base.")}
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("base.")}
     if theirs != ours:
         return None
@@ -41,11 +39,9 @@ def base_in_init_weights(model: nn.Module, cfg: SSDConfig, init_weights) -> dict
 def load_init_weights(model: nn.Module, cfg: SSDConfig, path: Path, verbose: bool = True) -> None:
     """Load into `model` the tensors of `path` whose names and shapes fit, the base network's only where the file
     holds the same base network; `verbose`: say what was taken and what kept its initialisation."""
-    from safetensors.torch import load_file
-
     if not path.exists():
         raise FileNotFoundError(f"--init-weights {path}: no such file")
-    theirs = load_file(str(path))
+    theirs = read_tensors(path)
     ours = model.state_dict()
     fits = {k: theirs[k].to(v.dtype) for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape}
     # Another base network (Lite0 weights for a Lite1 SSD): many of its tensors have our names and shapes, in

@@ -1,0 +1,114 @@
+"""int8 weights files (ssd.weight_storage, `python -m train.compact`): half the size of float16, read back as float32
+by every reader (Detector.load, train.average, --init-weights), and the shipped detector's detections kept."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+import ssd
+from ssd.weight_storage import SCALE_SUFFIX, read_tensors, stored, tensor_shapes, unpacked
+from ssd.weights_files import read_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = ssd.SSD300_VOC.replace(width=0.125)
+
+
+def _state():
+    torch.manual_seed(0)
+    return ssd.build_ssd(CFG).state_dict()
+
+
+def test_int8_rounds_each_output_channel_to_within_half_its_step():
+    state = _state()
+    packed = stored(state, torch.int8)
+    back = unpacked(packed)
+    assert back.keys() == state.keys()
+    for k, v in state.items():
+        if not v.is_floating_point():
+            assert torch.equal(back[k], v), k  # BatchNorm's batch counters stay integers
+        elif v.dim() >= 2:
+            assert packed[k].dtype == torch.int8 and packed[k].shape == v.shape
+            scale = packed[k + SCALE_SUFFIX]
+            assert scale.shape == (v.shape[0],)
+            step = scale.reshape(-1, *([1] * (v.dim() - 1)))
+            assert (back[k] - v).abs().le(step / 2 + 1e-7).all(), k
+            assert back[k].abs().amax(dim=tuple(range(1, v.dim()))).allclose(v.abs().amax(dim=tuple(range(1, v.dim()))))
+        else:
+            assert packed[k].dtype == torch.float16 and k + SCALE_SUFFIX not in packed
+            assert back[k].dtype == torch.float32
+
+
+def test_an_all_zero_channel_stays_zero():
+    w = torch.randn(4, 3, 3, 3)
+    w[2] = 0
+    back = unpacked(stored({"conv.weight": w}, torch.int8))["conv.weight"]
+    assert back.isfinite().all() and torch.equal(back[2], torch.zeros(3, 3, 3))
+
+
+def test_an_int8_file_is_about_half_the_size_and_loads_everywhere(tmp_path):
+    torch.manual_seed(0)
+    model = ssd.build_ssd(CFG).eval()
+    half = ssd.export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / "half.safetensors")
+    small = ssd.export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / "small.safetensors", dtype=torch.int8)
+    assert small.stat().st_size < 0.6 * half.stat().st_size
+    tensors, card = read_weights(small)
+    assert tensors.keys() == model.state_dict().keys()
+    assert all(v.dtype == torch.float32 for v in tensors.values() if v.is_floating_point())
+    assert tensor_shapes(small) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert read_tensors(small).keys() == tensors.keys()
+    x = torch.rand(1, 3, CFG.image_size, CFG.image_size)
+    ref_loc, ref_conf = model(x)
+    loaded = ssd.Detector.load(small, device="cpu", backend="torch")
+    loc, conf = loaded.model(x)
+    assert (loc - ref_loc).abs().max() < 0.05 * ref_loc.abs().max()
+    assert (conf - ref_conf).abs().max() < 0.05 * ref_conf.abs().max()
+
+
+def test_init_weights_read_an_int8_file(tmp_path):
+    from train.init_weights import load_init_weights
+
+    torch.manual_seed(0)
+    model = ssd.build_ssd(CFG)
+    small = ssd.export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / "small.safetensors", dtype=torch.int8)
+    fresh = ssd.build_ssd(CFG)
+    load_init_weights(fresh, CFG, small, verbose=False)
+    want = read_tensors(small)
+    assert all(torch.equal(v, want[k].to(v.dtype)) for k, v in fresh.state_dict().items())
+
+
+def test_compact_keeps_the_shipped_detectors_detections(tmp_path):
+    """`python -m train.compact` on the shipped weights, as a user runs it: the int8 copy finds the same objects in
+    a real photograph (scikit-image's), with the card and training log beside it."""
+    from skimage import data
+
+    out = tmp_path / "shipped_int8.safetensors"
+    run = subprocess.run([sys.executable, "-m", "train.compact", str(ssd.detector.DEFAULT_WEIGHTS), "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "0.5" in run.stdout and out.stat().st_size < 0.6 * ssd.detector.DEFAULT_WEIGHTS.stat().st_size
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["storage"]["source"] == ssd.detector.DEFAULT_WEIGHTS.name
+    assert card["storage"]["val"] == "the source file's"
+    assert out.with_name(out.stem + ".log.csv").is_file()
+
+    photo = data.astronaut()
+    ref = ssd.Detector.load(device="cpu", backend="torch").detect(photo)
+    got = ssd.Detector.load(out, device="cpu", backend="torch").detect(photo)
+    assert len(ref) > 0 and [d.label for d in got] == [d.label for d in ref]
+    ious = box_iou(torch.tensor([d.box for d in got]), torch.tensor([d.box for d in ref])).diagonal()
+    assert ious.min() > 0.95
+    assert np.allclose([d.score for d in got], [d.score for d in ref], atol=0.05)  # minival: 55.96 against 55.89
+
+
+def test_compact_refuses_to_overwrite_its_source(tmp_path):
+    weights = ssd.export_weights(ssd.build_ssd(CFG), CFG, ssd.VOC_CLASSES, tmp_path / "w.safetensors")
+    before = weights.read_bytes()
+    run = subprocess.run([sys.executable, "-m", "train.compact", str(weights), "--out", str(weights)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "--out is the weights file itself" in run.stderr
+    assert weights.read_bytes() == before
