@@ -16,6 +16,7 @@ post-processing alone against torchvision's on the same network outputs, and the
 their recommended score threshold (a trained model's real load; no torchvision counterpart).
 
     python bench/inference.py [--runs 15] [--threads 1 2] [--pairs lite0 vgg16]
+    python bench/inference.py --defaults [--candidate runs/l2b/weights.safetensors]
 """
 
 from __future__ import annotations
@@ -96,12 +97,17 @@ def main() -> None:
     p.add_argument("--defaults", action="store_true",
                    help="only the defaults as a user gets them: `python -m ssd` before and after the export is "
                         "cached, and Detector.load()'s detector in steady state")
+    p.add_argument("--candidate", type=Path, default=None, metavar="WEIGHTS",
+                   help="with --defaults: also weights that would replace the shipped ones, exported to the cache "
+                        "like them and timed in the same steady-state rounds: the ratio candidate/shipped")
     args = p.parse_args()
+    if args.candidate is not None and not args.defaults:
+        p.error("--candidate goes with --defaults")
     from torchvision.io import decode_jpeg, read_file
 
     path = photo_file(Path(tempfile.mkdtemp()))
     if args.defaults:
-        defaults(path, args.runs, args.warmup)
+        defaults(path, args.runs, args.warmup, args.candidate)
         return
     configs = {"lite0": ssd.SSD300_LITE0_VOC, "vgg16": ssd.SSD300_VOC}
     names = {"lite0": ("SSD300-Lite0", "ssdlite320_mobilenet_v3_large"), "vgg16": ("SSD300-VGG16", "ssd300_vgg16")}
@@ -168,11 +174,12 @@ def main() -> None:
           f"{med['ours'] / med['torchvision']:.2f}")
 
 
-def defaults(path: Path, runs: int, warmup: int) -> None:
+def defaults(path: Path, runs: int, warmup: int, candidate: Path | None = None) -> None:
     """What a user gets without choosing a backend, with the shipped weights: the whole `python -m ssd photo`
     command with an empty export cache (PyTorch, no export) and once `python -m ssd.export --cache` has run
     (onnxruntime), then `Detector.load()`'s detector in steady state against torchvision's ssdlite320 (random
-    weights, the settings above), interleaved."""
+    weights, the settings above), interleaved; with `candidate`, its detector too, exported to the cache the same
+    way, in the same rounds."""
     import json
     import os
     import subprocess
@@ -195,15 +202,24 @@ def defaults(path: Path, runs: int, warmup: int) -> None:
     from torchvision.io import decode_jpeg, read_file
 
     detector, tv = ssd.Detector.load(device="cpu"), torchvision_model("lite0")
+    if candidate is not None:
+        export, _ = command("ssd.export", "--cache", "--weights", str(candidate))
+        print(f"python -m ssd.export --cache --weights {candidate.name}: {export:.1f} s")
+        other = ssd.Detector.load(candidate, device="cpu")
 
     @torch.inference_mode()
     def theirs():
         return tv([decode_jpeg(read_file(str(path))).float().div(255)])[0]["boxes"]
 
     fns = {"ours": lambda: detector.detect(path, **SETTINGS), "torchvision": theirs}
+    if candidate is not None:
+        fns["candidate"] = lambda: other.detect(path, **SETTINGS)
     med = {k: statistics.median(v) for k, v in interleaved(fns, runs, warmup).items()}
     print(f"steady state: {detector!r} {1e3 * med['ours']:.1f} ms, ssdlite320_mobilenet_v3_large "
           f"{1e3 * med['torchvision']:.1f} ms, ratio ours/torchvision (time): {med['ours'] / med['torchvision']:.2f}")
+    if candidate is not None:
+        print(f"candidate: {other!r} {1e3 * med['candidate']:.1f} ms, ratio candidate/shipped (time): "
+              f"{med['candidate'] / med['ours']:.2f}")
 
 
 if __name__ == "__main__":
