@@ -103,6 +103,8 @@ def main() -> None:
     args = p.parse_args()
     if args.candidate is not None and not args.defaults:
         p.error("--candidate goes with --defaults")
+    if args.candidate is not None and not (args.candidate.is_file() and args.candidate.with_suffix(".json").is_file()):
+        p.error(f"--candidate {args.candidate}: no such weights file with its .json card beside it")
     from torchvision.io import decode_jpeg, read_file
 
     path = photo_file(Path(tempfile.mkdtemp()))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The accuracy campaign's GPU run (issue 40): one command on the device machine, in the repository's root, after
-# gpu/prepare.sh here (which says which calls carry .gpu/). It joins the training pack that travelled in one or two
+# gpu/prepare.sh here (which says which calls carry .gpu/). It joins the training pack that travelled in one or more
 # parts and checks it, measures the training speed (a 40-step probe), sizes a warmup + cosine schedule to end
 # inside BUDGET_S, trains CONFIG from the init weights (.gpu/b/init.safetensors: the latest export of the CPU run,
 # base network included, so the machine needs no ImageNet package) with FROZEN base layers frozen, for as many

@@ -31,7 +31,9 @@ card="${INIT%.safetensors}.json"  # the model card beside it says where its base
 [ -f "$card" ] && cp "$card" .gpu/b/init.json
 sha256sum < "$pack" | cut -d' ' -f1 > .gpu/b/pack.sha256
 
-tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+# Every file that travels, summed (a tracked file deleted but not yet committed is not there: no size, no stop).
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null \
+    | awk '{s += $1} END {print s + 0}' || true)
 size=$(stat -c %s "$pack")
 b_rest=$(du -cb .gpu/b | tail -1 | cut -f1)
 mib() { echo "$(( ($1 + 1048575) / 1048576 )) MiB"; }
@@ -44,7 +46,8 @@ fi
 # The first parts each travel alone, as large as a call allows; the last part goes with the init weights.
 each=$(( LIMIT - MARGIN - tree ))
 last=$(( LIMIT - MARGIN - tree - b_rest ))
-(( each > 0 && last > 0 )) || { echo "the tree ($(mib "$tree")) leaves no room for the pack in a call" >&2; exit 1; }
+(( each > 0 )) || { echo "the tree ($(mib "$tree")) leaves no room for the pack in a call" >&2; exit 1; }
+(( last > 0 )) || { echo "the tree ($(mib "$tree")) and the init weights ($(mib "$b_rest")) fill a call" >&2; exit 1; }
 n=$(( (size - last + each - 1) / each ))  # the calls before the last
 (( n <= 9 )) || { echo "the pack ($(mib "$size")) needs over 10 calls: a lower QUALITY" >&2; exit 1; }
 echo "$((n + 1)) device calls, each at once after the one before (the machine keeps .gpu/p* while it stays warm):"

@@ -67,7 +67,8 @@ class ModelCard:
     status: str | None = None  # "<tag>: <why>", e.g. "interim: superseded by ..." or "incomplete: stopped by ..."
     command: str | None = None  # the command that trained (or averaged) these weights
     averaged: dict | None = None  # train.average's: the snapshots averaged ({weights, batchnorm})
-    # train.compact's: how the file stores its tensors where not float16 ({dtype, source, val}: ssd.weight_storage)
+    # How the file stores its tensors where not float16 ({dtype}, and train.compact's source: ssd.weight_storage);
+    # written by export_weights, absent for float16
     storage: dict | None = None
     val: Validation | None = None
     score_threshold: float | None = None  # the recommended one (best F1 on val): the app's and the CLI's default

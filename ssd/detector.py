@@ -20,7 +20,7 @@ from .image import network_input, to_rgb
 from .model import build_ssd
 from .postprocess import ImageDetections, InferenceSettings, select_detections
 from .priors import prior_layout
-from .weight_storage import stored
+from .weight_storage import described, finite_in, stored
 from .weights_files import CARD_SUFFIX, beside, read_weights
 
 log = logging.getLogger("ssd")
@@ -86,10 +86,15 @@ def export_weights(model: torch.nn.Module, cfg: SSDConfig, class_names, path, dt
     from safetensors.torch import save
 
     path = Path(path)
-    meta = ModelCard.from_dict({**(card.to_dict() if card else {}), **fields, "config": cfg.to_dict(),
-                                "classes": list(class_names)}, where=f"the model card of {path}")
+    # The card says how this file stores its tensors where not float16 (keeping what else `card` says of it, e.g.
+    # train.compact's source), and nothing of another file's storage (train.average of int8 files writes float16).
+    kept = {**((card.storage if card else None) or {}), **(fields.get("storage") or {})}
+    storage = None if dtype is torch.float16 else {**kept, "dtype": described(dtype)}
+    meta = ModelCard.from_dict({**(card.to_dict() if card else {}), **fields, "storage": storage,
+                                "config": cfg.to_dict(), "classes": list(class_names)},
+                               where=f"the model card of {path}")
     state = model.state_dict()
-    checked = torch.float16 if dtype is torch.int8 else dtype
+    checked = finite_in(dtype)
     bad = [k for k, v in state.items() if v.is_floating_point() and not v.detach().to(checked).isfinite().all()]
     if bad:
         largest = max(float(v.detach().abs().max()) for k, v in state.items() if k in bad)

@@ -12,11 +12,23 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SCALE_SUFFIX", "STORAGE_DTYPES", "read_tensors", "stored", "tensor_shapes", "unpacked"]
+__all__ = ["SCALE_SUFFIX", "described", "finite_in", "read_tensors", "stored", "tensor_shapes", "unpacked"]
 
 SCALE_SUFFIX = ":int8_scale"
-STORAGE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "int8": torch.int8}
 _INT8_MAX = 127
+
+
+def described(dtype: torch.dtype) -> str:
+    """The storage `dtype` in words, for the model card (`ModelCard.storage`)."""
+    if dtype is torch.int8:
+        return "int8 per output channel (weights of 2+ dimensions), float16 (the rest)"
+    return str(dtype).removeprefix("torch.")
+
+
+def finite_in(dtype: torch.dtype) -> torch.dtype:
+    """The floating dtype a state's values must be finite in to be stored as `dtype` (int8 storage keeps the small
+    tensors in float16)."""
+    return torch.float16 if dtype is torch.int8 else dtype
 
 
 def stored(state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
@@ -30,7 +42,7 @@ def stored(state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16) -
             out[k] = v.contiguous()
         elif dtype is not torch.int8:
             out[k] = v.to(dtype).contiguous()
-        elif v.dim() >= 2:
+        elif v.dim() >= 2 and v.numel() > 0:
             rows = v.float().reshape(v.shape[0], -1)
             scale = rows.abs().amax(dim=1) / _INT8_MAX
             safe = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero channel stays zero
@@ -43,12 +55,18 @@ def stored(state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16) -
 
 
 def unpacked(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The network's state from a file's tensors: floating tensors as float32, int8 ones times their scales."""
+    """The network's state from a file's tensors: floating tensors as float32, int8 ones times their scales.
+    ValueError names an int8 tensor without its scale or a scale without its tensor (a damaged file: its raw
+    integers would load as weights and detect nothing)."""
     out = {}
     for k, v in tensors.items():
         if k.endswith(SCALE_SUFFIX):
+            if k.removesuffix(SCALE_SUFFIX) not in tensors:
+                raise ValueError(f"{k}: a scale without its int8 tensor (a damaged weights file)")
             continue
         scale = tensors.get(k + SCALE_SUFFIX)
+        if v.dtype is torch.int8 and scale is None:
+            raise ValueError(f"{k}: an int8 tensor without its scale {k + SCALE_SUFFIX} (a damaged weights file)")
         if scale is not None:
             out[k] = v.float() * scale.float().reshape(-1, *([1] * (v.dim() - 1)))
         else:

@@ -197,7 +197,7 @@ def test_frozen_base_batchnorm_keeps_the_statistics_while_the_layers_train():
 def test_lite1_at_384_is_ssd384_lite0_on_the_bigger_base_and_takes_its_heads():
     """SSD384_LITE1_VOC: SSD300-Lite1 at 384 (the campaign's next lever), the same default boxes as
     SSD384_LITE0_VOC; a Lite0 file's extra layers and heads load into it, the base stays Lite1's."""
-    from safetensors.torch import load_file
+    from ssd.weight_storage import read_tensors
 
     lite1, lite0 = ssd.PRESETS["SSD384_LITE1_VOC"], ssd.PRESETS["SSD384_LITE0_VOC"]
     assert lite1.backbone == "efficientnet_lite1" and lite1.source_layers == SSD300_LITE1_VOC.source_layers
@@ -206,7 +206,7 @@ def test_lite1_at_384_is_ssd384_lite0_on_the_bigger_base_and_takes_its_heads():
         assert getattr(lite1, field) == getattr(lite0, field), field
     assert lite1.num_default_boxes == 13792
     model = ssd.build_ssd(lite1)
-    shipped = load_file(str(ssd.detector.DEFAULT_WEIGHTS))
+    shipped = read_tensors(ssd.detector.DEFAULT_WEIGHTS)
     theirs = {k: v for k, v in shipped.items() if not k.startswith("base.")}
     ours = model.state_dict()
     assert theirs and all(ours[k].shape == v.shape for k, v in theirs.items())
@@ -221,7 +221,7 @@ def test_lite0_at_a_larger_input_is_ssd300_lite0_and_takes_its_weights(tmp_path,
     """SSD384/SSD512_LITE0_VOC: the same network and default boxes as fractions of the image on larger maps;
     the shipped SSD300-Lite0 weights load into it unchanged. At 384 they already find the astronaut; at 512 the
     objects' sizes in feature-map cells have moved too far (they see a bottle there) until it is trained."""
-    from safetensors.torch import load_file
+    from ssd.weight_storage import read_tensors
 
     cfg = ssd.PRESETS[name]
     size = cfg.image_size
@@ -230,7 +230,7 @@ def test_lite0_at_a_larger_input_is_ssd300_lite0_and_takes_its_weights(tmp_path,
     for ours, theirs in ((cfg.min_sizes, SSD300_LITE0_VOC.min_sizes), (cfg.max_sizes, SSD300_LITE0_VOC.max_sizes)):
         assert [round(a / size, 4) for a in ours] == [round(b / 300, 4) for b in theirs]
     model = ssd.build_ssd(cfg).eval()
-    model.load_state_dict({k: v.float() for k, v in load_file(str(ssd.detector.DEFAULT_WEIGHTS)).items()})
+    model.load_state_dict(read_tensors(ssd.detector.DEFAULT_WEIGHTS))
     with torch.no_grad():
         feats = model.features(torch.zeros(1, 3, size, size))
     assert tuple(f.shape[-1] for f in feats) == cfg.feature_maps

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torchvision.ops import box_iou
 
@@ -90,14 +91,25 @@ def test_compact_keeps_the_shipped_detectors_detections(tmp_path):
     run = subprocess.run([sys.executable, "-m", "train.compact", str(ssd.detector.DEFAULT_WEIGHTS), "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert "0.5" in run.stdout and out.stat().st_size < 0.6 * ssd.detector.DEFAULT_WEIGHTS.stat().st_size
+    shipped = ssd.Detector.load(device="cpu", backend="torch")
+    float16_bytes = sum(2 * v.numel() for v in shipped.model.state_dict().values())
+    assert out.stat().st_size < 0.6 * float16_bytes
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["storage"]["source"] == ssd.detector.DEFAULT_WEIGHTS.name
-    assert card["storage"]["val"] == "the source file's"
+    assert card["storage"]["dtype"].startswith("int8") and "train.compact" in card["storage"]["command"]
+    # Not measured again: no val measurement of its own, the source's threshold said to be the source's.
+    assert "val" not in card and card["score_threshold"] == shipped.card.score_threshold
+    assert card["score_threshold_basis"].startswith(f"{ssd.detector.DEFAULT_WEIGHTS.name}'s (before int8 storage)")
+    assert card["command"] == shipped.card.command  # the training's, which the Model tab reads
     assert out.with_name(out.stem + ".log.csv").is_file()
 
+    from ui.model_tab import card_markdown
+
+    shown = card_markdown(ssd.Detector.load(out, device="cpu", backend="torch").card, out)
+    assert "**Storage:** int8" in shown and "**Measured:**" not in shown
+
     photo = data.astronaut()
-    ref = ssd.Detector.load(device="cpu", backend="torch").detect(photo)
+    ref = shipped.detect(photo)
     got = ssd.Detector.load(out, device="cpu", backend="torch").detect(photo)
     assert len(ref) > 0 and [d.label for d in got] == [d.label for d in ref]
     ious = box_iou(torch.tensor([d.box for d in got]), torch.tensor([d.box for d in ref])).diagonal()
@@ -112,3 +124,50 @@ def test_compact_refuses_to_overwrite_its_source(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode != 0 and "--out is the weights file itself" in run.stderr
     assert weights.read_bytes() == before
+
+
+def test_compact_measures_the_file_it_writes_on_val_data(tmp_path):
+    from tests.shapes import SHAPE_CLASSES, make_shapes_voc
+
+    voc = make_shapes_voc(tmp_path / "data", n_train=2, n_val=4)
+    weights = ssd.export_weights(ssd.build_ssd(CFG.replace(num_classes=len(SHAPE_CLASSES))),
+                                 CFG.replace(num_classes=len(SHAPE_CLASSES)), SHAPE_CLASSES,
+                                 tmp_path / "w.safetensors", score_threshold=0.2,
+                                 score_threshold_basis="chosen by hand")
+    out = tmp_path / "w8.safetensors"
+    run = subprocess.run([sys.executable, "-m", "train.compact", str(weights), "--out", str(out), "--val-data",
+                          str(voc), "--val-image-set", "val"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["val"]["images"] == 4 and "score_threshold_basis" not in card
+
+
+def test_a_damaged_int8_file_is_refused_not_loaded_as_raw_integers():
+    packed = stored({"conv.weight": torch.randn(4, 3, 3, 3), "conv.bias": torch.randn(4)}, torch.int8)
+    without_scale = {k: v for k, v in packed.items() if not k.endswith(SCALE_SUFFIX)}
+    with pytest.raises(ValueError, match="without its scale"):
+        unpacked(without_scale)
+    with pytest.raises(ValueError, match="without its int8 tensor"):
+        unpacked({k: v for k, v in packed.items() if k != "conv.weight"})
+
+
+def test_the_card_says_how_the_file_stores_its_tensors(tmp_path):
+    """export_weights writes `storage` for what it wrote, float16 none, and never another file's: averaging
+    int8 files, say, writes float16."""
+    from ssd.card import ModelCard
+
+    model = ssd.build_ssd(CFG)
+    said = {}
+    for dtype in (torch.int8, torch.float32, torch.float16):
+        path = ssd.export_weights(model, CFG, ssd.VOC_CLASSES, tmp_path / f"{dtype}.safetensors", dtype=dtype,
+                                  card=ModelCard(config=CFG.to_dict(), classes=list(ssd.VOC_CLASSES),
+                                                 storage={"dtype": "int8 ...", "source": "a.safetensors"}))
+        said[dtype] = json.loads(path.with_suffix(".json").read_text()).get("storage")
+    assert said[torch.int8]["dtype"].startswith("int8") and said[torch.int8]["source"] == "a.safetensors"
+    assert said[torch.float32]["dtype"] == "float32"
+    assert said[torch.float16] is None
+
+
+def test_empty_weights_store_and_come_back():
+    back = unpacked(stored({"empty.weight": torch.zeros(0, 3, 1, 1)}, torch.int8))
+    assert back["empty.weight"].shape == (0, 3, 1, 1)

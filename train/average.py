@@ -16,24 +16,22 @@ training data the averaged statistics are kept.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ssd import Detector, SSDConfig, build_ssd, export_weights
+from ssd import SSDConfig, build_ssd, export_weights
 from ssd.card import ModelCard
 from ssd.cli import error_exit, program
 from ssd.image import normalise
-from ssd.weights_files import LOG_SUFFIX, beside, read_weights
+from ssd.weights_files import read_weights
 
-from .card import evaluation_fields
 from .cli import shown_command
 from .engine import memory_format
+from .weights_command import add_val_arguments, check_val_arguments, copy_log, measured_on_val
 
 __all__ = ["average_weights", "recompute_batchnorm", "main"]
 
@@ -116,8 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-set", default="trainval", help="VOC image set of --data (default: trainval)")
     p.add_argument("--batchnorm-images", type=int, default=1024,
                    help="how many augmented training images measure the BatchNorm statistics (default 1024)")
-    p.add_argument("--val-data", help="VOC folder to evaluate the average on (with --val-image-set)")
-    p.add_argument("--val-image-set", help="VOC image set to evaluate on, e.g. minival")
+    add_val_arguments(p)
     return p
 
 
@@ -127,8 +124,7 @@ def main(argv=None) -> int:
     from .sources import open_source
 
     try:
-        if bool(args.val_data) != bool(args.val_image_set):
-            raise ValueError("--val-data and --val-image-set go together")
+        check_val_arguments(args)
         state, card = average_weights(args.weights)
         cfg, classes = card.ssd_config(), card.classes
         model = build_ssd(cfg)
@@ -139,13 +135,9 @@ def main(argv=None) -> int:
             seen = recompute_batchnorm(model, cfg, training_batches(source, cfg, args.batchnorm_images))
             batchnorm = f"measured again on {seen} augmented training images"
         print(f"[average] {len(args.weights)} files of {cfg.name}; BatchNorm: {batchnorm}")
-        evaluation = None
+        fields = {}
         if args.val_data:
-            from ssd.evaluation import evaluate_detector
-
-            val = open_source(voc_root=args.val_data, image_set=args.val_image_set, classes=classes,
-                              keep_difficult=True)
-            evaluation = evaluate_detector(Detector(copy.deepcopy(model), cfg, classes), val, progress=False)
+            fields, evaluation = measured_on_val(model, cfg, classes, args.val_data, args.val_image_set)
             print(f"[average] val mAP (VOC07 11-point) {evaluation.map_11pt:.4f}, area {evaluation.map_area:.4f}")
     except (FileNotFoundError, ValueError, DatasetError) as e:
         return error_exit(e)
@@ -155,11 +147,8 @@ def main(argv=None) -> int:
         card, val=None, score_threshold=None, complete=True,
         averaged={"weights": [Path(w).name for w in args.weights], "batchnorm": batchnorm},
         command=shown_command(program(f"python -m {__spec__.name}"), words))
-    out = export_weights(model, cfg, classes, args.out, card=card,
-                         **(evaluation_fields(evaluation) if evaluation is not None else {}))
-    log = beside(args.weights[-1], LOG_SUFFIX)
-    if log.is_file():  # the training curves that led to the last snapshot
-        shutil.copyfile(log, beside(out, LOG_SUFFIX))
+    out = export_weights(model, cfg, classes, args.out, card=card, **fields)
+    copy_log(Path(args.weights[-1]), out)  # the training curves that led to the last snapshot
     print(f"[average] wrote {out}")
     return 0
 

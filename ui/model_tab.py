@@ -140,6 +140,11 @@ def card_markdown(card: ModelCard | None, weights: Path | None) -> str:
     commands = card.training_commands()
     for k, command in enumerate(commands):
         rows.append(("Command" if len(commands) == 1 else f"Command {k + 1}", f"`{command}`"))
+    if card.storage:  # how the file stores its tensors where not float16 (train.compact)
+        stored = card.storage.get("dtype", "?")
+        if card.storage.get("source"):
+            stored += f", from `{card.storage['source']}`"
+        rows.append(("Storage", stored))
     if weights is not None:
         rows.append(("File", f"`{weights.name}`"))
     return "\n".join(f"- **{k}:** {str(v).replace(chr(10), ' ')}" for k, v in rows)
