@@ -37,6 +37,7 @@ import ssd  # noqa: E402
 from ssd.backends import cpu_has_native_bf16  # noqa: E402
 from ssd.image import normalise  # noqa: E402
 from ssd.postprocess import InferenceSettings, postprocess  # noqa: E402
+from ssd.weights_files import CARD_SUFFIX, beside  # noqa: E402
 
 SETTINGS = dict(score_threshold=0.01, nms_threshold=0.45, top_k=200)
 
@@ -103,7 +104,7 @@ def main() -> None:
     args = p.parse_args()
     if args.candidate is not None and not args.defaults:
         p.error("--candidate goes with --defaults")
-    if args.candidate is not None and not (args.candidate.is_file() and args.candidate.with_suffix(".json").is_file()):
+    if args.candidate is not None and not (args.candidate.is_file() and beside(args.candidate, CARD_SUFFIX).is_file()):
         p.error(f"--candidate {args.candidate}: no such weights file with its .json card beside it")
     from torchvision.io import decode_jpeg, read_file
 
