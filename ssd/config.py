@@ -47,6 +47,9 @@ class SSDConfig:
     backbone: str = "vgg16"
     # Depthwise-separable extras and heads (SSDLite, Sandler et al. 2018) instead of the paper's 3x3 convs.
     separable: bool = False
+    # How many of the leading source layers the heads see fused with the next coarser one (ssd.top_down: FPN/FSSD's
+    # top-down path, not in the paper; 0 = the paper's network).
+    top_down: int = 0
     # Leading base layers ([stem, blocks.0, ...] for EfficientNet-Lite) that keep their ImageNet weights and
     # BatchNorm statistics during training.
     frozen_base_layers: int = 0
@@ -86,6 +89,9 @@ class SSDConfig:
         if len(self.extra_layers) != n_extra:
             raise ValueError(f"SSDConfig {self.name!r}: {len(self.feature_maps)} source layers on {self.backbone} "
                              f"need {n_extra} extra_layers, got {len(self.extra_layers)}")
+        if not 0 <= self.top_down < len(self.feature_maps):
+            raise ValueError(f"SSDConfig {self.name!r}: top_down must be 0 to {len(self.feature_maps) - 1} (the last "
+                             f"source layer has none above it), got {self.top_down}")
         if self.width <= 0:
             raise ValueError(f"SSDConfig {self.name!r}: width must be > 0, got {self.width}")
         if self.num_classes < 1:

