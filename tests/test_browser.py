@@ -462,6 +462,8 @@ def test_detect_keeps_no_journey_of_other_detections_and_a_bad_upload_leaves_one
 def test_matching_keeps_no_old_loss_its_headers_stay_and_its_loss_tables_fit(browser, switch_app_url):
     """The astronaut said "9 positives" above the motorbike's loss (N = 24, horse and cow rows); the ground truth's
     headers could be renamed; the loss table's p(class) and CE columns were cut off."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     context, page = new_page(browser, switch_app_url)
     try:
         choice = page.locator("#model-choice")
@@ -481,12 +483,16 @@ def test_matching_keeps_no_old_loss_its_headers_stay_and_its_loss_tables_fit(bro
             wait_until_gone(page, "match-loss-negatives", "cell (")
 
         loss()
-        # Every column of both loss tables in view, the last (CE) included.
+        # Every column of both loss tables in view, the last (CE) included, once the table has laid out its columns
+        # (on a loaded machine the header is drawn before its final widths).
+        fits = ("(id) => { const e = document.getElementById(id); const h = [...e.querySelectorAll('thead th')]; "
+                "return h.length > 0 && h[h.length - 1].getBoundingClientRect().right "
+                "<= e.getBoundingClientRect().right + 1; }")
         for table in ("match-loss-positives", "match-loss-negatives"):
-            fits = page.evaluate("(id) => { const e = document.getElementById(id); const h = [...e.querySelectorAll("
-                                 "'thead th')]; return h.length > 0 && h[h.length - 1].getBoundingClientRect().right "
-                                 "<= e.getBoundingClientRect().right + 1; }", table)
-            assert fits, f"{table}: its last column is cut off"
+            try:
+                page.wait_for_function(fits, arg=table, timeout=20_000)
+            except PlaywrightTimeout:
+                pytest.fail(f"{table}: its last column is cut off")
         page.get_by_label("Example photo (with hand-made ground truth)").click()
         page.get_by_role("option", name="astronaut").click()
         wait_for_text(page, "match-message", "for 1 ground-truth box")

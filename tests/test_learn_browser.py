@@ -38,6 +38,8 @@ def click_at(page, elem_id: str, x: float, y: float):
     """A click on the picture of `elem_id` at pixel (x, y) of the picture, wherever its element shows it (Gradio
     fits it centred: object-fit scale-down, never larger than its pixels, or contain)."""
     img = page.locator(f"#{elem_id} img").first
+    # A picture the page has just replaced has no natural size until it is decoded (a loaded machine shows it).
+    page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
     box = img.bounding_box()
     width, height, fit = img.evaluate("i => [i.naturalWidth, i.naturalHeight, getComputedStyle(i).objectFit]")
     scale = min(box["width"] / width, box["height"] / height)

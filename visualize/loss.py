@@ -90,6 +90,9 @@ def loss_terms(cfg: ssd.SSDConfig, raw: ssd.RawPrediction, m: ssd.MatchResult,
 POSITIVE_HEADERS = ["#", "class", "default box", "IoU", "smooth-L1 (cx, cy, w, h)", "L_loc", "p(class)", "CE"]
 NEGATIVE_HEADERS = ["#", "default box", "p(background)", "most likely class", "CE"]
 LOSS_DECIMALS = 4
+# The four terms in one cell at one decimal fewer: with an EfficientNet-Lite model's longer layer names ("blocks.5
+# expand") the table at 4 was a few pixels wider than a 1280-pixel page, and CE was cut.
+TERM_DECIMALS = 3
 
 
 def default_box_text(r: dict) -> str:
@@ -103,7 +106,7 @@ def loss_text(value: float) -> str:
 
 def positive_table(terms: LossTerms) -> list[list]:
     return [[r["index"], r["class"] + " (forced)" * r["forced"], default_box_text(r), score_text(r["iou"]),
-             ", ".join(loss_text(r["smooth_l1"][c]) for c in COORDINATES), loss_text(r["loc"]),
+             ", ".join(score_text(r["smooth_l1"][c], TERM_DECIMALS) for c in COORDINATES), loss_text(r["loc"]),
              significant_text(r["p_class"]), loss_text(r["ce"])] for r in terms.positives]
 
 
