@@ -18,6 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def described(k: int) -> str:
+    """How the page and the model card name a path into `k` source layers."""
+    return "a top-down path into its first " + ("source layer" if k == 1 else f"{k} source layers")
+
+
 class TopDown(nn.Module):
     """forward(sources) -> the same list with the first `k` maps fused; `channels`: every source's channels."""
 

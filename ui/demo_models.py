@@ -15,6 +15,7 @@ from PIL import Image
 import ssd
 import ssd.detector
 from ssd.bases import base_network
+from ssd.top_down import described
 from visualize.numbers import counted
 
 from .settings import CONCURRENCY
@@ -157,8 +158,7 @@ class DemoModel:
         part = base_network(cfg.backbone)
         base = f"{part.describe(cfg)} base" + (" pretrained on ImageNet" if part.pretrained else "")
         if cfg.top_down:  # not the paper's network: say so where the network is named
-            layers = "source layer" if cfg.top_down == 1 else f"{cfg.top_down} source layers"
-            base += f", a top-down path into its first {layers}"
+            base += f", {described(cfg.top_down)}"
         parts = [f"**Model:** {cfg.name} ({cfg.num_default_boxes} default boxes, {base}), "
                  f"{counted(len(self.class_names), 'class', 'classes')}, on {device}."]
         val = card.val

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ssd import VOC_CLASSES
 from ssd.card import ModelCard
+from ssd.top_down import described
 from visualize.model_report import ModelFiles, draw_false_positive, voc_photo
 from visualize.numbers import counted
 from visualize.plots import figure_to_image, plot_class_ap, plot_pr_curves, plot_training_curves
@@ -107,7 +108,8 @@ def card_markdown(card: ModelCard | None, weights: Path | None) -> str:
         return "No model card was found beside the weights."
     cfg = card.ssd_config()
     rows = [("Model", f"{cfg.name}: SSD at {cfg.image_size}×{cfg.image_size}, {len(card.classes)} classes, "
-                      f"{card.backbone or cfg.backbone} base, feature maps {'/'.join(map(str, cfg.feature_maps))}")]
+                      f"{card.backbone or cfg.backbone} base, feature maps {'/'.join(map(str, cfg.feature_maps))}"
+                      + (f", {described(cfg.top_down)}" if cfg.top_down else ""))]
     if card.status:
         rows.append(("Status", card.status))
     if card.base_weights is not None:
