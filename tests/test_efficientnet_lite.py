@@ -194,6 +194,13 @@ def test_frozen_base_batchnorm_keeps_the_statistics_while_the_layers_train():
     assert not torch.equal(after["conf_heads.0.1.running_mean"], before["conf_heads.0.1.running_mean"])
 
 
+def shipped_config() -> ssd.SSDConfig:
+    from ssd.card import read_card
+    from ssd.weights_files import CARD_SUFFIX, beside
+
+    return read_card(beside(ssd.detector.DEFAULT_WEIGHTS, CARD_SUFFIX)).ssd_config()
+
+
 def test_lite1_at_384_is_ssd384_lite0_on_the_bigger_base_and_takes_its_heads():
     """SSD384_LITE1_VOC: SSD300-Lite1 at 384 (the campaign's next lever), the same default boxes as
     SSD384_LITE0_VOC; a Lite0 file's extra layers and heads load into it, the base stays Lite1's."""
@@ -205,7 +212,7 @@ def test_lite1_at_384_is_ssd384_lite0_on_the_bigger_base_and_takes_its_heads():
     for field in ("image_size", "feature_maps", "steps", "min_sizes", "max_sizes", "aspect_ratios", "extra_layers"):
         assert getattr(lite1, field) == getattr(lite0, field), field
     assert lite1.num_default_boxes == 13792
-    model = ssd.build_ssd(lite1)
+    model = ssd.build_ssd(lite1.replace(top_down=shipped_config().top_down))
     shipped = read_tensors(ssd.detector.DEFAULT_WEIGHTS)
     theirs = {k: v for k, v in shipped.items() if not k.startswith("base.")}
     ours = model.state_dict()
@@ -223,7 +230,7 @@ def test_lite0_at_a_larger_input_is_ssd300_lite0_and_takes_its_weights(tmp_path,
     objects' sizes in feature-map cells have moved too far (they see a bottle there) until it is trained."""
     from ssd.weight_storage import read_tensors
 
-    cfg = ssd.PRESETS[name]
+    cfg = ssd.PRESETS[name].replace(top_down=shipped_config().top_down)  # the shipped file's network
     size = cfg.image_size
     assert cfg.feature_maps == maps and cfg.num_default_boxes == boxes
     assert all(f * s == size for f, s in zip(cfg.feature_maps, cfg.steps))

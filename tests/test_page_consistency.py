@@ -250,7 +250,7 @@ def test_the_loss_tables_fit_the_page(models):
     _, positives, negatives = matching.loss_view(state, rows, 0.5, None, A)
     for r in positives:
         assert len(r) == len(POSITIVE_HEADERS)
-        assert re.fullmatch(r"(\d+\.\d{4}, ){3}\d+\.\d{4}", r[4]), r
+        assert re.fullmatch(r"(\d+\.\d{3}, ){3}\d+\.\d{3}", r[4]), r
     assert all(len(r) == len(NEGATIVE_HEADERS) for r in negatives)
 
 
