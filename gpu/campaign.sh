@@ -20,6 +20,8 @@ BUDGET_S=${BUDGET_S:-420}
 BATCH=${BATCH:-64}
 CONFIG=${CONFIG:-SSD384_LITE2_VOC}
 FROZEN=${FROZEN:-5}
+# The CPU run's network: L2c is L2b with the top-down path into its two finest source layers.
+TOP_DOWN=${TOP_DOWN:-2}
 INIT=${INIT:-.gpu/b/init.safetensors}
 # Linear scaling of the CPU run's lr (L2b: 0.01 at batch 16): the GPU run is the CPU schedule's whole length in
 # one call (some 60 epochs), not a short fine-tune.
@@ -49,9 +51,9 @@ if [ "$(sha256sum < "$PACK" | cut -d' ' -f1)" != "$(cat .gpu/b/pack.sha256 2>/de
          "on the machine since its call (make the calls again, each at once after the one before)"; ls -l .gpu/*; exit 1
 fi
 [ -f "$INIT" ] || { echo "[gpu] no init weights at $INIT (gpu/prepare.sh puts them there)"; exit 1; }
-echo "[gpu] pack $(stat -c %s "$PACK") bytes, checksum as prepared; $CONFIG, frozen $FROZEN, from $INIT"
+echo "[gpu] pack $(stat -c %s "$PACK") bytes, checksum as prepared; $CONFIG, top-down $TOP_DOWN, frozen $FROZEN, from $INIT"
 
-common=(--config "$CONFIG" --frozen-base-layers "$FROZEN" --pack "$PACK" --init-weights "$INIT"
+common=(--config "$CONFIG" --top-down "$TOP_DOWN" --frozen-base-layers "$FROZEN" --pack "$PACK" --init-weights "$INIT"
         --batch-size "$BATCH" --weight-decay 4e-5 --grad-clip 10 --workers "$WORKERS" --device "$DEVICE" --no-final-eval)
 
 # 1. The probe: PROBE_STEPS steps at the full lr after a short warmup, timed by the trainer's own log.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run here, on the CPU machine, before a GPU session's campaign run (gpu/campaign.sh): builds what the GPU
 # machine needs that git does not hold, under the git-ignored .gpu/, and says which device calls carry it.
-#   INIT=runs/l2b/weights.safetensors bash gpu/prepare.sh
+#   INIT=runs/l2c/weights.safetensors bash gpu/prepare.sh
 # INIT: the weights the GPU run starts from, base network included (the GPU machine has no ImageNet package):
-# the latest export of the run in progress (issue 40: L2b's, SSD384-Lite2). The training pack is the 384-px pack
+# the latest export of the run in progress (issue 40: L2c's, SSD384-Lite2 with the top-down path). The training pack is the 384-px pack
 # of trainval_minus_minival at JPEG quality QUALITY, built once under runs/: 85 (101 MiB) by default, since a pack
 # costs accuracy against the JPEGs the CPU runs train on (docs/experiments.md: 45 costs 0.5-1 point, 62 some 0.6).
 # The working tree, the init weights and that pack are more than the 64 MiB that travel with one device call,
@@ -15,7 +15,7 @@
 set -euo pipefail
 VOC=${VOC:-../shared/data/VOCdevkit/VOC2007}
 QUALITY=${QUALITY:-85}
-INIT=${INIT:-runs/l2b/weights.safetensors}
+INIT=${INIT:-runs/l2c/weights.safetensors}
 PYTHON=${PYTHON:-python}
 LIMIT=$(( 64 * 1048576 ))
 MARGIN=$(( 2 * 1048576 ))  # the call's own files beside the tree: git's index and what the tool adds
