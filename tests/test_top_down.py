@@ -114,3 +114,27 @@ def test_the_page_says_the_network_is_not_the_papers():
     assert "a top-down path into its first 2 source layers" in page
     plain = DemoModel(Detector(ssd.build_ssd(SMALL_VGG), SMALL_VGG, ssd.VOC_CLASSES, device="cpu")).summary()
     assert "top-down" not in plain
+
+
+def test_a_fine_tune_keeps_the_path_of_the_file_it_starts_from(tmp_path):
+    """`python -m train` without --top-down: a file whose card says it has the path (the shipped one) is fine-tuned
+    as that network, every tensor kept; a file without a card, or on another base, leaves the preset's."""
+    from train.init_weights import top_down_of
+
+    cfg = SMALL_VGG.replace(top_down=2)
+    with_path = ssd.export_weights(ssd.build_ssd(cfg), cfg, ssd.VOC_CLASSES, tmp_path / "with_path.safetensors")
+    assert top_down_of(with_path, SMALL_VGG) == 2
+    assert top_down_of(with_path, ssd.SSD384_LITE0_VOC) == 0  # another base network: the preset's
+    assert top_down_of(None, SMALL_VGG) == 0 and top_down_of(tmp_path / "missing.safetensors", SMALL_VGG) == 0
+    with_path.with_suffix(".json").unlink()
+    assert top_down_of(with_path, SMALL_VGG) == 0  # no card: nothing says what it was
+
+
+def test_a_path_past_the_last_source_layer_is_a_usage_error(tmp_path, capsys):
+    from tests.shapes import make_shapes_voc
+    from train.__main__ import cli
+
+    data = make_shapes_voc(tmp_path / "data")
+    assert cli(["--config", "SSD300_VOC", "--top-down", "6", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    assert "top_down must be 0 to 5" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.ckpt").exists()

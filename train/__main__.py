@@ -27,6 +27,7 @@ from .checkpoint import CHECKPOINT
 from .cli import shown_command, shown_path
 from .engine import WEIGHTS, Trainer
 from .errors import RunError
+from .init_weights import top_down_of
 from .processes import speed_up_the_process
 from .recipe import Recipe
 from .signals import Terminated, terminate_as_interrupt
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--top-down", type=int, default=None,
                    help="how many of the leading source layers the heads see fused with the next coarser one "
                         "(FPN/FSSD's top-down path, not in the paper; it starts at zero, so weights trained without it "
-                        "load and start where they were; default: the preset's, 0)")
+                        "load and start where they were; default: the --init-weights file's, else 0)")
     m.add_argument("--frozen-base-batchnorm", action="store_true",
                    help="every BatchNorm of the base keeps the running statistics it starts with while the "
                         "layers train (FrozenBN; folded into the convolutions for EfficientNet-Lite)")
@@ -216,17 +217,20 @@ def main(argv=None):
     changes = {} if args.frozen_base_layers is None else {"frozen_base_layers": args.frozen_base_layers}
     if args.frozen_base_batchnorm:
         changes["frozen_base_batchnorm"] = True
-    if args.top_down is not None:
-        changes["top_down"] = args.top_down
-    cfg = preset.replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm, width=args.width,
-                         **changes)
+    # Without --top-down, a fine-tune keeps the path of the file it starts from (the shipped file has one).
+    changes["top_down"] = args.top_down if args.top_down is not None else top_down_of(recipe.init_weights, preset)
+    try:
+        cfg = preset.replace(num_classes=len(train_source.classes), batch_norm=args.batch_norm, width=args.width,
+                             **changes)
+    except ValueError as e:  # e.g. a --top-down past the last source layer
+        raise UsageError(str(e)) from None
     if tuple(train_source.classes) != VOC_CLASSES:  # the network's name must not promise VOC's classes
         cfg = cfg.replace(name=f"{args.config.removesuffix('_VOC')}_{cfg.num_classes}cls")
     transform = SSDAugmentation.for_config(cfg)
     trainer = Trainer(cfg, recipe, train_source, transform, args.out, val_source, desc, device=args.device)
     if trainer.is_main:
-        print(f"[train] {cfg.name} batch_norm={cfg.batch_norm} width={cfg.width} on {desc}; device "
-              f"{trainer.device}, world {trainer.world}, amp {trainer.amp_reason}, "
+        print(f"[train] {cfg.name} batch_norm={cfg.batch_norm} width={cfg.width} top_down={cfg.top_down} on {desc}; "
+              f"device {trainer.device}, world {trainer.world}, amp {trainer.amp_reason}, "
               f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, {process}")
     # The card records how the weights were made (run the same command again to resume or re-export).
     command = shown_command(program(f"python -m {__package__}"), sys.argv[1:] if argv is None else list(argv))

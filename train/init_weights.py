@@ -17,7 +17,22 @@ from ssd.weights_files import CARD_SUFFIX, beside
 from .checkpoint import EXPORT_DTYPE, EXPORT_LIMIT, beyond
 from .errors import RunError
 
-__all__ = ["base_in_init_weights", "load_init_weights"]
+__all__ = ["base_in_init_weights", "load_init_weights", "top_down_of"]
+
+
+def top_down_of(init_weights, cfg: SSDConfig) -> int:
+    """The top-down path (`SSDConfig.top_down`) of the network `init_weights` was trained as, where its card says it
+    is one on `cfg`'s base: a fine-tune of a file (the shipped one by default) then keeps every tensor of it, its
+    path included. Else `cfg`'s own."""
+    if not init_weights or not Path(init_weights).is_file():
+        return cfg.top_down
+    try:
+        theirs = read_card(beside(init_weights, CARD_SUFFIX)).ssd_config()
+    except (OSError, ValueError):
+        return cfg.top_down
+    if theirs.backbone != cfg.backbone or theirs.top_down >= len(cfg.feature_maps):
+        return cfg.top_down
+    return theirs.top_down
 
 
 def base_in_init_weights(model: nn.Module, cfg: SSDConfig, init_weights) -> dict | str | None:
