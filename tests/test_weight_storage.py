@@ -12,7 +12,7 @@ import torch
 from torchvision.ops import box_iou
 
 import ssd
-from ssd.weight_storage import SCALE_SUFFIX, read_tensors, stored, tensor_shapes, unpacked
+from ssd.weight_storage import FLOAT16_ROW_MAX, SCALE_SUFFIX, read_tensors, stored, tensor_shapes, unpacked
 from ssd.weights_files import read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def test_int8_rounds_each_output_channel_to_within_half_its_step():
     for k, v in state.items():
         if not v.is_floating_point():
             assert torch.equal(back[k], v), k  # BatchNorm's batch counters stay integers
-        elif v.dim() >= 2:
+        elif v.dim() >= 2 and v[0].numel() > FLOAT16_ROW_MAX:
             assert packed[k].dtype == torch.int8 and packed[k].shape == v.shape
             scale = packed[k + SCALE_SUFFIX]
             assert scale.shape == (v.shape[0],)
@@ -44,11 +44,32 @@ def test_int8_rounds_each_output_channel_to_within_half_its_step():
             assert back[k].dtype == torch.float32
 
 
+def test_depthwise_and_other_narrow_weights_stay_float16():
+    """A weight with few values per output channel (a depthwise convolution's 9) is kept in float16: its outputs
+    sum too few rounded products for the rounding errors to average out."""
+    wide, depthwise, narrow = torch.randn(8, 64, 1, 1), torch.randn(8, 1, 3, 3), torch.randn(8, FLOAT16_ROW_MAX, 1, 1)
+    packed = stored({"wide.weight": wide, "dw.weight": depthwise, "narrow.weight": narrow}, torch.int8)
+    assert packed["wide.weight"].dtype == torch.int8 and "wide.weight" + SCALE_SUFFIX in packed
+    for k, v in (("dw.weight", depthwise), ("narrow.weight", narrow)):
+        assert packed[k].dtype == torch.float16 and k + SCALE_SUFFIX not in packed
+        assert torch.equal(unpacked(packed)[k], v.half().float())
+
+
+def test_the_shipped_file_stores_no_depthwise_convolution_in_int8():
+    shapes = tensor_shapes(ssd.detector.DEFAULT_WEIGHTS)
+    from safetensors import safe_open
+
+    with safe_open(str(ssd.detector.DEFAULT_WEIGHTS), "pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    depthwise = [k for k, s in shapes.items() if len(s) == 4 and s[1] == 1 and s[2] > 1]
+    assert depthwise and all(dtypes[k] != "I8" for k in depthwise)
+
+
 def test_an_all_zero_channel_stays_zero():
-    w = torch.randn(4, 3, 3, 3)
+    w = torch.randn(4, 8, 3, 3)
     w[2] = 0
     back = unpacked(stored({"conv.weight": w}, torch.int8))["conv.weight"]
-    assert back.isfinite().all() and torch.equal(back[2], torch.zeros(3, 3, 3))
+    assert back.isfinite().all() and torch.equal(back[2], torch.zeros(8, 3, 3))
 
 
 def test_an_int8_file_is_about_half_the_size_and_loads_everywhere(tmp_path):
@@ -143,7 +164,7 @@ def test_compact_measures_the_file_it_writes_on_val_data(tmp_path):
 
 
 def test_a_damaged_int8_file_is_refused_not_loaded_as_raw_integers():
-    packed = stored({"conv.weight": torch.randn(4, 3, 3, 3), "conv.bias": torch.randn(4)}, torch.int8)
+    packed = stored({"conv.weight": torch.randn(4, 8, 3, 3), "conv.bias": torch.randn(4)}, torch.int8)
     without_scale = {k: v for k, v in packed.items() if not k.endswith(SCALE_SUFFIX)}
     with pytest.raises(ValueError, match="without its scale"):
         unpacked(without_scale)
