@@ -49,7 +49,7 @@ def main():
     from skimage import data
 
     import ssd
-    from ssd.card import read_card
+    from ssd.weights_files import card_beside
 
     tmp = Path(tempfile.mkdtemp())
     photo = tmp / "photo.jpg"
@@ -57,7 +57,7 @@ def main():
     torch.manual_seed(0)
     vgg = ssd.export_weights(ssd.build_ssd(ssd.SSD300_VOC), ssd.SSD300_VOC, ssd.VOC_CLASSES, tmp / "vgg16.safetensors")
     shipped = ssd.detector.DEFAULT_WEIGHTS
-    card = read_card(ssd.detector.card_path(shipped))
+    card = card_beside(shipped)
     models = {f"{card.config['name']} (shipped)": shipped, "SSD300-VGG16 (random)": vgg}
     os.environ["SSD_CACHE_DIR"] = str(tmp / "cache")  # the apps inherit it
     print(f"{'model':30s}{'backend':14s}{'start':>8s}{'peak RSS MB':>13s}{'RSS after':>11s}")

@@ -24,6 +24,11 @@ def beside(weights, suffix: str) -> Path:
     return weights.with_name(weights.stem + suffix)
 
 
+def card_beside(weights) -> ModelCard:
+    """The model card beside the weights file `weights` (OSError: none there; ValueError: not a card)."""
+    return read_card(beside(weights, CARD_SUFFIX))
+
+
 def read_weights(path, hint: str | None = None) -> tuple[dict, ModelCard]:
     """(tensors, card) of a weights file and the model card beside it, floating-point tensors as float32 whatever
     the file stores (`ssd.weight_storage`: float16, float32 or int8). FileNotFoundError names the missing file, then

@@ -195,10 +195,9 @@ def test_frozen_base_batchnorm_keeps_the_statistics_while_the_layers_train():
 
 
 def shipped_config() -> ssd.SSDConfig:
-    from ssd.card import read_card
-    from ssd.weights_files import CARD_SUFFIX, beside
+    from ssd.weights_files import card_beside
 
-    return read_card(beside(ssd.detector.DEFAULT_WEIGHTS, CARD_SUFFIX)).ssd_config()
+    return card_beside(ssd.detector.DEFAULT_WEIGHTS).ssd_config()
 
 
 def test_lite1_at_384_is_ssd384_lite0_on_the_bigger_base_and_takes_its_heads():

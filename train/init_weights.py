@@ -10,9 +10,8 @@ from torch import nn
 
 from ssd import SSDConfig
 from ssd.bases import base_network
-from ssd.card import read_card
 from ssd.weight_storage import read_tensors, tensor_shapes
-from ssd.weights_files import CARD_SUFFIX, beside
+from ssd.weights_files import card_beside
 
 from .checkpoint import EXPORT_DTYPE, EXPORT_LIMIT, beyond
 from .errors import RunError
@@ -27,7 +26,7 @@ def top_down_of(init_weights, cfg: SSDConfig) -> int:
     if not init_weights or not Path(init_weights).is_file():
         return cfg.top_down
     try:
-        theirs = read_card(beside(init_weights, CARD_SUFFIX)).ssd_config()
+        theirs = card_beside(init_weights).ssd_config()
     except (OSError, ValueError):
         return cfg.top_down
     if theirs.backbone != cfg.backbone or theirs.top_down >= len(cfg.feature_maps):
@@ -45,7 +44,7 @@ def base_in_init_weights(model: nn.Module, cfg: SSDConfig, init_weights) -> dict
     if theirs != ours:
         return None
     try:
-        info = read_card(beside(init_weights, CARD_SUFFIX)).base_weights
+        info = card_beside(init_weights).base_weights
     except (OSError, ValueError):
         info = None
     return info or f"the base network of {Path(init_weights).name} (no card beside it says where it came from)"

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..card import VERSION_KEY, ModelCard, read_card
+from ..card import VERSION_KEY, ModelCard
 from ..config import SSDConfig
 from ..graph import INPUT, OUTPUTS, InferenceGraph
 
@@ -114,10 +114,10 @@ def export_cache_path(weights: Path, card: ModelCard) -> Path:
 
 def is_cached(weights) -> bool:
     """Whether the export of a weights file (with its model card beside it) is in the cache already."""
-    from ..weights_files import CARD_SUFFIX, beside
+    from ..weights_files import card_beside
 
     try:
-        return export_cache_path(Path(weights), read_card(beside(weights, CARD_SUFFIX))).exists()
+        return export_cache_path(Path(weights), card_beside(weights)).exists()
     except (OSError, ValueError):
         return False
 
