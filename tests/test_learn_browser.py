@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from bench.app_server import ROOT, running_app
-from tests.test_browser import browser, save_screenshot, wait_for_image, wait_for_text  # noqa: F401 (a fixture)
+from tests.test_browser import SCREENSHOT_BYTES, browser, save_screenshot, wait_for_image, wait_for_text  # noqa: F401 (a fixture)
 from visualize.learn import NEW_CLASS_EXAMPLES
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -97,7 +97,7 @@ def test_a_visitor_teaches_the_shipped_model_a_mug(browser, learn_url):  # noqa:
             wait_for_image(page, elem_id)
         page.set_default_timeout(60_000)
         path = save_screenshot(page, "learn", until="learn-trained", since="learn-status")
-        assert path.stat().st_size < 300_000 and Image.open(path).width == 1280
+        assert path.stat().st_size < SCREENSHOT_BYTES and Image.open(path).width == 1280
 
         # Another photo: the served model and the copy side by side.
         page.locator("#learn-other-photo input").click()
