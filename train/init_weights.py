@@ -27,11 +27,11 @@ def top_down_of(init_weights, cfg: SSDConfig) -> int:
         return cfg.top_down
     try:
         theirs = card_beside(init_weights).ssd_config()
+        if theirs.backbone != cfg.backbone:
+            return cfg.top_down
+        return cfg.replace(top_down=theirs.top_down).top_down  # SSDConfig refuses a path past cfg's source layers
     except (OSError, ValueError):
         return cfg.top_down
-    if theirs.backbone != cfg.backbone or theirs.top_down >= len(cfg.feature_maps):
-        return cfg.top_down
-    return theirs.top_down
 
 
 def base_in_init_weights(model: nn.Module, cfg: SSDConfig, init_weights) -> dict | str | None:
