@@ -6,8 +6,8 @@ int8 storage: each weight of two or more dimensions (the convolutions') with mor
 output channel as int8 with one float32 scale per output channel, `w ~ q * scale`, scale = max |w| of the channel /
 127 (symmetric, round to nearest); the other tensors (depthwise convolutions, biases, BatchNorm's) in float16. The
 scale sits beside its tensor under `<name>:int8_scale` (no module name holds a ':', so it never meets a network's
-own tensor). Reading gives float32 tensors whatever the storage: inference and
-training see the same state either way, only rounded differently."""
+own tensor). Reading gives float32 tensors whatever the storage: inference and training see the same state either
+way, only rounded differently."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ SCREENSHOT_BYTES = 300_000  # each committed screenshot stays under this: the RE
 
 def save_screenshot(page, name: str, until: str, since: str | None = None) -> Path:
     """A small PNG: the page at 1280 px wide, down to the bottom of element `until` (from the top of element
-    `since`, else of the page), reduced to 256 colours."""
+    `since`, else of the page), reduced to 256 colours, or 128 where 256 would outgrow SCREENSHOT_BYTES."""
     edge = "(args) => { const r = document.getElementById(args[0]).getBoundingClientRect(); " \
            "return (args[1] ? r.top : r.bottom) + window.scrollY; }"
     bottom = page.evaluate(edge, [until, False])

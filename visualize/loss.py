@@ -90,8 +90,8 @@ def loss_terms(cfg: ssd.SSDConfig, raw: ssd.RawPrediction, m: ssd.MatchResult,
 POSITIVE_HEADERS = ["#", "class", "default box", "IoU", "smooth-L1 (cx, cy, w, h)", "L_loc", "p(class)", "CE"]
 NEGATIVE_HEADERS = ["#", "default box", "p(background)", "most likely class", "CE"]
 LOSS_DECIMALS = 4
-# The four terms in one cell at one decimal fewer: with an EfficientNet-Lite model's longer layer names ("blocks.5
-# expand") the table at 4 was a few pixels wider than a 1280-pixel page, and CE was cut.
+# The four terms share one cell, so one decimal fewer: at 4, with an EfficientNet-Lite model's longer layer names
+# ("blocks.5 expand"), the table is wider than a 1280-pixel page and CE is cut.
 TERM_DECIMALS = 3
 
 
