@@ -1,6 +1,6 @@
 """INT8 inference on the CPU (backend "onnxruntime-int8", ssd.export.int8) against float32: accuracy and time.
 
-Three parts, each optional, with the shipped SSD384-Lite0 weights:
+Parts, each optional but one, with the shipped SSD384-Lite0 weights:
   --choices C ...  which layers stay float32 (ssd.export.int8.FLOAT32_CHOICES): each quantized with the same
                    calibration (300 VOC trainval_minus_minival photos; files in a temporary folder, not the cache)
                    and its VOC minival mAP measured, with its network time against float32 (one image,
@@ -13,9 +13,13 @@ Three parts, each optional, with the shipped SSD384-Lite0 weights:
                    settings: score 0.01, NMS 0.45, top 200, so NMS works at full load): float32 onnxruntime,
                    INT8, torch, and torchvision's ssdlite320_mobilenet_v3_large (random weights), interleaved
                    (who goes first alternates), medians; and the network alone (the backend on a resized image).
+  --simulated      each INT8 graph's mAP also without onnxruntime's fusions (float32 operators on dequantized int8
+                   values): near what exact integer sums give, as a CPU with VNNI or AMX computes them; so a CPU
+                   without them can tell what 8-bit weights would score on one (--other-width).
 
     python bench/int8.py --voc ../shared/data/VOCdevkit/VOC2007 --coco ../shared/data/coco_voc --record \
-        [--choices nothing decode after-heads convs-only depthwise heads --eight-bit] [--runs 31 --threads 1 2]
+        [--choices nothing decode after-heads convs-only depthwise heads] [--other-width] [--simulated] \
+        [--runs 31 --threads 1 2]
 
 The cache is the library's (SSD_CACHE_DIR, else ~/.cache/ssd), as `python -m ssd.export --cache --int8` uses it.
 Measured results: docs/benchmarks.md, "INT8".
@@ -39,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from inference import SETTINGS, interleaved, photo_file, torchvision_model  # noqa: E402
 
 import ssd  # noqa: E402
-from ssd.backends import OnnxRuntimeBackend, cpu_identity  # noqa: E402
+from ssd.backends import OnnxRuntimeBackend, cpu_has_int8_dot_product, cpu_identity  # noqa: E402
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 from ssd.evaluation.run import evaluate_detector  # noqa: E402
 from ssd.export import cached_export, int8  # noqa: E402
@@ -68,6 +72,17 @@ def network_times(models: dict, image, runs: int, warmup: int = 3) -> dict[str, 
     return {k: 1e3 * statistics.median(v) for k, v in interleaved(fns, runs, warmup).items()}
 
 
+def simulated(model, cfg, classes, card, sets: dict, base: dict, limit) -> None:
+    """An INT8 graph's mAP without onnxruntime's fusions, against float32's (`base`)."""
+    detector = ssd.Detector(OnnxRuntimeBackend(model, optimize=False), cfg, classes, card=card)
+    for name, ds in sets.items():
+        area, pt11, n, s = evaluate(detector, ds, limit)
+        f_area, f_pt11 = base[name][:2]
+        print(f"  simulated (no fusions), {name} ({n} images): mAP {100 * area:.2f} area "
+              f"({100 * (area - f_area):+.2f}), {100 * pt11:.2f} 11-point ({100 * (pt11 - f_pt11):+.2f}) "
+              f"({s:.0f} s)", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--voc", required=True, help="the VOC2007 folder (calibration: trainval_minus_minival; "
@@ -75,8 +90,12 @@ def main() -> None:
     p.add_argument("--coco", help="the coco_voc folder (annotations.json, images/): also its mAP")
     p.add_argument("--choices", nargs="*", default=[], choices=list(int8.FLOAT32_CHOICES),
                    help="also measure these choices of what stays float32 (each quantized afresh)")
-    p.add_argument("--eight-bit", action="store_true",
-                   help="also the shipped choice with 8-bit weights (REDUCE_RANGE off), the saturation's cost")
+    p.add_argument("--other-width", action="store_true",
+                   help="also the shipped choice with the weights' other width (8 bits where this CPU takes 7: "
+                        "without VNNI, the saturation's cost; 7 where it takes 8)")
+    p.add_argument("--simulated", action="store_true",
+                   help="also evaluate each INT8 graph without onnxruntime's fusions (float32 operators on dequantized "
+                        "int8 values): near what exact integer sums give, as on a CPU with VNNI or AMX")
     p.add_argument("--record", action="store_true", help="write the cached INT8 file's minival mAP into its record")
     p.add_argument("--runs", type=int, default=0, help="timed runs of each side (0: no timing)")
     p.add_argument("--threads", type=int, nargs="+", default=[2])
@@ -101,27 +120,31 @@ def main() -> None:
         print(f"float32 onnxruntime, {name} ({n} images): mAP {100 * area:.2f} area, {100 * pt11:.2f} 11-point "
               f"({s:.0f} s)")
 
-    rows = [(choice, True) for choice in args.choices] + ([(int8.KEEP_FLOAT32, False)] if args.eight_bit else [])
+    bits = 7 if int8.reduce_range() else 8
+    print(f"weights in {bits} bits on this CPU (int8 dot product: {cpu_has_int8_dot_product()})")
+    rows = [(choice, bits) for choice in args.choices] + ([(int8.KEEP_FLOAT32, 15 - bits)] if args.other_width else [])
     if rows:
         calibration = calibration_images(cfg.image_size, args.voc)
         print(f"what stays float32, each calibrated on {calibration.source}:")
         print(f"{'float32':16s}{'quantize s':>11s}{'minival area':>14s}{'11-point':>10s}{'ms int8':>9s}"
               f"{'ms float32':>12s}  what")
         image = calibration.images[:1]
-        for choice, seven_bits in rows:
+        for choice, width in rows:
             start = time.perf_counter()
-            int8.REDUCE_RANGE = seven_bits
+            int8.REDUCE_RANGE = width == 7
             try:
                 data = int8.quantize(float_path, calibration, keep=choice)
             finally:
-                int8.REDUCE_RANGE = True
+                int8.REDUCE_RANGE = None
             took = time.perf_counter() - start
             detector = ssd.Detector(OnnxRuntimeBackend(data), cfg, classes, card=card)
             area, pt11, _, _ = evaluate(detector, sets["minival"], args.limit)
             ms = network_times({"int8": detector.backend, "float32": float32.backend}, image, runs=15)
-            name = choice if seven_bits else f"{choice}, 8-bit"
+            name = f"{choice}, {width}-bit"
             print(f"{name:16s}{took:11.0f}{100 * area:14.2f}{100 * pt11:10.2f}{ms['int8']:9.1f}"
                   f"{ms['float32']:12.1f}  {int8.FLOAT32_CHOICES[choice]}", flush=True)
+            if args.simulated:
+                simulated(data, cfg, classes, card, {"minival": sets["minival"]}, base, args.limit)
 
     path = int8.cached_int8(DEFAULT_WEIGHTS, model, cfg, classes, card, calibration_source=args.voc)
     record = int8.read_record(path)
@@ -139,6 +162,8 @@ def main() -> None:
                                      command="python " + " ".join(sys.argv))
             where = int8.record_accuracy(DEFAULT_WEIGHTS, card, measured)
             print(f"recorded in {where}")
+    if args.simulated:
+        simulated(path, cfg, classes, card, sets, base, args.limit)
     good, why = int8.read_record(path).verdict()
     print(f"auto {'runs' if good else 'does not run'} INT8 here: {why}")
 

@@ -27,15 +27,29 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+def _cpu_flags() -> set[str] | None:
+    """The instruction-set flags of this CPU (Linux's /proc/cpuinfo); None: cannot tell."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+
+
 def cpu_has_native_bf16() -> bool | None:
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where a bfloat16 network runs about
     twice as fast as float32 (bench/inference.py); elsewhere bfloat16 is emulated and slower. None: cannot tell
     (not Linux)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return None
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    flags = _cpu_flags()
+    return None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_int8_dot_product() -> bool | None:
+    """Whether this CPU sums uint8 x int8 products straight into 32 bits (AVX512-VNNI, AVX-VNNI or AMX-INT8), as
+    onnxruntime's int8 kernels then do; without it they sum pairs of products into 16 bits first, which saturates
+    with 8-bit weights (ssd.export.int8.weight_bits). None: cannot tell (not Linux)."""
+    flags = _cpu_flags()
+    return None if flags is None else bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 # The instruction sets that decide how fast int8 and float32 convolutions run (VNNI: int8 dot products in one
@@ -50,12 +64,11 @@ def cpu_identity() -> str:
     import platform
 
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return platform.processor() or platform.machine()
-    lines = text.splitlines()
     name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
-    flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+    flags = _cpu_flags() or set()
     return f"{name} ({' '.join(f for f in _SPEED_FLAGS if f in flags) or 'none of ' + ' '.join(_SPEED_FLAGS)})"
 
 
@@ -108,14 +121,18 @@ class OnnxRuntimeBackend:
     """An exported graph (`ssd.export`) in an onnxruntime session on the CPU. `model`: an .onnx path or its bytes.
     threads: onnxruntime's intra-op threads (default: as many as PyTorch uses, so the two compare alike). Its name
     is "onnxruntime-int8" when the file says it is quantized (metadata `precision`: int8, ssd.export.int8), else
-    "onnxruntime"."""
+    "onnxruntime". optimize=False runs the graph as written, without onnxruntime's fusions: an INT8 file's
+    operators then compute in float32 on dequantized int8 values, near what exact integer arithmetic gives and
+    apart from this CPU's int8 kernels (bench/int8.py --simulated)."""
 
     device = torch.device("cpu")
 
-    def __init__(self, model, threads: int | None = None):
+    def __init__(self, model, threads: int | None = None, optimize: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         # Idle pool threads sleep instead of spinning, as PyTorch's do (ssd/__init__.py): a spinning pool takes

@@ -20,11 +20,13 @@ from torchvision.ops import box_iou
 pytest.importorskip("onnxruntime")
 skimage_data = pytest.importorskip("skimage.data")
 
+import ssd.backends  # noqa: E402
 from ssd import Detector  # noqa: E402
 from ssd.backends import cpu_identity  # noqa: E402
 from ssd.cli import export_main, main  # noqa: E402
 from ssd.detector import DEFAULT_WEIGHTS  # noqa: E402
 from ssd.export import calibration, export_cache_path, int8  # noqa: E402
+from ssd.weights_files import card_beside  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 # How near INT8 must come to float32 on those photos. Each graph's detections are looked for among the other's
@@ -186,6 +188,37 @@ def test_the_records_own_timing_decides_for_auto(quantized, record):
     assert Detector.load(device="cpu", backend="auto").backend_name == expected
 
 
+@pytest.mark.parametrize("flags, seven_bits", [({"avx2", "avx512f"}, True), ({"avx2", "avx512_vnni"}, False),
+                                               ({"avx_vnni"}, False), ({"amx_int8"}, False), (None, True)])
+def test_weights_take_8_bits_only_where_the_cpu_sums_int8_products_in_32_bits(monkeypatch, flags, seven_bits):
+    monkeypatch.setattr(ssd.backends, "_cpu_flags", lambda: flags)
+    assert int8.reduce_range() is seven_bits
+    monkeypatch.setattr(int8, "REDUCE_RANGE", not seven_bits)  # set by hand, it holds on any CPU
+    assert int8.reduce_range() is (not seven_bits)
+
+
+def test_the_weights_width_is_part_of_the_cache_key(monkeypatch):
+    card = card_beside(DEFAULT_WEIGHTS)
+    keys = set()
+    for seven_bits in (True, False):
+        monkeypatch.setattr(int8, "REDUCE_RANGE", seven_bits)
+        keys.add(int8.int8_cache_path(DEFAULT_WEIGHTS, card))
+    assert len(keys) == 2
+
+
+@pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
+def test_the_file_holds_weights_of_the_width_this_cpu_takes(quantized):
+    graph = onnx.load(str(int8.int8_cache_path(DEFAULT_WEIGHTS, quantized.card))).graph
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    made_by = {out: node for node in graph.node for out in node.output}
+    largest = max(int(np.abs(weights[made_by[n.input[1]].input[0]].astype(np.int32)).max())
+                  for n in graph.node if n.op_type == "Conv" and n.input[1] in made_by)
+    if int8.reduce_range():
+        assert largest <= 64
+    else:
+        assert largest > 64
+
+
 def test_verdicts_say_why():
     assert int8.Int8Record("x", "x", [], "decode", *measured(30.0, 20.0, 0.002)).verdict()[0]
     good, why = int8.Int8Record("x", "x", [], "decode", *measured(30.0, 36.5, 0.0)).verdict()
@@ -245,16 +278,22 @@ def test_calibration_images_from_a_voc_folder_a_photo_folder_or_scikit_image(tmp
 
 
 @pytest.mark.slow  # quantizes the shipped graph (about a minute, once for the module)
-def test_box_decoding_and_softmax_stay_float32(quantized, cache):
-    """KEEP_FLOAT32 ("decode"): every convolution has int8 weights, while box decoding and softmax compute in
-    float32 from the dequantized head outputs, so neither output lies on an 8-bit grid."""
+def test_the_first_convolution_box_decoding_and_softmax_stay_float32(quantized, cache):
+    """KEEP_FLOAT32 ("stem"): every convolution but the first has int8 weights; the first computes in float32 on
+    the normalized image, and its activation's output is quantized for the next one. Box decoding and softmax
+    compute in float32 from the dequantized head outputs, so neither output lies on an 8-bit grid."""
     path = int8.int8_cache_path(DEFAULT_WEIGHTS, quantized.card)
     graph = onnx.load(str(path)).graph
     made_by = {out: node for node in graph.node for out in node.output}
+    used_by = {i: node for node in graph.node for i in node.input}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     network = Detector.load(DEFAULT_WEIGHTS, device="cpu", backend="torch").model
     assert len(convs) == sum(isinstance(m, torch.nn.Conv2d) for m in network.modules())  # every one, BatchNorm folded
-    assert all(made_by[n.input[1]].op_type == "DequantizeLinear" for n in convs)
+    assert all(made_by[n.input[1]].op_type == "DequantizeLinear" for n in convs[1:])
+    first = convs[0]
+    assert first.input[1] not in made_by and made_by[first.input[0]].op_type != "DequantizeLinear"
+    activation = used_by[first.output[0]]
+    assert activation.op_type == "Clip" and used_by[activation.output[0]].op_type == "QuantizeLinear"
     float_ops, todo, seen = [], ["boxes", "scores"], set()
     while todo:  # back from the outputs to the last dequantization
         node = made_by.get(todo.pop())

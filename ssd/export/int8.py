@@ -4,23 +4,24 @@
     python -m ssd.export --out model.int8.onnx --int8 [--calibration DIR]
 
 How: `onnxruntime.quantization.quantize_static` of the float32 export (`ssd.export`), after onnxruntime's
-pre-processing (constant folding, shape inference); QDQ format, int8 weights per output channel in 7 bits
-(`REDUCE_RANGE`), uint8 activations, ranges from MinMax calibration. What stays float32 is `KEEP_FLOAT32`: box
-decoding and softmax, the operators after the heads' concatenation, so that boxes and scores are computed in
-float32 from the quantized head outputs. Chosen among `FLOAT32_CHOICES` by measuring each one's minival mAP and
-time (bench/int8.py --choices; docs/benchmarks.md, INT8): quantizing everything ("nothing") and keeping the heads
-float32 too ("heads") scored 0.1-0.2 mAP more, within what another set of calibration images moves, but
-"nothing" puts the boxes and scores themselves on an 8-bit grid (box corners in steps of about 1 % of the
-image), and "heads" gives up a third of the speed-up; the depthwise convolutions in float32 lost 4 mAP, and
-quantizing only the convolutions 9 (the ReLU6 after each is then quantized on the convolution's wide output range
-instead of 0-6).
+pre-processing (constant folding, shape inference); QDQ format, int8 weights per output channel (in 8 bits on a CPU
+with VNNI or AMX, else 7: `REDUCE_RANGE`), uint8 activations, ranges from MinMax calibration. What stays float32 is
+`KEEP_FLOAT32`: the first convolution, and box decoding and softmax (the operators after the heads' concatenation),
+so that boxes and scores are computed in float32 from the quantized head outputs. Chosen among `FLOAT32_CHOICES` by
+measuring each one's minival mAP and time (bench/int8.py --choices; docs/benchmarks.md, INT8). The first convolution
+in float32 ("stem") scored 0.2-0.4 mAP more than "decode" and ran faster: int8 gains nothing on three input
+channels, and its input would be the normalized image on a uint8 grid that is not the pixels' own. Quantizing
+everything ("nothing") and keeping the heads float32 too ("heads") scored 0.1-0.2 mAP more than "decode", but
+"nothing" puts the boxes and scores themselves on an 8-bit grid (box corners in steps of about 1 % of the image),
+and "heads" gives up a third of the speed-up; the depthwise convolutions in float32 lost 4 mAP, and quantizing only
+the convolutions 9 (the ReLU6 after each is then quantized on the convolution's wide output range instead of 0-6).
 
 Calibration images: `ssd.export.calibration` (300 training photos of a VOC folder when one is named, else
 scikit-image's sample photos). The file's metadata and its record say which.
 
-The cache: the INT8 file lies beside the float32 export, named after it (same weights, card, torch and exporter
-key) plus the quantizer's own key (this recipe's version, onnxruntime's version), and beside it its record
-(`Int8Record`, JSON): the calibration images, what stayed float32, a timing against float32 taken when it was
+The cache: the INT8 file lies beside the float32 export, named after it (same weights, card, torch and exporter key)
+plus the quantizer's own key (this recipe's version, the weights' width, onnxruntime's version), and beside it its
+record (`Int8Record`, JSON): the calibration images, what stayed float32, a timing against float32 taken when it was
 made, on this CPU, and (once bench/int8.py --record has measured it) the mAP of both on VOC minival. The backend
 `auto` runs the INT8 file only when that record says it is faster here and within `MAX_MAP_DROP` of float32
 (`Int8Record.verdict`); otherwise INT8 is opt-in.
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..backends import PRECISION_KEY, OnnxRuntimeBackend, cpu_identity
+from ..backends import PRECISION_KEY, OnnxRuntimeBackend, cpu_has_int8_dot_product, cpu_identity
 from ..config import SSDConfig
 from . import cache_dir, cached_export, export_bytes, export_cache_path
 from .calibration import CALIBRATION_ENV, Calibration, calibration_images
@@ -49,7 +50,7 @@ from .calibration import CALIBRATION_ENV, Calibration, calibration_images
 log = logging.getLogger("ssd")
 
 # Part of the cache key: bump when the recipe (pre-processing, format, what stays float32, calibration) changes.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 # `auto` takes INT8 only within this much area mAP (0-1) of float32 on the recorded evaluation.
 MAX_MAP_DROP = 0.005
 
@@ -64,18 +65,26 @@ FLOAT32_CHOICES = {
     "convs-only": "only the convolutions are quantized: box decoding and softmax stay float32, and so do the "
                   "activations (ReLU6) and the residual additions",
     "depthwise": "as decode, and the depthwise convolutions (with their ReLU6) stay float32 too",
+    "stem": "as decode, and the first convolution (on the normalized image, with its ReLU6) stays float32 too",
     "heads": "the multibox heads (their convolutions with their ReLU6, reshapes and concatenation), box decoding "
              "and softmax stay float32: the base and the extra layers are quantized",
 }
-KEEP_FLOAT32 = "decode"
-# Weights in 7 bits (-64..63) instead of 8. Without VNNI (AVX2, AVX-512 without it), onnxruntime multiplies uint8
-# activations by int8 weights with VPMADDUBSW, which sums each pair of products into 16 bits and saturates above
-# 32767 (2 x 255 x 127 does not fit; 2 x 255 x 64 does). On this project's AVX2 CPU the shipped weights lost 2.6
-# mAP on minival in 8 bits and 1.0 in 7 (bench/int8.py); with VNNI, 7 bits cost a little precision only.
-REDUCE_RANGE = True
-# quantize_static's calibration arguments: none, MinMax over every image. A moving average of each image's range
-# (CalibMovingAverage) scored no better; histogram methods keep every activation of every image in memory.
+KEEP_FLOAT32 = "stem"
+# The weights' width. Without VNNI (AVX2, AVX-512 without it), onnxruntime multiplies uint8 activations by int8
+# weights with VPMADDUBSW, which sums each pair of products into 16 bits and saturates above 32767 (2 x 255 x 127
+# does not fit; 2 x 255 x 64 does), so there the weights take 7 bits (-64..63). With VNNI or AMX-INT8 the products
+# are summed in 32 bits and the weights take all 8. On the shipped weights (docs/benchmarks.md, INT8) 8 bits lost
+# 3.2 minival mAP on an AVX2 CPU and 7 bits 1.5; computed exactly (bench/int8.py --simulated: what 32-bit sums
+# give), 8 bits lose 0.9 and 7 bits 1.2. None: chosen by this CPU; True / False: 7 / 8 bits wherever.
+REDUCE_RANGE: bool | None = None
+# quantize_static's calibration arguments: none, MinMax over every image. Neither a moving average of each image's
+# range (CalibMovingAverage) nor ranges cut at a percentile of a histogram (99.99 or 99.999 %) scored better.
 CALIBRATION: dict = {}
+
+
+def reduce_range() -> bool:
+    """Whether the weights are quantized in 7 bits (REDUCE_RANGE): unless set, where this CPU has no VNNI or AMX."""
+    return cpu_has_int8_dot_product() is not True if REDUCE_RANGE is None else REDUCE_RANGE
 
 def float32_nodes(graph, keep: str) -> tuple[list[str] | None, list[str]]:
     """(op_types_to_quantize, nodes_to_exclude) for quantize_static that keep `keep` (FLOAT32_CHOICES) float32."""
@@ -87,7 +96,7 @@ def float32_nodes(graph, keep: str) -> tuple[list[str] | None, list[str]]:
     if keep == "convs-only":
         return ["Conv"], []
     # Walk back from the outputs to the last convolutions ("after-heads", "heads"), or to the heads'
-    # concatenation of their reshaped outputs ("decode", "depthwise"): everything on the way stays float32.
+    # concatenation of their reshaped outputs ("decode", "depthwise", "stem"): everything on the way stays float32.
     made_by = {out: node for node in graph.node for out in node.output}
 
     def heads_concatenation(node) -> bool:
@@ -103,9 +112,11 @@ def float32_nodes(graph, keep: str) -> tuple[list[str] | None, list[str]]:
         tail.add(node.name)
         todo += list(node.input)
     exclude = sorted(tail)
-    if keep in ("depthwise", "heads"):
+    if keep in ("depthwise", "heads", "stem"):
         if keep == "depthwise":
             kept = [n for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+        elif keep == "stem":
+            kept = convs[:1]  # an ONNX graph lists its nodes in the order they run
         else:
             kept = [n for n in convs if any("_heads." in i for i in n.input)]
         # And the activation (ReLU6) after each: quantized alone, it would be quantized on its input's range,
@@ -149,6 +160,8 @@ def quantize(float_model: Path | bytes, calibration: Calibration, keep: str = KE
 
     from ..graph import INPUT
 
+    seven_bits = reduce_range()
+
     # onnxruntime's quantizer warns on every run about things that do not apply here (e.g. to pre-process first,
     # which this does), some through the root logger's functions, which give the root logger a handler of its
     # own (logging.basicConfig) when it has none: a placeholder handler prevents that, for as long as it runs.
@@ -172,7 +185,7 @@ def quantize(float_model: Path | bytes, calibration: Calibration, keep: str = KE
             quant_pre_process(str(source), str(prepared))
             op_types, exclude = float32_nodes(onnx.load(str(prepared)).graph, keep)
             quantize_static(str(prepared), str(out), _Reader(calibration.images, INPUT, batch),
-                            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=REDUCE_RANGE,
+                            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=seven_bits,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=op_types, nodes_to_exclude=exclude, **CALIBRATION)
         finally:
@@ -182,7 +195,7 @@ def quantize(float_model: Path | bytes, calibration: Calibration, keep: str = KE
         proto = onnx.load(str(out))
     meta = {**float_meta, PRECISION_KEY: "int8",
             "int8_quantization": f"onnxruntime {onnxruntime.__version__} quantize_static: QDQ, int8 weights per "
-                                 f"output channel{' in 7 bits (reduce_range)' if REDUCE_RANGE else ''}, uint8 "
+                                 f"output channel in {7 if seven_bits else 8} bits, uint8 "
                                  f"activations, MinMax calibration; recipe {RECIPE_VERSION}",
             "int8_float32": f"{keep}: {FLOAT32_CHOICES[keep]}",
             "int8_calibration": calibration.source}
@@ -274,7 +287,7 @@ def int8_cache_path(weights: Path, card: dict) -> Path:
     plus the quantizer's key (recipe, onnxruntime version)."""
     import onnxruntime
 
-    recipe = f"{RECIPE_VERSION}/{KEEP_FLOAT32}/{REDUCE_RANGE}/{sorted(CALIBRATION.items())}/{onnxruntime.__version__}"
+    recipe = f"{RECIPE_VERSION}/{KEEP_FLOAT32}/{reduce_range()}/{sorted(CALIBRATION.items())}/{onnxruntime.__version__}"
     key = hashlib.sha256(recipe.encode()).hexdigest()[:8]
     return export_cache_path(weights, card).with_suffix(f".int8-{key}.onnx")
 
