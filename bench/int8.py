@@ -122,7 +122,8 @@ def main() -> None:
 
     bits = 7 if int8.reduce_range() else 8
     print(f"weights in {bits} bits on this CPU (int8 dot product: {cpu_has_int8_dot_product()})")
-    rows = [(choice, bits) for choice in args.choices] + ([(int8.KEEP_FLOAT32, 15 - bits)] if args.other_width else [])
+    other = 8 if bits == 7 else 7
+    rows = [(choice, bits) for choice in args.choices] + ([(int8.KEEP_FLOAT32, other)] if args.other_width else [])
     if rows:
         calibration = calibration_images(cfg.image_size, args.voc)
         print(f"what stays float32, each calibrated on {calibration.source}:")

@@ -27,11 +27,18 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def _cpu_flags() -> set[str] | None:
-    """The instruction-set flags of this CPU (Linux's /proc/cpuinfo); None: cannot tell."""
+def _cpuinfo() -> list[str] | None:
+    """The lines of Linux's /proc/cpuinfo; None elsewhere."""
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
+        return None
+
+
+def _cpu_flags(lines: list[str] | None = None) -> set[str] | None:
+    """The instruction-set flags of this CPU (from /proc/cpuinfo's `lines`, read when not given); None: cannot tell."""
+    lines = _cpuinfo() if lines is None else lines
+    if lines is None:
         return None
     return next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
 
@@ -47,7 +54,7 @@ def cpu_has_native_bf16() -> bool | None:
 def cpu_has_int8_dot_product() -> bool | None:
     """Whether this CPU sums uint8 x int8 products straight into 32 bits (AVX512-VNNI, AVX-VNNI or AMX-INT8), as
     onnxruntime's int8 kernels then do; without it they sum pairs of products into 16 bits first, which saturates
-    with 8-bit weights (ssd.export.int8.weight_bits). None: cannot tell (not Linux)."""
+    with 8-bit weights (ssd.export.int8.reduce_range). None: cannot tell (not Linux)."""
     flags = _cpu_flags()
     return None if flags is None else bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
@@ -63,12 +70,11 @@ def cpu_identity() -> str:
     from an AVX-512 one."""
     import platform
 
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
+    lines = _cpuinfo()
+    if lines is None:
         return platform.processor() or platform.machine()
     name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
-    flags = _cpu_flags() or set()
+    flags = _cpu_flags(lines)
     return f"{name} ({' '.join(f for f in _SPEED_FLAGS if f in flags) or 'none of ' + ' '.join(_SPEED_FLAGS)})"
 
 

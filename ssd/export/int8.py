@@ -73,9 +73,11 @@ KEEP_FLOAT32 = "stem"
 # The weights' width. Without VNNI (AVX2, AVX-512 without it), onnxruntime multiplies uint8 activations by int8
 # weights with VPMADDUBSW, which sums each pair of products into 16 bits and saturates above 32767 (2 x 255 x 127
 # does not fit; 2 x 255 x 64 does), so there the weights take 7 bits (-64..63). With VNNI or AMX-INT8 the products
-# are summed in 32 bits and the weights take all 8. On the shipped weights (docs/benchmarks.md, INT8) 8 bits lost
-# 3.2 minival mAP on an AVX2 CPU and 7 bits 1.5; computed exactly (bench/int8.py --simulated: what 32-bit sums
-# give), 8 bits lose 0.9 and 7 bits 1.2. None: chosen by this CPU; True / False: 7 / 8 bits wherever.
+# are summed in 32 bits and the weights take all 8. On the shipped weights (docs/benchmarks.md, INT8), with the
+# first convolution quantized too ("decode"), 8 bits lost 3.2 minival mAP on an AVX2 CPU and 7 bits 1.5; computed
+# exactly (bench/int8.py --simulated: what 32-bit sums give), 8 bits lose 0.9 and 7 bits 1.2. With it float32
+# ("stem"), 8 bits score on AVX2 as 7 do (the saturation was mostly in it), and lose 0.4 computed exactly.
+# None: chosen by this CPU; True / False: 7 / 8 bits wherever.
 REDUCE_RANGE: bool | None = None
 # quantize_static's calibration arguments: none, MinMax over every image. Neither a moving average of each image's
 # range (CalibMovingAverage) nor ranges cut at a percentile of a histogram (99.99 or 99.999 %) scored better.
@@ -85,6 +87,7 @@ CALIBRATION: dict = {}
 def reduce_range() -> bool:
     """Whether the weights are quantized in 7 bits (REDUCE_RANGE): unless set, where this CPU has no VNNI or AMX."""
     return cpu_has_int8_dot_product() is not True if REDUCE_RANGE is None else REDUCE_RANGE
+
 
 def float32_nodes(graph, keep: str) -> tuple[list[str] | None, list[str]]:
     """(op_types_to_quantize, nodes_to_exclude) for quantize_static that keep `keep` (FLOAT32_CHOICES) float32."""
@@ -284,7 +287,7 @@ class Int8Record:
 
 def int8_cache_path(weights: Path, card: dict) -> Path:
     """Where the INT8 file of these weights lies in the cache (whether or not it does): the float32 export's name
-    plus the quantizer's key (recipe, onnxruntime version)."""
+    plus the quantizer's key (recipe, weights' width, onnxruntime version)."""
     import onnxruntime
 
     recipe = f"{RECIPE_VERSION}/{KEEP_FLOAT32}/{reduce_range()}/{sorted(CALIBRATION.items())}/{onnxruntime.__version__}"
